@@ -1,0 +1,15 @@
+# attnkit_cuda_sources(<target> ARCH <90a|80> SOURCES ...): compile device sources for one arch only,
+# in the -gencode form (sm_90a features need the arch-specific target).
+function(attnkit_cuda_sources target)
+  cmake_parse_arguments(ARG "" "ARCH" "SOURCES" ${ARGN})
+  target_sources(${target} PRIVATE ${ARG_SOURCES})
+  set_source_files_properties(${ARG_SOURCES} TARGET_DIRECTORY ${target} PROPERTIES
+    COMPILE_OPTIONS "-gencode=arch=compute_${ARG_ARCH},code=sm_${ARG_ARCH}")
+endfunction()
+
+# Warnings for our own C++ (not for the CuTe headers, which are SYSTEM includes).
+function(attnkit_warnings target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>
+    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-Wall>)
+endfunction()

@@ -1,0 +1,1 @@
+#include "reference/dense_reference.h"

@@ -1,0 +1,23 @@
+#include "attnkit/build_config.h"
+#include "attnkit/version.h"
+
+namespace attnkit {
+
+BuildInfo build_info() {
+  BuildInfo info;
+  info.version = ATTNKIT_VERSION;
+  info.cuda_enabled = ATTNKIT_ENABLE_CUDA != 0;
+  info.cuda_archs = ATTNKIT_ENABLE_CUDA ? ATTNKIT_CUDA_ARCHS : "";
+  info.compiled_backends = "cpu";
+#if ATTNKIT_HAVE_DENSE_SM80
+  info.compiled_backends += " sm80";
+#endif
+#if defined(__clang__)
+  info.compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+  info.compiler = "gcc " __VERSION__;
+#endif
+  return info;
+}
+
+}  // namespace attnkit

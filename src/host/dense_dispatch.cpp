@@ -1,0 +1,224 @@
+// Dispatch for dense attention: validate, ask each backend in order of preference, run the first that
+// can. An explicitly requested backend that cannot run the call is an error, never a silent fallback.
+#include <array>
+#include <string>
+#include <type_traits>
+
+#include "attnkit/build_config.h"
+#include "attnkit/dense.h"
+#include "cpu/dense_cpu.h"
+#include "host/cuda_runtime.h"
+#include "host/dense_backend.h"
+#include "host/dense_problem.h"
+
+#if ATTNKIT_HAVE_DENSE_SM80
+#include "kernels/dense/sm80/dense_sm80.h"
+#endif
+
+namespace attnkit {
+
+const char* backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::kAuto: return "auto";
+    case Backend::kCPU: return "cpu";
+    case Backend::kSm80: return "sm80";
+    case Backend::kSm90: return "sm90";
+  }
+  return "unknown";
+}
+
+namespace host {
+namespace {
+
+constexpr std::size_t kBackendCount = 3;
+
+// In order of preference: the first usable one runs under Backend::kAuto.
+std::array<DenseBackendOps, kBackendCount> dense_backends() {
+  DenseBackendOps sm90{Backend::kSm90,
+                       "a Hopper (sm_90a) dense kernel; none exists in this version of attnkit",
+                       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+#if ATTNKIT_HAVE_DENSE_SM80
+  DenseBackendOps sm80{Backend::kSm80, "",
+                       sm80::dense_supports_forward, sm80::dense_supports_backward,
+                       sm80::dense_forward_workspace_bytes, sm80::dense_backward_workspace_bytes,
+                       sm80::dense_forward, sm80::dense_backward};
+#else
+  DenseBackendOps sm80{Backend::kSm80,
+                       ATTNKIT_ENABLE_CUDA ? "ATTNKIT_CUDA_ARCHS including 80 (and ATTNKIT_OP_DENSE=ON)"
+                                           : "ATTNKIT_ENABLE_CUDA=ON with ATTNKIT_CUDA_ARCHS including 80",
+                       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+#endif
+  DenseBackendOps cpu_backend{Backend::kCPU, "",
+                              cpu::dense_supports_forward, cpu::dense_supports_backward,
+                              cpu::dense_forward_workspace_bytes, cpu::dense_backward_workspace_bytes,
+                              cpu::dense_forward, cpu::dense_backward};
+  return {sm90, sm80, cpu_backend};
+}
+
+// The device gate shared by forward and backward: where must the tensors live for this backend?
+Status device_gate(const DenseBackendOps& ops, const DenseProblem& problem) {
+  if (ops.missing_build_option[0] != '\0') {
+    return {StatusCode::kNotCompiled, std::string("not compiled: needs ") + ops.missing_build_option};
+  }
+  if (ops.backend == Backend::kCPU) {
+    if (problem.device.kind != DeviceKind::kCPU) {
+      return {StatusCode::kNotImplemented, "tensors are on " + device_name(problem.device) + ", not the CPU"};
+    }
+    return Status::ok();
+  }
+  if (problem.device.kind != DeviceKind::kCUDA) {
+    return {StatusCode::kNotImplemented, "tensors are on the CPU, not a CUDA device"};
+  }
+  std::string why;
+  const int capability = cuda_compute_capability(problem.device.index, &why);
+  if (capability < 0) return {StatusCode::kCudaError, why};
+  const int needed = ops.backend == Backend::kSm90 ? 90 : 80;
+  if (capability < needed || (ops.backend == Backend::kSm90 && capability != 90)) {
+    return {StatusCode::kNotImplemented, device_name(problem.device) + " has compute capability " +
+                                             std::to_string(capability / 10) + "." +
+                                             std::to_string(capability % 10) + "; this backend needs " +
+                                             (ops.backend == Backend::kSm90 ? "exactly 9.0" : "8.0 or newer")};
+  }
+  return Status::ok();
+}
+
+template <typename Args>
+Status backend_verdict(const DenseBackendOps& ops, const DenseProblem& problem, const Args& args) {
+  if (Status gate = device_gate(ops, problem); !gate) return gate;
+  if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+    return ops.supports_forward(problem, args);
+  } else {
+    return ops.supports_backward(problem, args);
+  }
+}
+
+struct Selection {
+  Status status;                 // ok, or why nothing can run
+  const DenseBackendOps* chosen = nullptr;
+  DenseProblem problem;
+  Explanation explanation;
+};
+
+template <typename Args>
+Selection select_backend(const Args& args, const std::array<DenseBackendOps, kBackendCount>& backends) {
+  Selection selection;
+  selection.status = make_dense_problem(args, &selection.problem);
+  selection.explanation.validation = selection.status;
+  if (!selection.status) return selection;
+  const Backend requested = args.options.backend;
+  std::string reasons;
+  Status first_failure;
+  for (const DenseBackendOps& ops : backends) {
+    Status verdict = backend_verdict(ops, selection.problem, args);
+    if (requested != Backend::kAuto && ops.backend != requested) {
+      verdict = {StatusCode::kNotImplemented, std::string("not requested (backend = ") + backend_name(requested) + ")"};
+    } else if (!verdict && requested != Backend::kAuto) {
+      first_failure = verdict;
+    }
+    const bool usable = verdict.is_ok() && selection.chosen == nullptr;
+    if (verdict.is_ok() && selection.chosen != nullptr) {
+      verdict = {StatusCode::kOk, std::string("usable, but ") + backend_name(selection.chosen->backend) + " is preferred"};
+    }
+    if (usable) selection.chosen = &ops;
+    if (!verdict.is_ok()) reasons += std::string("\n  ") + backend_name(ops.backend) + ": " + verdict.message();
+    selection.explanation.verdicts.push_back(
+        {ops.backend, usable, usable ? std::string("chosen") : verdict.message()});
+  }
+  if (selection.chosen != nullptr) {
+    selection.explanation.chosen = selection.chosen->backend;
+    return selection;
+  }
+  if (requested != Backend::kAuto) {
+    selection.status = {first_failure.code(), std::string("backend ") + backend_name(requested) +
+                                                  " cannot run this call: " + first_failure.message()};
+  } else {
+    selection.status = {StatusCode::kNotImplemented, "no backend can run this call:" + reasons};
+  }
+  return selection;
+}
+
+template <typename Args>
+std::size_t needed_workspace(const Selection& selection) {
+  if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+    return selection.chosen->forward_workspace_bytes(selection.problem);
+  } else {
+    return selection.chosen->backward_workspace_bytes(selection.problem);
+  }
+}
+
+template <typename Args>
+Status check_workspace(const Args& args, const Selection& selection) {
+  const std::size_t needed = needed_workspace<Args>(selection);
+  if (needed > 0 && (args.workspace == nullptr || args.workspace_bytes < needed)) {
+    return {StatusCode::kWorkspaceTooSmall,
+            std::string("workspace: backend ") + backend_name(selection.chosen->backend) + " needs " +
+                std::to_string(needed) + " bytes, got " + std::to_string(args.workspace_bytes) +
+                (args.workspace == nullptr ? " (null pointer)" : "") + "; ask workspace_size() first"};
+  }
+  return Status::ok();
+}
+
+template <typename Args>
+Status can_implement_impl(const Args& args) {
+  const auto backends = dense_backends();
+  Selection selection = select_backend(args, backends);
+  if (!selection.status) return selection.status;
+  if (selection.problem.no_work()) return Status::ok();
+  return check_workspace(args, selection);
+}
+
+template <typename Args>
+Status run_impl(const Args& args) {
+  const auto backends = dense_backends();
+  Selection selection = select_backend(args, backends);
+  if (!selection.status) return selection.status;
+  if (selection.problem.no_work()) return Status::ok();
+  if (Status s = check_workspace(args, selection); !s) return s;
+  if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+    return selection.chosen->run_forward(selection.problem, args);
+  } else {
+    return selection.chosen->run_backward(selection.problem, args);
+  }
+}
+
+template <typename Args>
+Status workspace_size_impl(const Args& args, std::size_t* bytes) {
+  if (bytes == nullptr) return {StatusCode::kInvalidArgument, "workspace_size: bytes must not be null"};
+  const auto backends = dense_backends();
+  Selection selection = select_backend(args, backends);
+  if (!selection.status) return selection.status;
+  *bytes = selection.problem.no_work() ? 0 : needed_workspace<Args>(selection);
+  return Status::ok();
+}
+
+template <typename Args>
+Explanation explain_impl(const Args& args) {
+  const auto backends = dense_backends();
+  return select_backend(args, backends).explanation;
+}
+
+}  // namespace
+}  // namespace host
+
+std::string Explanation::to_string() const {
+  if (!validation) return "the arguments are invalid: " + validation.to_string();
+  std::string text = chosen == Backend::kAuto ? std::string("no backend can run this call")
+                                              : std::string("runs on ") + backend_name(chosen);
+  for (const BackendVerdict& verdict : verdicts) {
+    text += std::string("\n  ") + backend_name(verdict.backend) + ": " + verdict.reason;
+  }
+  return text;
+}
+
+Status can_implement(const DenseForwardArgs& args) { return host::can_implement_impl(args); }
+Status can_implement(const DenseBackwardArgs& args) { return host::can_implement_impl(args); }
+Explanation explain(const DenseForwardArgs& args) { return host::explain_impl(args); }
+Explanation explain(const DenseBackwardArgs& args) { return host::explain_impl(args); }
+Status workspace_size(const DenseForwardArgs& args, std::size_t* bytes) { return host::workspace_size_impl(args, bytes); }
+Status workspace_size(const DenseBackwardArgs& args, std::size_t* bytes) {
+  return host::workspace_size_impl(args, bytes);
+}
+Status forward(const DenseForwardArgs& args) { return host::run_impl(args); }
+Status backward(const DenseBackwardArgs& args) { return host::run_impl(args); }
+
+}  // namespace attnkit
