@@ -9,8 +9,11 @@ BuildInfo build_info() {
   info.cuda_enabled = ATTNKIT_ENABLE_CUDA != 0;
   info.cuda_archs = ATTNKIT_ENABLE_CUDA ? ATTNKIT_CUDA_ARCHS : "";
   info.compiled_backends = "cpu";
-#if ATTNKIT_HAVE_DENSE_SM80
-  info.compiled_backends += " sm80";
+#if ATTNKIT_HAVE_DENSE_SM80_FORWARD
+  info.compiled_backends += " sm80-forward";
+#endif
+#if ATTNKIT_HAVE_DENSE_SM80_BACKWARD
+  info.compiled_backends += " sm80-backward";
 #endif
 #if defined(__clang__)
   info.compiler = "clang " __clang_version__;

@@ -11,7 +11,9 @@
 #include "host/dense_backend.h"
 #include "host/dense_problem.h"
 
-#if ATTNKIT_HAVE_DENSE_SM80
+// The sm80 forward and backward are separate translation units, each announced by its own define
+// (set by src/kernels/dense/sm80/CMakeLists.txt when its sources are part of the build).
+#if ATTNKIT_HAVE_DENSE_SM80_FORWARD || ATTNKIT_HAVE_DENSE_SM80_BACKWARD
 #include "kernels/dense/sm80/dense_sm80.h"
 #endif
 
@@ -37,11 +39,18 @@ std::array<DenseBackendOps, kBackendCount> dense_backends() {
   DenseBackendOps sm90{Backend::kSm90,
                        "a Hopper (sm_90a) dense kernel; none exists in this version of attnkit",
                        nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-#if ATTNKIT_HAVE_DENSE_SM80
-  DenseBackendOps sm80{Backend::kSm80, "",
-                       sm80::dense_supports_forward, sm80::dense_supports_backward,
-                       sm80::dense_forward_workspace_bytes, sm80::dense_backward_workspace_bytes,
-                       sm80::dense_forward, sm80::dense_backward};
+#if ATTNKIT_HAVE_DENSE_SM80_FORWARD || ATTNKIT_HAVE_DENSE_SM80_BACKWARD
+  DenseBackendOps sm80{Backend::kSm80, "", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+#if ATTNKIT_HAVE_DENSE_SM80_FORWARD
+  sm80.supports_forward = sm80::dense_supports_forward;
+  sm80.forward_workspace_bytes = sm80::dense_forward_workspace_bytes;
+  sm80.run_forward = sm80::dense_forward;
+#endif
+#if ATTNKIT_HAVE_DENSE_SM80_BACKWARD
+  sm80.supports_backward = sm80::dense_supports_backward;
+  sm80.backward_workspace_bytes = sm80::dense_backward_workspace_bytes;
+  sm80.run_backward = sm80::dense_backward;
+#endif
 #else
   DenseBackendOps sm80{Backend::kSm80,
                        ATTNKIT_ENABLE_CUDA ? "ATTNKIT_CUDA_ARCHS including 80 (and ATTNKIT_OP_DENSE=ON)"
@@ -86,8 +95,12 @@ template <typename Args>
 Status backend_verdict(const DenseBackendOps& ops, const DenseProblem& problem, const Args& args) {
   if (Status gate = device_gate(ops, problem); !gate) return gate;
   if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+    if (ops.supports_forward == nullptr) return {StatusCode::kNotImplemented, "this backend has no forward kernel yet"};
     return ops.supports_forward(problem, args);
   } else {
+    if (ops.supports_backward == nullptr) {
+      return {StatusCode::kNotImplemented, "this backend has no backward kernel yet"};
+    }
     return ops.supports_backward(problem, args);
   }
 }
