@@ -1,5 +1,6 @@
 #include "attnkit/build_config.h"
 #include "attnkit/version.h"
+#include "host/cuda_runtime.h"
 
 namespace attnkit {
 
@@ -21,6 +22,15 @@ BuildInfo build_info() {
   info.compiler = "gcc " __VERSION__;
 #endif
   return info;
+}
+
+std::vector<CudaDeviceSummary> cuda_devices(std::string* why_none) {
+  std::vector<CudaDeviceSummary> summaries;
+  for (const host::CudaDeviceInfo& device : host::cuda_devices(why_none)) {
+    summaries.push_back({device.ordinal, device.name, device.major * 10 + device.minor, device.sm_count,
+                         device.global_memory_bytes});
+  }
+  return summaries;
 }
 
 }  // namespace attnkit
