@@ -141,6 +141,8 @@ Selection select_backend(const Args& args, const std::array<DenseBackendOps, kBa
     selection.explanation.chosen = selection.chosen->backend;
     return selection;
   }
+  // Zero-size work is a defined no-op on any device, even one no backend of this build can serve.
+  if (selection.problem.no_work()) return selection;
   if (requested != Backend::kAuto) {
     selection.status = {first_failure.code(), std::string("backend ") + backend_name(requested) +
                                                   " cannot run this call: " + first_failure.message()};
