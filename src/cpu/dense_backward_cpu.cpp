@@ -1,11 +1,121 @@
+// CPU dense attention backward (FlashAttention-2 recomputation from the saved LSE), in three steps:
+//   1. delta_i = <dO_i, O_i> for every (row, head), and dsink_h = -sum_i exp(sink_h - lse_i) delta_i;
+//   2. dk, dv: one work item per key tile, looping over the query tiles that see it;
+//   3. dq: one work item per query tile, looping over the key tiles it sees.
+// Deterministic by construction: every output element is written by exactly one work item, whose sums
+// run in a fixed order in one thread (no atomics, no cross-thread reduction), so results are bitwise
+// identical from run to run and independent of the number of threads. The price of the separate dq pass
+// is recomputing S and dP: 7 tile GEMMs per (query tile, key tile) pair instead of the 5 of a fused pass
+// with atomic dq.
+#include <cmath>
+#include <cstdint>
+#include <new>
+#include <vector>
+
+#include "attnkit/numeric.h"
 #include "cpu/dense_cpu.h"
+#include "cpu/dense_cpu_context.h"
+#include "cpu/dense_cpu_kernels.h"
+#include "cpu/dense_cpu_limits.h"
+#include "cpu/dense_cpu_schedule.h"
 
 namespace attnkit::cpu {
-Status dense_supports_backward(const host::DenseProblem&, const DenseBackwardArgs&) {
-  return {StatusCode::kNotImplemented, "CPU backward: placeholder"};
+namespace {
+
+float element_to_float(const std::byte* base, DType dtype, std::int64_t index) {
+  switch (dtype) {
+    case DType::kFloat32: return reinterpret_cast<const float*>(base)[index];
+    case DType::kFloat16: return fp16_to_float(reinterpret_cast<const std::uint16_t*>(base)[index]);
+    case DType::kBFloat16: return bf16_to_float(reinterpret_cast<const std::uint16_t*>(base)[index]);
+    default: return 0.0f;
+  }
 }
+
+// Query row t of the flattened [total_q] rows as (batch, token) of the views: BSHD t = b * Sq + i.
+struct RowAddress {
+  std::int64_t batch;
+  std::int64_t token;
+};
+
+RowAddress row_address(const host::DenseProblem& problem, std::int64_t row) {
+  if (problem.varlen) return {0, row};
+  return {row / problem.seqlen_q, row % problem.seqlen_q};
+}
+
+// delta [total_q, Hq] (fp32, each a fixed-order sum over Dv), then dsinks.
+void compute_delta_and_dsinks(const host::DenseProblem& problem, const DenseCpuContext& ctx,
+                              std::vector<float>& delta) {
+  const std::int64_t total_rows = problem.total_q;
+  const std::int64_t heads = ctx.heads_q;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t row = 0; row < total_rows; ++row) {
+    const RowAddress at = row_address(problem, row);
+    for (std::int64_t head = 0; head < heads; ++head) {
+      const std::byte* dout = ctx.dout.row(at.batch, at.token, head);
+      const std::byte* out = ctx.out.row(at.batch, at.token, head);
+      float sum = 0.0f;
+      for (std::int64_t d = 0; d < ctx.head_dim_v; ++d) {
+        sum += element_to_float(dout, ctx.dtype, d) * element_to_float(out, ctx.dtype, d);
+      }
+      delta[static_cast<std::size_t>(row * heads + head)] = sum;
+    }
+  }
+  if (ctx.dsinks == nullptr) return;
+  // One head per thread, rows in order, in double: deterministic and accurate over long sequences.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t head = 0; head < heads; ++head) {
+    const double sink = ctx.sinks[head * ctx.sinks_stride];
+    double sum = 0.0;
+    for (std::int64_t row = 0; row < total_rows; ++row) {
+      const RowAddress at = row_address(problem, row);
+      const double lse = ctx.lse.at(at.batch, at.token, head);
+      if (std::isinf(lse) && lse < 0) continue;  // nothing visible and no sink: the row has no gradient
+      sum += std::exp(sink - lse) * delta[static_cast<std::size_t>(row * heads + head)];
+    }
+    ctx.dsinks[head * ctx.dsinks_stride] = static_cast<float>(-sum);
+  }
+}
+
+}  // namespace
+
+Status dense_supports_backward(const host::DenseProblem& problem, const DenseBackwardArgs&) {
+  return check_cpu_limits(problem);
+}
+
+// The delta buffer and the per-thread scratch are host memory allocated by the backend itself.
 std::size_t dense_backward_workspace_bytes(const host::DenseProblem&) { return 0; }
-Status dense_backward(const host::DenseProblem&, const DenseBackwardArgs&) {
-  return {StatusCode::kNotImplemented, "CPU backward: placeholder"};
+
+Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs& args) {
+  try {
+    DenseCpuContext ctx = make_dense_cpu_context(problem, args.q, args.k, args.v, args.out, args.lse, args.sinks,
+                                                 args.cu_seqlens_q, args.cu_seqlens_k);
+    ctx.dout = make_token_view(args.dout, problem.varlen);
+    ctx.dq = make_token_view(args.dq, problem.varlen);
+    ctx.dk = make_token_view(args.dk, problem.varlen);
+    ctx.dv = make_token_view(args.dv, problem.varlen);
+    if (args.dsinks.defined()) {
+      ctx.dsinks = static_cast<float*>(args.dsinks.data);
+      ctx.dsinks_stride = args.dsinks.strides[0];
+    }
+    std::vector<float> delta(static_cast<std::size_t>(problem.total_q * problem.heads_q));  // [total_q, Hq]
+    compute_delta_and_dsinks(problem, ctx, delta);
+    ctx.delta = delta.data();
+
+    const DenseCpuKernels& kernels = dense_cpu_kernels(active_cpu_isa());
+    const std::vector<KeyTile> key_tiles = make_key_tiles(ctx);
+    bool ok = run_tiles_in_parallel(ctx, /*backward=*/true, key_tiles, [&](const KeyTile& tile, TileScratch& scratch) {
+      kernels.backward_key_tile(ctx, tile, scratch);
+    });
+    const std::vector<QueryTile> query_tiles = make_query_tiles(ctx);
+    ok = ok && run_tiles_in_parallel(ctx, /*backward=*/true, query_tiles,
+                                     [&](const QueryTile& tile, TileScratch& scratch) {
+                                       kernels.backward_query_tile(ctx, tile, scratch);
+                                     });
+    if (!ok) return {StatusCode::kInternal, "CPU backward: out of host memory for the per-thread tile scratch"};
+  } catch (const std::bad_alloc&) {
+    return {StatusCode::kInternal, "CPU backward: out of host memory for the delta buffer or the work lists"};
+  }
+  return Status::ok();
 }
+
 }  // namespace attnkit::cpu

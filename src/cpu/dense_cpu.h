@@ -13,4 +13,8 @@ std::size_t dense_backward_workspace_bytes(const host::DenseProblem& problem);
 Status dense_forward(const host::DenseProblem& problem, const DenseForwardArgs& args);
 Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs& args);
 
+// The instruction set the CPU kernels run with on this machine: "avx2-fma-f16c" or "portable" (no
+// AVX2/FMA/F16C, or forced with the environment variable ATTNKIT_CPU_ISA=portable).
+const char* dense_cpu_isa_name();
+
 }  // namespace attnkit::cpu
