@@ -1,0 +1,74 @@
+// Tile shapes of the sm_80+ dense backward kernel, one per head-dim tier, readable from host code (the
+// support check compares their shared-memory need with the device's limit). A head dim D (and Dv) that
+// is a multiple of 8 runs on the smallest tier >= max(D, Dv); the kernel zero-fills the padding.
+#pragma once
+
+#include <cstddef>
+
+namespace attnkit::sm80::backward {
+
+// One CTA of kWarps warps owns kBlockN keys of one kv head and walks the query tiles of kBlockM rows
+// of every query head of its group. Three GEMM shapes, each with its own warp grid:
+//   S, dP (kBlockM x kBlockN, k = D):    kWarpsMForSdP x (kWarps / kWarpsMForSdP) warps
+//   dK, dV (kBlockN x D, k = kBlockM):   kWarpsNForDkv x (kWarps / kWarpsNForDkv) warps
+//   dQ (kBlockM x D, k = kBlockN):       kWarpsMForDq x (kWarps / kWarpsMForDq) warps, in kDqPasses
+//                                         column slices to bound the live accumulator registers
+// kStages: 2 double-buffers Q and dO (the next tile loads during the whole step); 1 issues the next
+// Q after the last reader of Q and the next dO after the last reader of dO (less shared memory).
+template <int kHeadDimTier>
+struct BackwardTile;
+
+// D <= 64: 128 x 128 tiles. Shared memory: Q, dO 2 x 16 KiB each, K, V 16 KiB each, P, dS 32 KiB each
+// = 160 KiB (fits the A100's 163 KiB opt-in limit, not the 99 KiB of sm_86/sm_89 parts).
+template <>
+struct BackwardTile<64> {
+  static constexpr int kHeadDim = 64, kBlockM = 128, kBlockN = 128, kWarps = 8;
+  static constexpr int kWarpsMForSdP = 2, kWarpsNForDkv = 4, kWarpsMForDq = 4, kDqPasses = 1, kStages = 2;
+};
+
+// D <= 128: 64 x 128 tiles. Q, dO 2 x 16 KiB each, K, V 32 KiB each, P, dS 16 KiB each = 160 KiB.
+template <>
+struct BackwardTile<128> {
+  static constexpr int kHeadDim = 128, kBlockM = 64, kBlockN = 128, kWarps = 8;
+  static constexpr int kWarpsMForSdP = 2, kWarpsNForDkv = 4, kWarpsMForDq = 2, kDqPasses = 1, kStages = 2;
+};
+
+// D <= 256: 64 x 64 tiles, Q and dO single-buffered: Q, dO, K, V 32 KiB each, P, dS 8 KiB each
+// = 144 KiB (the A100 fits it; double-buffering would need 208 KiB). dQ in two 128-column passes keeps
+// its accumulator at 32 registers beside the 128 of dK and dV.
+template <>
+struct BackwardTile<256> {
+  static constexpr int kHeadDim = 256, kBlockM = 64, kBlockN = 64, kWarps = 8;
+  static constexpr int kWarpsMForSdP = 4, kWarpsNForDkv = 2, kWarpsMForDq = 2, kDqPasses = 2, kStages = 1;
+};
+
+template <typename Tile>
+constexpr std::size_t backward_smem_bytes() {
+  constexpr std::size_t element = 2;  // fp16 / bf16
+  return element * (2 * Tile::kBlockN * Tile::kHeadDim                   // K, V
+                    + 2 * Tile::kStages * Tile::kBlockM * Tile::kHeadDim  // Q, dO
+                    + 2 * Tile::kBlockM * Tile::kBlockN)                  // P, dS
+         + sizeof(float) * 2 * Tile::kStages * Tile::kBlockM;             // lse, delta of the Q rows
+}
+
+// The tier that runs head dims (D, Dv), and its shared-memory need.
+constexpr int backward_head_dim_tier(long long head_dim, long long head_dim_v) {
+  const long long widest = head_dim > head_dim_v ? head_dim : head_dim_v;
+  return widest <= 64 ? 64 : widest <= 128 ? 128 : 256;
+}
+
+constexpr std::size_t backward_smem_bytes_for_tier(int tier) {
+  return tier == 64 ? backward_smem_bytes<BackwardTile<64>>()
+         : tier == 128 ? backward_smem_bytes<BackwardTile<128>>()
+                       : backward_smem_bytes<BackwardTile<256>>();
+}
+
+constexpr int backward_block_m_for_tier(int tier) {
+  return tier == 64 ? BackwardTile<64>::kBlockM : tier == 128 ? BackwardTile<128>::kBlockM : BackwardTile<256>::kBlockM;
+}
+
+constexpr int backward_block_n_for_tier(int tier) {
+  return tier == 64 ? BackwardTile<64>::kBlockN : tier == 128 ? BackwardTile<128>::kBlockN : BackwardTile<256>::kBlockN;
+}
+
+}  // namespace attnkit::sm80::backward

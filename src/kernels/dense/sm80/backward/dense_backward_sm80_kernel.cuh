@@ -1,0 +1,613 @@
+// The main sm_80+ dense attention backward kernel (FlashAttention-2 scheme, written for attnkit).
+//
+// One CTA owns kBlockN keys of one kv head. It keeps K and V in shared memory and dK, dV in fp32
+// registers, and walks every query tile of every query head of its GQA group that can see its keys:
+//   S   = Q K^T                     (kBlockM x kBlockN)
+//   P   = exp(s - lse),  s = scale S  (or s = c tanh(scale S / c) with softcap c)
+//   dP  = dO V^T
+//   dS  = P (dP - delta),  delta_i = <dO_i, O_i>   (times 1 - tanh^2 with softcap: ds/d(scale S))
+//   dV += P^T dO,  dK += dS^T Q,  dQ += dS K   (dK and dQ take the factor `scale` at the end)
+// dQ of a query tile gets contributions from every key tile, so it is added in fp32 to dq_accum with
+// atomics; in deterministic mode the key tiles of one query tile add in ascending order, each waiting
+// on a per-(batch, head, query tile) counter for its turn. dK and dV are written once, deterministically.
+//
+// Masking: key j is visible to query i iff diag_lo <= j - i <= diag_hi (bottom-right aligned window,
+// semantics.md section 1) and both lie inside the sequence. Query tiles that see none of the CTA's keys
+// are skipped; the element mask runs only on tiles that straddle a boundary.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "device/backward_mma_sm80.cuh"
+#include "kernels/dense/sm80/backward/dense_backward_sm80_config.h"
+#include "kernels/dense/sm80/backward/dense_backward_sm80_params.h"
+
+namespace attnkit::sm80::backward {
+namespace detail {
+
+using device::backward::cp_async_16;
+using device::backward::cp_async_4;
+using device::backward::cp_async_commit;
+using device::backward::cp_async_wait;
+using device::backward::ldmatrix_x4;
+using device::backward::ldmatrix_x4_trans;
+using device::backward::mma_16x8x16;
+using device::backward::MmaElement;
+using device::backward::smem_address;
+using device::backward::SwizzledTile;
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ int load_acquire(const std::int32_t* pointer) {
+  int value;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(value) : "l"(pointer) : "memory");
+  return value;
+}
+
+// The rows of one sequence and the band of (query, key) pairs it lets through.
+struct SequenceView {
+  int len_q = 0;
+  int len_k = 0;
+  std::int64_t q_row0 = 0;  // first row of the sequence in q / dO / lse (varlen: cu_seqlens_q[b]; BSHD: 0)
+  std::int64_t k_row0 = 0;  // first row in k / v / dk / dv
+  std::int64_t accum_row0 = 0;  // first row in delta / dq_accum (varlen: cu_seqlens_q[b]; BSHD: b * Sq)
+  // visible iff diag_lo <= j - i <= diag_hi; unbounded sides are +-2^40 (past any j - i).
+  std::int64_t diag_lo = 0;
+  std::int64_t diag_hi = 0;
+
+  __device__ SequenceView(const DenseBackwardParams& p, int b) {
+    if (p.cu_seqlens_q != nullptr) {
+      // Device-resident offsets are not validated on the host: clamp so that no index leaves the tensors.
+      const int q_begin = min(max(p.cu_seqlens_q[b], 0), p.total_q);
+      const int q_end = min(max(p.cu_seqlens_q[b + 1], q_begin), p.total_q);
+      const int k_begin = min(max(p.cu_seqlens_k[b], 0), p.total_k);
+      const int k_end = min(max(p.cu_seqlens_k[b + 1], k_begin), p.total_k);
+      len_q = min(q_end - q_begin, p.seqlen_q);
+      len_k = min(k_end - k_begin, p.seqlen_k);
+      q_row0 = q_begin;
+      k_row0 = k_begin;
+      accum_row0 = q_begin;
+    } else {
+      len_q = p.seqlen_q;
+      len_k = p.seqlen_k;
+      accum_row0 = static_cast<std::int64_t>(b) * p.seqlen_q;
+    }
+    constexpr std::int64_t kUnbounded = std::int64_t{1} << 40;
+    const std::int64_t offset = static_cast<std::int64_t>(len_k) - len_q;  // bottom-right alignment
+    diag_lo = p.window_left < 0 ? -kUnbounded : offset - p.window_left;
+    diag_hi = p.window_right < 0 ? kUnbounded : offset + p.window_right;
+  }
+
+  // Query tiles [first, last] (of kBlockM rows) that see at least one key of key tile n_block;
+  // first > last when none does. Both ends are non-decreasing in n_block.
+  template <int kBlockM, int kBlockN>
+  __device__ void query_tiles_for_key_tile(int n_block, int* first, int* last) const {
+    const std::int64_t key_begin = static_cast<std::int64_t>(n_block) * kBlockN;
+    const std::int64_t key_end = min(key_begin + kBlockN, static_cast<std::int64_t>(len_k));
+    // key j is seen by queries i with j - diag_hi <= i <= j - diag_lo.
+    const std::int64_t row_min = max(std::int64_t{0}, key_begin - diag_hi);
+    const std::int64_t row_max = min(static_cast<std::int64_t>(len_q) - 1, key_end - 1 - diag_lo);
+    if (row_min > row_max) {
+      *first = 1;
+      *last = 0;
+      return;
+    }
+    *first = static_cast<int>(row_min / kBlockM);
+    *last = static_cast<int>(row_max / kBlockM);
+  }
+
+  // True when every (i, j) of the tile is inside the sequence and inside the band.
+  template <int kBlockM, int kBlockN>
+  __device__ bool tile_fully_visible(int m_block, int n_block) const {
+    const std::int64_t row0 = static_cast<std::int64_t>(m_block) * kBlockM;
+    const std::int64_t col0 = static_cast<std::int64_t>(n_block) * kBlockN;
+    if (row0 + kBlockM > len_q || col0 + kBlockN > len_k) return false;
+    return col0 - (row0 + kBlockM - 1) >= diag_lo && col0 + kBlockN - 1 - row0 <= diag_hi;
+  }
+};
+
+template <typename Element_, int kHeadDimTier>
+struct BackwardKernel {
+  using Element = Element_;
+  using Tile = BackwardTile<kHeadDimTier>;
+  using Convert = MmaElement<Element>;
+
+  static constexpr int kHeadDim = Tile::kHeadDim;
+  static constexpr int kBlockM = Tile::kBlockM;
+  static constexpr int kBlockN = Tile::kBlockN;
+  static constexpr int kWarps = Tile::kWarps;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kStages = Tile::kStages;
+
+  // S and dP: (kBlockM x kBlockN), warp grid kSdpWarpsM x kSdpWarpsN.
+  static constexpr int kSdpWarpsM = Tile::kWarpsMForSdP;
+  static constexpr int kSdpWarpsN = kWarps / kSdpWarpsM;
+  static constexpr int kSdpWarpRows = kBlockM / kSdpWarpsM;
+  static constexpr int kSdpWarpCols = kBlockN / kSdpWarpsN;
+  static constexpr int kSdpTilesM = kSdpWarpRows / 16;
+  static constexpr int kSdpTilesN = kSdpWarpCols / 8;
+
+  // dK and dV: (kBlockN x kHeadDim), warp grid kDkvWarpsN x kDkvWarpsD.
+  static constexpr int kDkvWarpsN = Tile::kWarpsNForDkv;
+  static constexpr int kDkvWarpsD = kWarps / kDkvWarpsN;
+  static constexpr int kDkvWarpRows = kBlockN / kDkvWarpsN;
+  static constexpr int kDkvWarpCols = kHeadDim / kDkvWarpsD;
+  static constexpr int kDkvTilesM = kDkvWarpRows / 16;
+  static constexpr int kDkvTilesN = kDkvWarpCols / 8;
+
+  // dQ: (kBlockM x kHeadDim) in kDqPasses column slices, warp grid kDqWarpsM x kDqWarpsD per slice.
+  static constexpr int kDqWarpsM = Tile::kWarpsMForDq;
+  static constexpr int kDqWarpsD = kWarps / kDqWarpsM;
+  static constexpr int kDqPassCols = kHeadDim / Tile::kDqPasses;
+  static constexpr int kDqWarpRows = kBlockM / kDqWarpsM;
+  static constexpr int kDqWarpCols = kDqPassCols / kDqWarpsD;
+  static constexpr int kDqTilesM = kDqWarpRows / 16;
+  static constexpr int kDqTilesN = kDqWarpCols / 8;
+
+  static_assert(kSdpWarpRows % 16 == 0 && kSdpTilesN % 2 == 0, "S/dP warp tile: 16-row, 16-column multiples");
+  static_assert(kDkvWarpRows % 16 == 0 && kDkvTilesN % 2 == 0, "dK/dV warp tile: 16-row, 16-column multiples");
+  static_assert(kDqWarpRows % 16 == 0 && kDqTilesN % 2 == 0, "dQ warp tile: 16-row, 16-column multiples");
+
+  using TileKV = SwizzledTile<kBlockN, kHeadDim>;  // K, V; reused to stage dK, dV at the end
+  using TileQ = SwizzledTile<kBlockM, kHeadDim>;   // Q, dO (per stage)
+  using TileP = SwizzledTile<kBlockM, kBlockN>;    // P, dS (rows = queries, cols = keys)
+
+  static constexpr int kSmemK = 0;
+  static constexpr int kSmemV = kSmemK + TileKV::kBytes;
+  static constexpr int kSmemQ = kSmemV + TileKV::kBytes;
+  static constexpr int kSmemDo = kSmemQ + kStages * TileQ::kBytes;
+  static constexpr int kSmemP = kSmemDo + kStages * TileQ::kBytes;
+  static constexpr int kSmemDs = kSmemP + TileP::kBytes;
+  static constexpr int kSmemLse = kSmemDs + TileP::kBytes;                  // fp32 [kStages][kBlockM]
+  static constexpr int kSmemDelta = kSmemLse + kStages * kBlockM * 4;        // fp32 [kStages][kBlockM]
+  static constexpr int kSmemBytes = kSmemDelta + kStages * kBlockM * 4;
+  static_assert(kSmemBytes == backward_smem_bytes<Tile>(), "host and device agree on shared memory");
+
+  // ---- Copies ----------------------------------------------------------------------------------------
+
+  // Rows [0, kRows) x cols [0, kHeadDim) of a tile whose row 0 is `rows` (stride `row_stride`);
+  // rows >= valid_rows and columns >= valid_cols are zero-filled without being read.
+  template <int kRows>
+  static __device__ __forceinline__ void load_tile_async(std::uint32_t smem, const Element* rows,
+                                                         std::int64_t row_stride, int valid_rows,
+                                                         int valid_cols) {
+    using Layout = SwizzledTile<kRows, kHeadDim>;
+    constexpr int kChunks = kRows * Layout::kChunksPerRow;
+    static_assert(kChunks % kThreads == 0, "whole 16-byte chunks per thread");
+#pragma unroll
+    for (int i = 0; i < kChunks / kThreads; ++i) {
+      const int chunk = static_cast<int>(threadIdx.x) + i * kThreads;
+      const int row = chunk / Layout::kChunksPerRow;
+      const int col = (chunk % Layout::kChunksPerRow) * 8;
+      const bool valid = row < valid_rows && col < valid_cols;
+      const Element* source = valid ? rows + row * row_stride + col : rows;
+      cp_async_16(smem + 2 * Layout::offset(row, col), source, valid);
+    }
+  }
+
+  // ---- Warp-level GEMM from shared memory ------------------------------------------------------------
+
+  // acc (kTilesM*16 x kTilesN*8 at warp rows m0, cols n0) += A * B over k in [0, kSteps*16), skipping
+  // k-steps at or past k_active (zero padding). A(m, k) is stored at TA(m, k), or at TA(k, m) when
+  // kAStoredKMajor; B(k, n) is stored at TB(n, k), or at TB(k, n) when kBStoredKMajor.
+  template <int kTilesM, int kTilesN, int kSteps, bool kAStoredKMajor, bool kBStoredKMajor, typename TA,
+            typename TB>
+  static __device__ __forceinline__ void warp_gemm(float (&acc)[kTilesM][kTilesN][4], std::uint32_t smem_a,
+                                                   int m0, std::uint32_t smem_b, int n0, int k_active) {
+    const int lane = static_cast<int>(threadIdx.x) & 31;
+    // Two ldmatrix.x4 address patterns: "rows 0-15, then the next 8 columns" for matrices stored in
+    // the order the fragment wants, and "rows 0-7 of both 8-column halves, then rows 8-15" otherwise.
+    const int lane_row_straight = lane & 15;
+    const int lane_col_straight = (lane >> 4) * 8;
+    const int lane_row_crossed = (lane & 7) + (lane >> 4) * 8;
+    const int lane_col_crossed = ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int step = 0; step < kSteps; ++step) {
+      const int k0 = step * 16;
+      if (k0 < k_active) {
+        std::uint32_t a[kTilesM][4];
+#pragma unroll
+        for (int tm = 0; tm < kTilesM; ++tm) {
+          if constexpr (kAStoredKMajor) {
+            ldmatrix_x4_trans(a[tm], smem_a + 2 * TA::offset(k0 + lane_row_crossed, m0 + tm * 16 + lane_col_crossed));
+          } else {
+            ldmatrix_x4(a[tm], smem_a + 2 * TA::offset(m0 + tm * 16 + lane_row_straight, k0 + lane_col_straight));
+          }
+        }
+        std::uint32_t b[kTilesN][2];
+#pragma unroll
+        for (int tn = 0; tn < kTilesN; tn += 2) {
+          std::uint32_t r[4];
+          if constexpr (kBStoredKMajor) {
+            ldmatrix_x4_trans(r, smem_b + 2 * TB::offset(k0 + lane_row_straight, n0 + tn * 8 + lane_col_straight));
+          } else {
+            ldmatrix_x4(r, smem_b + 2 * TB::offset(n0 + tn * 8 + lane_row_crossed, k0 + lane_col_crossed));
+          }
+          b[tn][0] = r[0];
+          b[tn][1] = r[1];
+          b[tn + 1][0] = r[2];
+          b[tn + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int tm = 0; tm < kTilesM; ++tm) {
+#pragma unroll
+          for (int tn = 0; tn < kTilesN; ++tn) mma_16x8x16<Element>(acc[tm][tn], a[tm], b[tn][0], b[tn][1]);
+        }
+      }
+    }
+  }
+
+  template <int kTilesM, int kTilesN>
+  static __device__ __forceinline__ void clear(float (&acc)[kTilesM][kTilesN][4]) {
+#pragma unroll
+    for (int tm = 0; tm < kTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kTilesN; ++tn) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[tm][tn][e] = 0.0f;
+      }
+    }
+  }
+
+  // Stores an accumulator (warp rows m0, cols n0, times `factor`) as Element into a swizzled tile.
+  template <typename Layout, int kTilesM, int kTilesN>
+  static __device__ __forceinline__ void store_fragment(Element* tile, const float (&acc)[kTilesM][kTilesN][4],
+                                                        int m0, int n0, float factor) {
+    const int lane = static_cast<int>(threadIdx.x) & 31;
+#pragma unroll
+    for (int tm = 0; tm < kTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kTilesN; ++tn) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int row = m0 + tm * 16 + (lane >> 2) + half * 8;
+          const int col = n0 + tn * 8 + (lane & 3) * 2;
+          *reinterpret_cast<std::uint32_t*>(tile + Layout::offset(row, col)) =
+              Convert::pack(acc[tm][tn][2 * half] * factor, acc[tm][tn][2 * half + 1] * factor);
+        }
+      }
+    }
+  }
+
+  // ---- The kernel body -------------------------------------------------------------------------------
+
+  static __device__ __forceinline__ void run(const DenseBackwardParams& p) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    const std::uint32_t smem = smem_address(smem_raw);
+    const int tid = static_cast<int>(threadIdx.x);
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+
+    // n_block varies fastest: the key tiles of one (batch, kv head) run side by side and share Q and
+    // dO in L2, and a lower n_block is dispatched first (the deterministic mode waits only on lower ones).
+    std::int64_t linear = blockIdx.x;
+    const int n_block = static_cast<int>(linear % p.num_n_blocks);
+    linear /= p.num_n_blocks;
+    const int kv_head = static_cast<int>(linear % p.heads_kv);
+    const int batch = static_cast<int>(linear / p.heads_kv);
+
+    const SequenceView seq(p, batch);
+    const int key0 = n_block * kBlockN;
+    if (key0 >= seq.len_k) return;  // varlen: past this sequence's keys, nothing to compute or write
+    const int keys_here = min(kBlockN, seq.len_k - key0);
+
+    int m_first = 0;
+    int m_last = 0;
+    seq.template query_tiles_for_key_tile<kBlockM, kBlockN>(n_block, &m_first, &m_last);
+    const int m_count = max(0, m_last - m_first + 1);
+    const int num_steps = m_count * p.group;  // (query head of the group, query tile) pairs
+
+    const auto* q = static_cast<const Element*>(p.q);
+    const auto* k = static_cast<const Element*>(p.k);
+    const auto* v = static_cast<const Element*>(p.v);
+    const auto* dout = static_cast<const Element*>(p.dout);
+    const std::int64_t k_offset = batch * p.k_strides.batch + (seq.k_row0 + key0) * p.k_strides.row +
+                                  static_cast<std::int64_t>(kv_head) * p.k_strides.head;
+    const std::int64_t v_offset = batch * p.v_strides.batch + (seq.k_row0 + key0) * p.v_strides.row +
+                                  static_cast<std::int64_t>(kv_head) * p.v_strides.head;
+
+    // Step s covers query head kv_head * G + s / m_count and query tile m_first + s % m_count.
+    auto step_head = [&](int step) { return kv_head * p.group + step / m_count; };
+    auto step_m_block = [&](int step) { return m_first + step % m_count; };
+    auto load_q = [&](int step, int stage) {
+      const int head = step_head(step);
+      const int row0 = step_m_block(step) * kBlockM;
+      const Element* rows = q + batch * p.q_strides.batch + (seq.q_row0 + row0) * p.q_strides.row +
+                            static_cast<std::int64_t>(head) * p.q_strides.head;
+      load_tile_async<kBlockM>(smem + kSmemQ + stage * TileQ::kBytes, rows, p.q_strides.row, seq.len_q - row0,
+                               p.head_dim);
+    };
+    // lse and delta of the tile's rows (raw; rows past the sequence read as 0 and are masked).
+    auto load_row_stats = [&](int step, int stage) {
+      if (tid < kBlockM) {
+        const int head = step_head(step);
+        const int row = step_m_block(step) * kBlockM + tid;
+        const bool valid = row < seq.len_q;
+        const float* lse = p.lse + batch * p.lse_strides.batch + static_cast<std::int64_t>(head) * p.lse_strides.head +
+                           (seq.q_row0 + row) * p.lse_strides.row;
+        const float* delta = p.delta + static_cast<std::int64_t>(head) * p.total_q + seq.accum_row0 + row;
+        cp_async_4(smem + kSmemLse + 4 * (stage * kBlockM + tid), valid ? lse : p.lse, valid);
+        cp_async_4(smem + kSmemDelta + 4 * (stage * kBlockM + tid), valid ? delta : p.delta, valid);
+      }
+    };
+    auto load_dout = [&](int step, int stage) {
+      const int head = step_head(step);
+      const int row0 = step_m_block(step) * kBlockM;
+      const Element* rows = dout + batch * p.dout_strides.batch + (seq.q_row0 + row0) * p.dout_strides.row +
+                            static_cast<std::int64_t>(head) * p.dout_strides.head;
+      load_tile_async<kBlockM>(smem + kSmemDo + stage * TileQ::kBytes, rows, p.dout_strides.row,
+                               seq.len_q - row0, p.head_dim_v);
+    };
+
+    float acc_dk[kDkvTilesM][kDkvTilesN][4];  // (kBlockN x kHeadDim) / warps, fp32
+    float acc_dv[kDkvTilesM][kDkvTilesN][4];
+    clear(acc_dk);
+    clear(acc_dv);
+
+    if (num_steps > 0) {
+      load_tile_async<kBlockN>(smem + kSmemK, k + k_offset, p.k_strides.row, keys_here, p.head_dim);
+      load_tile_async<kBlockN>(smem + kSmemV, v + v_offset, p.v_strides.row, keys_here, p.head_dim_v);
+      load_q(0, 0);
+      load_row_stats(0, 0);
+      load_dout(0, 0);
+    }
+    cp_async_commit();
+
+    // Warp coordinates in the three GEMMs.
+    const int sdp_m0 = (warp / kSdpWarpsN) * kSdpWarpRows;
+    const int sdp_n0 = (warp % kSdpWarpsN) * kSdpWarpCols;
+    const int dkv_n0 = (warp / kDkvWarpsD) * kDkvWarpRows;
+    const int dkv_d0 = (warp % kDkvWarpsD) * kDkvWarpCols;
+    const int dq_m0 = (warp / kDqWarpsD) * kDqWarpRows;
+    const int dq_d0 = (warp % kDqWarpsD) * kDqWarpCols;
+
+    const float scale_log2 = p.scale * kLog2e;
+    const bool has_softcap = p.softcap > 0.0f;
+    const float scale_over_cap = has_softcap ? p.scale / p.softcap : 0.0f;
+    const float cap_log2 = p.softcap * kLog2e;
+
+    auto* tile_p = reinterpret_cast<Element*>(smem_raw + kSmemP);
+    auto* tile_ds = reinterpret_cast<Element*>(smem_raw + kSmemDs);
+
+    for (int step = 0; step < num_steps; ++step) {
+      const int head = step_head(step);
+      const int m_block = step_m_block(step);
+      const int row0 = m_block * kBlockM;
+      const int stage = kStages == 2 ? (step & 1) : 0;
+
+      cp_async_wait<0>();
+      __syncthreads();  // this step's Q and dO are in; every warp is done with the previous step
+      if constexpr (kStages == 2) {
+        if (step + 1 < num_steps) {
+          load_q(step + 1, stage ^ 1);
+          load_row_stats(step + 1, stage ^ 1);
+          load_dout(step + 1, stage ^ 1);
+        }
+        cp_async_commit();
+      }
+      const std::uint32_t smem_q = smem + kSmemQ + stage * TileQ::kBytes;
+      const std::uint32_t smem_dout = smem + kSmemDo + stage * TileQ::kBytes;
+
+      // S = Q K^T and dP = dO V^T.
+      float acc_s[kSdpTilesM][kSdpTilesN][4];
+      float acc_dp[kSdpTilesM][kSdpTilesN][4];
+      clear(acc_s);
+      clear(acc_dp);
+      warp_gemm<kSdpTilesM, kSdpTilesN, kHeadDim / 16, false, false, TileQ, TileKV>(acc_s, smem_q, sdp_m0,
+                                                                                   smem + kSmemK, sdp_n0, p.head_dim);
+      warp_gemm<kSdpTilesM, kSdpTilesN, kHeadDim / 16, false, false, TileQ, TileKV>(
+          acc_dp, smem_dout, sdp_m0, smem + kSmemV, sdp_n0, p.head_dim_v);
+
+      // lse (as log2, with -inf -> +inf so that p = exp2(s - inf) = 0 in rows with no visible key) and
+      // delta of this thread's rows.
+      const float* tile_lse = reinterpret_cast<const float*>(smem_raw + kSmemLse) + stage * kBlockM;
+      const float* tile_delta = reinterpret_cast<const float*>(smem_raw + kSmemDelta) + stage * kBlockM;
+      float lse_log2[kSdpTilesM][2];
+      float delta[kSdpTilesM][2];
+#pragma unroll
+      for (int tm = 0; tm < kSdpTilesM; ++tm) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int row = sdp_m0 + tm * 16 + (lane >> 2) + half * 8;
+          const float lse = tile_lse[row];
+          lse_log2[tm][half] = lse == -INFINITY ? INFINITY : lse * kLog2e;
+          delta[tm][half] = tile_delta[row];
+        }
+      }
+
+      // P and dS, in place of S and dP. In tile coordinates (r, c), (row0 + r, key0 + c) is visible
+      // iff r < rows_valid, c < cols_valid and diag_lo_tile <= c - r <= diag_hi_tile.
+      const bool masked = !seq.template tile_fully_visible<kBlockM, kBlockN>(m_block, n_block);
+      const int rows_valid = seq.len_q - row0;
+      const int diag_shift = key0 - row0;
+      // (c - r lies in [-kBlockM, kBlockN], so clamping to that range changes no test.)
+      const int diag_lo_tile = static_cast<int>(
+          min(max(seq.diag_lo - diag_shift, std::int64_t{-kBlockM}), std::int64_t{kBlockN + 1}));
+      const int diag_hi_tile = static_cast<int>(
+          min(max(seq.diag_hi - diag_shift, std::int64_t{-kBlockM - 1}), std::int64_t{kBlockN}));
+#pragma unroll
+      for (int tm = 0; tm < kSdpTilesM; ++tm) {
+#pragma unroll
+        for (int tn = 0; tn < kSdpTilesN; ++tn) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int half = e >> 1;
+            float prob;
+            float dtanh = 1.0f;
+            if (has_softcap) {
+              const float t = tanhf(acc_s[tm][tn][e] * scale_over_cap);
+              prob = exp2_approx(t * cap_log2 - lse_log2[tm][half]);
+              dtanh = 1.0f - t * t;
+            } else {
+              prob = exp2_approx(acc_s[tm][tn][e] * scale_log2 - lse_log2[tm][half]);
+            }
+            if (masked) {
+              const int row = sdp_m0 + tm * 16 + (lane >> 2) + half * 8;
+              const int col = sdp_n0 + tn * 8 + (lane & 3) * 2 + (e & 1);
+              const bool visible = row < rows_valid && col < keys_here && col - row >= diag_lo_tile &&
+                                   col - row <= diag_hi_tile;
+              if (!visible) prob = 0.0f;
+            }
+            acc_dp[tm][tn][e] = prob * (acc_dp[tm][tn][e] - delta[tm][half]) * dtanh;
+            acc_s[tm][tn][e] = prob;
+          }
+        }
+      }
+      store_fragment<TileP>(tile_p, acc_s, sdp_m0, sdp_n0, 1.0f);
+      store_fragment<TileP>(tile_ds, acc_dp, sdp_m0, sdp_n0, 1.0f);
+      __syncthreads();  // P and dS are visible to every warp
+
+      // dK += dS^T Q (the last reader of this stage's Q).
+      warp_gemm<kDkvTilesM, kDkvTilesN, kBlockM / 16, true, true, TileP, TileQ>(acc_dk, smem + kSmemDs, dkv_n0,
+                                                                                smem_q, dkv_d0, kBlockM);
+      if constexpr (kStages == 1) {
+        __syncthreads();
+        if (step + 1 < num_steps) {
+          load_q(step + 1, 0);
+          load_row_stats(step + 1, 0);
+        }
+        cp_async_commit();
+      }
+      // dV += P^T dO (the last reader of this stage's dO).
+      warp_gemm<kDkvTilesM, kDkvTilesN, kBlockM / 16, true, true, TileP, TileQ>(acc_dv, smem + kSmemP, dkv_n0,
+                                                                                smem_dout, dkv_d0, kBlockM);
+      if constexpr (kStages == 1) {
+        __syncthreads();
+        if (step + 1 < num_steps) load_dout(step + 1, 0);
+        cp_async_commit();
+      }
+
+      // dQ (unscaled) += dS K, added to dq_accum; deterministic mode takes its turn first.
+      std::int32_t* semaphore = nullptr;
+      if (p.deterministic) {
+        semaphore = p.dq_semaphore + (static_cast<std::int64_t>(batch) * p.heads_q + head) * p.num_m_blocks + m_block;
+        if (tid == 0) {
+          // Contributors to this query tile are the key tiles [first, last]; they add in ascending
+          // order, so this one waits until the n_block - first tiles before it have added.
+          int first = 0;
+          int high = n_block;
+          while (first < high) {
+            const int middle = (first + high) / 2;
+            int middle_first = 0;
+            int middle_last = 0;
+            seq.template query_tiles_for_key_tile<kBlockM, kBlockN>(middle, &middle_first, &middle_last);
+            if (middle_last >= m_block) {
+              high = middle;
+            } else {
+              first = middle + 1;
+            }
+          }
+          while (load_acquire(semaphore) != n_block - first) {
+          }
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int pass = 0; pass < Tile::kDqPasses; ++pass) {
+        float acc_dq[kDqTilesM][kDqTilesN][4];
+        clear(acc_dq);
+        const int pass_d0 = pass * kDqPassCols + dq_d0;
+        warp_gemm<kDqTilesM, kDqTilesN, kBlockN / 16, false, true, TileP, TileKV>(acc_dq, smem + kSmemDs, dq_m0,
+                                                                                  smem + kSmemK, pass_d0, kBlockN);
+#pragma unroll
+        for (int tm = 0; tm < kDqTilesM; ++tm) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int row = row0 + dq_m0 + tm * 16 + (lane >> 2) + half * 8;
+            if (row < seq.len_q) {
+              float* accum_row = p.dq_accum + ((seq.accum_row0 + row) * p.heads_q + head) * p.head_dim;
+#pragma unroll
+              for (int tn = 0; tn < kDqTilesN; ++tn) {
+                const int col = pass_d0 + tn * 8 + (lane & 3) * 2;
+                if (col < p.head_dim) {
+                  atomicAdd(accum_row + col, acc_dq[tm][tn][2 * half]);
+                  atomicAdd(accum_row + col + 1, acc_dq[tm][tn][2 * half + 1]);
+                }
+              }
+            }
+          }
+        }
+      }
+      if (p.deterministic) {
+        __syncthreads();  // every thread's adds are issued before the turn passes on
+        if (tid == 0) {
+          __threadfence();
+          atomicAdd(semaphore, 1);
+        }
+      }
+    }
+
+    // Epilogue: dK (times scale) and dV through shared memory (K and V are no longer read), then
+    // 16-byte coalesced stores. Keys no query sees get zeros.
+    cp_async_wait<0>();
+    __syncthreads();
+    auto* stage_dk = reinterpret_cast<Element*>(smem_raw + kSmemK);
+    auto* stage_dv = reinterpret_cast<Element*>(smem_raw + kSmemV);
+    store_fragment<TileKV>(stage_dk, acc_dk, dkv_n0, dkv_d0, p.scale);
+    store_fragment<TileKV>(stage_dv, acc_dv, dkv_n0, dkv_d0, 1.0f);
+    __syncthreads();
+    auto* dk = static_cast<Element*>(p.dk);
+    auto* dv = static_cast<Element*>(p.dv);
+    const std::int64_t dk_offset = batch * p.dk_strides.batch + (seq.k_row0 + key0) * p.dk_strides.row +
+                                   static_cast<std::int64_t>(kv_head) * p.dk_strides.head;
+    const std::int64_t dv_offset = batch * p.dv_strides.batch + (seq.k_row0 + key0) * p.dv_strides.row +
+                                   static_cast<std::int64_t>(kv_head) * p.dv_strides.head;
+    constexpr int kChunks = kBlockN * TileKV::kChunksPerRow;
+#pragma unroll
+    for (int i = 0; i < kChunks / kThreads; ++i) {
+      const int chunk = tid + i * kThreads;
+      const int row = chunk / TileKV::kChunksPerRow;
+      const int col = (chunk % TileKV::kChunksPerRow) * 8;
+      if (row < keys_here) {
+        if (col < p.head_dim) {
+          *reinterpret_cast<uint4*>(dk + dk_offset + row * p.dk_strides.row + col) =
+              *reinterpret_cast<const uint4*>(stage_dk + TileKV::offset(row, col));
+        }
+        if (col < p.head_dim_v) {
+          *reinterpret_cast<uint4*>(dv + dv_offset + row * p.dv_strides.row + col) =
+              *reinterpret_cast<const uint4*>(stage_dv + TileKV::offset(row, col));
+        }
+      }
+    }
+  }
+};
+
+template <typename Kernel>
+__global__ void __launch_bounds__(Kernel::kThreads, 1) dense_backward_main_kernel(const DenseBackwardParams params) {
+  Kernel::run(params);
+}
+
+}  // namespace detail
+
+template <typename Element, int kHeadDimTier>
+Status launch_dense_backward_main(const DenseBackwardParams& params, cudaStream_t stream) {
+  using Kernel = detail::BackwardKernel<Element, kHeadDimTier>;
+  const std::int64_t ctas = static_cast<std::int64_t>(params.num_n_blocks) * params.heads_kv * params.batch;
+  if (ctas == 0) return Status::ok();
+  const auto kernel = detail::dense_backward_main_kernel<Kernel>;
+  cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Kernel::kSmemBytes);
+  if (error != cudaSuccess) {
+    return {StatusCode::kCudaError, std::string("sm80 dense backward: cannot raise the shared-memory limit to ") +
+                                        std::to_string(Kernel::kSmemBytes) + " bytes: " + cudaGetErrorString(error)};
+  }
+  // One-dimensional grid: x reaches 2^31 - 1 CTAs (the host checks), y and z would stop at 65,535.
+  kernel<<<static_cast<unsigned>(ctas), Kernel::kThreads, Kernel::kSmemBytes, stream>>>(params);
+  error = cudaGetLastError();
+  if (error != cudaSuccess) {
+    return {StatusCode::kCudaError, std::string("sm80 dense backward launch: ") + cudaGetErrorString(error)};
+  }
+  return Status::ok();
+}
+
+}  // namespace attnkit::sm80::backward
