@@ -1,0 +1,34 @@
+# Type stub of the compiled module attnkit._ext (python/src/attnkit_ext.cpp). Private: the public API is
+# the attnkit package. Arrays are passed as objects: torch tensors (importer 0) or anything with
+# __dlpack__ / the buffer protocol (importer 1; 2 reads uint16 arrays as bf16).
+from typing import Any, Callable, Optional, Tuple
+
+_WorkspaceAlloc = Callable[[int, Any], Tuple[Any, int]]  # (bytes, q) -> (owner, address)
+_Verdict = Tuple[str, bool, str]  # (backend, usable, reason)
+_ExplainResult = Tuple[str, str, str, list[_Verdict], str]  # (status, message, chosen or "", verdicts, text)
+
+def dense_forward(
+    importer: int, q: Any, k: Any, v: Any, out: Any, lse: Any, sinks: Any, cu_seqlens_q: Any, cu_seqlens_k: Any,
+    max_seqlen_q: int, max_seqlen_k: int, scale: Optional[float], causal: bool, window_left: int,
+    window_right: int, softcap: float, backend: int, stream: int, workspace_alloc: Optional[_WorkspaceAlloc],
+) -> None: ...
+def dense_backward(
+    importer: int, q: Any, k: Any, v: Any, out: Any, dout: Any, lse: Any, dq: Any, dk: Any, dv: Any, sinks: Any,
+    dsinks: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int, deterministic: bool,
+    scale: Optional[float], causal: bool, window_left: int, window_right: int, softcap: float, backend: int,
+    stream: int, workspace_alloc: Optional[_WorkspaceAlloc],
+) -> None: ...
+def dense_explain_forward(
+    importer: int, q: Any, k: Any, v: Any, out: Any, lse: Any, sinks: Any, cu_seqlens_q: Any, cu_seqlens_k: Any,
+    max_seqlen_q: int, max_seqlen_k: int, scale: Optional[float], causal: bool, window_left: int,
+    window_right: int, softcap: float, backend: int, stream: int,
+) -> _ExplainResult: ...
+def dense_explain_backward(
+    importer: int, q: Any, k: Any, v: Any, out: Any, dout: Any, lse: Any, dq: Any, dk: Any, dv: Any, sinks: Any,
+    dsinks: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int, deterministic: bool,
+    scale: Optional[float], causal: bool, window_left: int, window_right: int, softcap: float, backend: int,
+    stream: int,
+) -> _ExplainResult: ...
+def build_info() -> dict[str, Any]: ...
+def cuda_devices() -> Tuple[list[dict[str, Any]], str]: ...
+def set_torch_types(tensor_type: type, float16: Any, bfloat16: Any, float32: Any, float64: Any, int32: Any) -> None: ...

@@ -1,0 +1,202 @@
+"""PyTorch support: torch.library ops with fake (meta) implementations, autograd, the eager fast path.
+
+Loaded only when torch is (see _core._torch_support). Registers two ops:
+
+- ``attnkit::dense_fwd(q, k, v, sinks?, cu_seqlens_q?, cu_seqlens_k?, max_seqlen_q, max_seqlen_k, scale?,
+  causal, window_left, window_right, softcap, deterministic, backend) -> (out, lse)``
+- ``attnkit::dense_bwd(dout, q, k, v, out, lse, sinks?, cu_seqlens_q?, cu_seqlens_k?, max_seqlen_q,
+  max_seqlen_k, scale?, causal, window_left, window_right, softcap, deterministic, backend)
+  -> (dq, dk, dv, dsinks)`` (dsinks is an empty tensor when there are no sinks)
+
+Both have fake implementations (shapes only), so torch.compile(fullgraph=True) traces them without a
+graph break, and dense_fwd's autograd formula calls dense_bwd. The ops allocate contiguous outputs;
+kernels run on the current CUDA stream of the tensors' device, and nothing synchronises the host
+(cu_seqlens on a GPU are never read back).
+
+Eager fast path: a call that needs neither autograd nor tracing (plain tensors, no input requiring grad
+while grad mode is on, not compiling) skips the op dispatch and calls the library directly; it computes
+the same thing and only costs less host time.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _ext
+from ._layout import BACKENDS, forward_shapes
+
+_ext.set_torch_types(Tensor, torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32)
+
+IMPORTER_TORCH = 0
+
+# The current CUDA stream of a device as an int, without building a torch.cuda.Stream object (the public
+# torch.cuda.current_stream(i).cuda_stream costs a few microseconds more per call).
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+if _raw_stream is None:  # pragma: no cover - older torch
+
+    def _raw_stream(index: int) -> int:
+        return torch.cuda.current_stream(index).cuda_stream
+
+
+_current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
+_is_compiling = torch.compiler.is_compiling
+
+
+def _stream(t: Tensor) -> int:
+    return _raw_stream(t.get_device()) if t.is_cuda else 0
+
+
+def _workspace(nbytes: int, like: Tensor):
+    """Scratch memory for the C++ call, from torch's allocator on like's device (stream-ordered: freed
+    when the call returns, reused only by work queued after it on the same stream)."""
+    buffer = torch.empty(nbytes, dtype=torch.uint8, device=like.device)
+    return buffer, buffer.data_ptr()
+
+
+def _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, backend_code,
+                  need_lse) -> Tuple[Tensor, Optional[Tensor]]:
+    if q.is_cuda and q.get_device() != _current_device():
+        with torch.cuda.device(q.get_device()):  # kernels launch on the current device
+            return _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                                 backend_code, need_lse)
+    out_shape, lse_shape = forward_shapes(q, v, cu_q is not None)
+    out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device) if need_lse else None
+    _ext.dense_forward(IMPORTER_TORCH, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right,
+                       softcap, backend_code, _stream(q), _workspace)
+    return out, lse
+
+
+def _gradients(q, k, v, sinks):
+    """dq, dk, dv contiguous in the inputs' shapes and dtype; dsinks fp32 [Hq] (empty without sinks).
+    With Hq = 0 the C++ call has no work and writes nothing: dk, dv start as zeros then. dsinks always
+    starts as zeros (a [Hq] fill) for the same reason."""
+    heads_q = q.shape[-2]
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    make = torch.zeros if heads_q == 0 else torch.empty
+    dk = make(k.shape, dtype=k.dtype, device=k.device)
+    dv = make(v.shape, dtype=v.dtype, device=v.device)
+    dsinks = torch.zeros((heads_q if sinks is not None else 0,), dtype=torch.float32, device=q.device)
+    return dq, dk, dv, dsinks
+
+
+def _backward_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                   deterministic, backend_code):
+    if q.is_cuda and q.get_device() != _current_device():
+        with torch.cuda.device(q.get_device()):  # kernels launch on the current device
+            return _backward_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left,
+                                  right, softcap, deterministic, backend_code)
+    dq, dk, dv, dsinks = _gradients(q, k, v, sinks)
+    _ext.dense_backward(IMPORTER_TORCH, q, k, v, out, dout, lse, dq, dk, dv, sinks,
+                        dsinks if sinks is not None else None, cu_q, cu_k, max_q, max_k, deterministic, scale, causal,
+                        left, right, softcap, backend_code, _stream(q), _workspace)
+    return dq, dk, dv, dsinks
+
+
+# ----------------------------------------------------------------------------------------------------
+# torch.library ops.
+
+
+@torch.library.custom_op("attnkit::dense_fwd", mutates_args=())
+def dense_fwd(q: Tensor, k: Tensor, v: Tensor, sinks: Optional[Tensor], cu_seqlens_q: Optional[Tensor],
+              cu_seqlens_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int, scale: Optional[float],
+              causal: bool, window_left: int, window_right: int, softcap: float, deterministic: bool,
+              backend: str) -> Tuple[Tensor, Tensor]:
+    out, lse = _forward_impl(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
+                             window_left, window_right, softcap, BACKENDS[backend], True)
+    return out, lse
+
+
+@dense_fwd.register_fake
+def _dense_fwd_fake(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
+                    window_left, window_right, softcap, deterministic, backend):
+    out_shape, lse_shape = forward_shapes(q, v, cu_seqlens_q is not None)
+    return q.new_empty(out_shape), q.new_empty(lse_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("attnkit::dense_bwd", mutates_args=())
+def dense_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, sinks: Optional[Tensor],
+              cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int,
+              scale: Optional[float], causal: bool, window_left: int, window_right: int, softcap: float,
+              deterministic: bool, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _backward_impl(dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                          scale, causal, window_left, window_right, softcap, deterministic, BACKENDS[backend])
+
+
+@dense_bwd.register_fake
+def _dense_bwd_fake(dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
+                    causal, window_left, window_right, softcap, deterministic, backend):
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
+            q.new_empty((q.shape[-2] if sinks is not None else 0,), dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs, output):
+    (q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, deterministic, backend) = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, sinks, cu_q, cu_k)
+    ctx.options = (max_q, max_k, scale, causal, left, right, softcap, deterministic, backend)
+    # lse is returned for inspection (and for merging partial results); no gradient flows through it.
+    ctx.mark_non_differentiable(lse)
+
+
+def _dense_fwd_backward(ctx, dout, _dlse):
+    q, k, v, out, lse, sinks, cu_q, cu_k = ctx.saved_tensors
+    max_q, max_k, scale, causal, left, right, softcap, deterministic, backend = ctx.options
+    if dout.stride(-1) != 1:  # e.g. the expanded gradient of out.sum(): the library needs stride 1
+        dout = dout.contiguous()
+    dq, dk, dv, dsinks = torch.ops.attnkit.dense_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale,
+                                                     causal, left, right, softcap, deterministic, backend)
+    return (dq, dk, dv, dsinks if sinks is not None else None) + (None,) * 11
+
+
+dense_fwd.register_autograd(_dense_fwd_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Entry points used by _core.
+
+
+def _eager_fast_path(q, k, v, sinks) -> bool:
+    """True when the call needs neither autograd nor tracing: then the op dispatch is skipped."""
+    if _is_compiling():
+        return False
+    if type(q) is not Tensor or type(k) is not Tensor or type(v) is not Tensor:
+        return False  # subclasses (FakeTensor, Parameter, DTensor, ...) go through the op
+    if sinks is not None and type(sinks) is not Tensor:
+        return False
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
+                                    or (sinks is not None and sinks.requires_grad)):
+        return False
+    return True
+
+
+def attention(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, deterministic, backend,
+              backend_code, return_lse):
+    if _eager_fast_path(q, k, v, sinks):
+        out, lse = _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                                 backend_code, return_lse)
+    else:
+        forward_shapes(q, v, cu_q is not None)  # rank errors as ValueError before the op (also when tracing)
+        out, lse = torch.ops.attnkit.dense_fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right,
+                                               softcap, deterministic, backend)
+    return (out, lse) if return_lse else out
+
+
+def backward(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+             deterministic, backend):
+    return torch.ops.attnkit.dense_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left,
+                                       right, softcap, deterministic, backend)
+
+
+def explain(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, deterministic,
+            backend_code, out_shape, lse_shape, backward):
+    out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
+    options = (scale, causal, left, right, softcap, backend_code, _stream(q))
+    if backward:
+        dq, dk, dv, dsinks = _gradients(q, k, v, sinks)
+        return _ext.dense_explain_backward(IMPORTER_TORCH, q, k, v, out, out, lse, dq, dk, dv, sinks,
+                                           dsinks if sinks is not None else None, cu_q, cu_k, max_q, max_k,
+                                           deterministic, *options)
+    return _ext.dense_explain_forward(IMPORTER_TORCH, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, *options)

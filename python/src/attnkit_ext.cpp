@@ -1,0 +1,279 @@
+// attnkit._ext: the compiled half of the Python package, a thin binding of include/attnkit/dense.h.
+// It turns arrays into TensorRefs (tensor_import.h), calls the C++ API and maps a Status to a Python
+// exception. Everything a user sees (argument names and defaults, output allocation, autograd,
+// torch.library ops) lives in python/attnkit/; the functions here are private to the package.
+//
+// Status -> exception: InvalidArgument -> ValueError; NotImplemented and NotCompiled ->
+// NotImplementedError (the message lists every backend's reason); CudaError, WorkspaceTooSmall and
+// Internal -> RuntimeError.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include "attnkit/dense.h"
+#include "attnkit/version.h"
+#include "tensor_import.h"
+
+namespace nb = nanobind;
+
+namespace attnkit::python {
+namespace {
+
+[[noreturn]] void raise_status(const Status& status) {
+  PyObject* type = PyExc_RuntimeError;
+  std::string message = status.message();
+  switch (status.code()) {
+    case StatusCode::kInvalidArgument:
+      type = PyExc_ValueError;
+      break;
+    case StatusCode::kNotImplemented:
+    case StatusCode::kNotCompiled:
+      type = PyExc_NotImplementedError;
+      break;
+    default:
+      message = status.to_string();  // names the code: "CUDA error: ...", "internal error: ..."
+      break;
+  }
+  PyErr_SetString(type, message.c_str());
+  throw nb::python_error();
+}
+
+Importer to_importer(int code) {
+  if (code < static_cast<int>(Importer::kTorch) || code > static_cast<int>(Importer::kDLPackBf16)) {
+    throw nb::value_error(("attnkit: unknown array importer " + std::to_string(code)).c_str());
+  }
+  return static_cast<Importer>(code);
+}
+
+// The options every call takes after its tensors (passed positionally by python/attnkit/_core.py):
+// scale (None = 1 / sqrt(D)), causal, window_left, window_right, softcap, backend (the Backend enum
+// value) and stream (cudaStream_t as an int; 0 = the default stream).
+DenseOptions to_options(std::optional<double> scale, bool causal, std::int64_t window_left,
+                        std::int64_t window_right, double softcap, int backend, std::uintptr_t stream) {
+  if (backend < static_cast<int>(Backend::kAuto) || backend > static_cast<int>(Backend::kSm90)) {
+    throw nb::value_error(("backend: unknown backend code " + std::to_string(backend)).c_str());
+  }
+  DenseOptions options;
+  if (scale.has_value()) options.scale = static_cast<float>(*scale);
+  options.causal = causal;
+  options.window_left = window_left;
+  options.window_right = window_right;
+  options.softcap = static_cast<float>(softcap);
+  options.backend = static_cast<Backend>(backend);
+  options.stream = reinterpret_cast<void*>(stream);
+  return options;
+}
+
+// Runs forward()/backward(). Only a call that needs scratch memory pays for asking its size: the first
+// attempt runs without workspace, and WorkspaceTooSmall (returned before anything is launched or
+// written) makes it ask workspace_size() and allocate through `workspace_alloc`, a Python callable
+// (bytes, q) -> (owner, address) that allocates on q's device with q's framework's allocator.
+// The GIL is released around CPU work (which computes) and kept for the GPU (which only launches).
+template <typename Args>
+void run(Args& args, nb::handle q, nb::handle workspace_alloc) {
+  const bool on_host = on_cpu(args.q);
+  auto call = [&]() {
+    std::optional<nb::gil_scoped_release> unlocked;
+    if (on_host) unlocked.emplace();
+    if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+      return forward(args);
+    } else {
+      return backward(args);
+    }
+  };
+  Status status = call();
+  if (status.code() == StatusCode::kWorkspaceTooSmall && !workspace_alloc.is_none()) {
+    std::size_t bytes = 0;
+    if (Status s = workspace_size(args, &bytes); !s) raise_status(s);
+    nb::tuple owner_and_address = nb::cast<nb::tuple>(workspace_alloc(bytes, q));
+    nb::object owner = owner_and_address[0];  // keeps the allocation alive until the call returns
+    args.workspace = reinterpret_cast<void*>(nb::cast<std::uintptr_t>(owner_and_address[1]));
+    args.workspace_bytes = bytes;
+    status = call();
+  }
+  if (!status) raise_status(status);
+}
+
+struct ForwardCall {
+  DenseForwardArgs args;
+  ImportKeepAlive keep;
+};
+
+void make_forward(ForwardCall* call, int importer_code, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
+                  nb::handle lse, nb::handle sinks, nb::handle cu_seqlens_q, nb::handle cu_seqlens_k,
+                  std::int64_t max_seqlen_q, std::int64_t max_seqlen_k, const DenseOptions& options) {
+  const Importer importer = to_importer(importer_code);
+  DenseForwardArgs& a = call->args;
+  a.q = import_tensor(importer, "q", q, &call->keep);
+  a.k = import_tensor(importer, "k", k, &call->keep);
+  a.v = import_tensor(importer, "v", v, &call->keep);
+  a.out = import_tensor(importer, "out", out, &call->keep);
+  a.lse = import_tensor(importer, "lse", lse, &call->keep);
+  a.sinks = import_tensor(importer, "sinks", sinks, &call->keep);
+  a.cu_seqlens_q = import_tensor(importer, "cu_seqlens_q", cu_seqlens_q, &call->keep);
+  a.cu_seqlens_k = import_tensor(importer, "cu_seqlens_k", cu_seqlens_k, &call->keep);
+  a.max_seqlen_q = max_seqlen_q;
+  a.max_seqlen_k = max_seqlen_k;
+  a.options = options;
+}
+
+struct BackwardCall {
+  DenseBackwardArgs args;
+  ImportKeepAlive keep;
+};
+
+void make_backward(BackwardCall* call, int importer_code, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
+                   nb::handle dout, nb::handle lse, nb::handle dq, nb::handle dk, nb::handle dv, nb::handle sinks,
+                   nb::handle dsinks, nb::handle cu_seqlens_q, nb::handle cu_seqlens_k, std::int64_t max_seqlen_q,
+                   std::int64_t max_seqlen_k, bool deterministic, const DenseOptions& options) {
+  const Importer importer = to_importer(importer_code);
+  DenseBackwardArgs& a = call->args;
+  a.q = import_tensor(importer, "q", q, &call->keep);
+  a.k = import_tensor(importer, "k", k, &call->keep);
+  a.v = import_tensor(importer, "v", v, &call->keep);
+  a.out = import_tensor(importer, "out", out, &call->keep);
+  a.dout = import_tensor(importer, "dout", dout, &call->keep);
+  a.lse = import_tensor(importer, "lse", lse, &call->keep);
+  a.dq = import_tensor(importer, "dq", dq, &call->keep);
+  a.dk = import_tensor(importer, "dk", dk, &call->keep);
+  a.dv = import_tensor(importer, "dv", dv, &call->keep);
+  a.sinks = import_tensor(importer, "sinks", sinks, &call->keep);
+  a.dsinks = import_tensor(importer, "dsinks", dsinks, &call->keep);
+  a.cu_seqlens_q = import_tensor(importer, "cu_seqlens_q", cu_seqlens_q, &call->keep);
+  a.cu_seqlens_k = import_tensor(importer, "cu_seqlens_k", cu_seqlens_k, &call->keep);
+  a.max_seqlen_q = max_seqlen_q;
+  a.max_seqlen_k = max_seqlen_k;
+  a.deterministic = deterministic;
+  a.options = options;
+}
+
+// (validation code, validation message, chosen backend or "", [(backend, usable, reason)], text)
+nb::tuple explanation_tuple(const Explanation& explanation) {
+  nb::list verdicts;
+  for (const BackendVerdict& verdict : explanation.verdicts) {
+    verdicts.append(nb::make_tuple(backend_name(verdict.backend), verdict.usable, verdict.reason));
+  }
+  const char* chosen = explanation.chosen == Backend::kAuto ? "" : backend_name(explanation.chosen);
+  return nb::make_tuple(status_code_name(explanation.validation.code()), explanation.validation.message(), chosen,
+                        verdicts, explanation.to_string());
+}
+
+void dense_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle lse,
+                   nb::handle sinks, nb::handle cu_seqlens_q, nb::handle cu_seqlens_k, std::int64_t max_seqlen_q,
+                   std::int64_t max_seqlen_k, std::optional<double> scale, bool causal, std::int64_t window_left,
+                   std::int64_t window_right, double softcap, int backend, std::uintptr_t stream,
+                   nb::handle workspace_alloc) {
+  ForwardCall call;
+  make_forward(&call, importer, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+               to_options(scale, causal, window_left, window_right, softcap, backend, stream));
+  run(call.args, q, workspace_alloc);
+}
+
+nb::tuple dense_explain_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
+                                nb::handle lse, nb::handle sinks, nb::handle cu_seqlens_q, nb::handle cu_seqlens_k,
+                                std::int64_t max_seqlen_q, std::int64_t max_seqlen_k, std::optional<double> scale,
+                                bool causal, std::int64_t window_left, std::int64_t window_right, double softcap,
+                                int backend, std::uintptr_t stream) {
+  ForwardCall call;
+  make_forward(&call, importer, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+               to_options(scale, causal, window_left, window_right, softcap, backend, stream));
+  return explanation_tuple(explain(call.args));
+}
+
+void dense_backward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle dout,
+                    nb::handle lse, nb::handle dq, nb::handle dk, nb::handle dv, nb::handle sinks, nb::handle dsinks,
+                    nb::handle cu_seqlens_q, nb::handle cu_seqlens_k, std::int64_t max_seqlen_q,
+                    std::int64_t max_seqlen_k, bool deterministic, std::optional<double> scale, bool causal,
+                    std::int64_t window_left, std::int64_t window_right, double softcap, int backend,
+                    std::uintptr_t stream, nb::handle workspace_alloc) {
+  BackwardCall call;
+  make_backward(&call, importer, q, k, v, out, dout, lse, dq, dk, dv, sinks, dsinks, cu_seqlens_q, cu_seqlens_k,
+                max_seqlen_q, max_seqlen_k, deterministic,
+                to_options(scale, causal, window_left, window_right, softcap, backend, stream));
+  run(call.args, q, workspace_alloc);
+}
+
+nb::tuple dense_explain_backward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
+                                 nb::handle dout, nb::handle lse, nb::handle dq, nb::handle dk, nb::handle dv,
+                                 nb::handle sinks, nb::handle dsinks, nb::handle cu_seqlens_q,
+                                 nb::handle cu_seqlens_k, std::int64_t max_seqlen_q, std::int64_t max_seqlen_k,
+                                 bool deterministic, std::optional<double> scale, bool causal,
+                                 std::int64_t window_left, std::int64_t window_right, double softcap, int backend,
+                                 std::uintptr_t stream) {
+  BackwardCall call;
+  make_backward(&call, importer, q, k, v, out, dout, lse, dq, dk, dv, sinks, dsinks, cu_seqlens_q, cu_seqlens_k,
+                max_seqlen_q, max_seqlen_k, deterministic,
+                to_options(scale, causal, window_left, window_right, softcap, backend, stream));
+  return explanation_tuple(explain(call.args));
+}
+
+nb::dict build_info_dict() {
+  const BuildInfo info = build_info();
+  nb::dict result;
+  result["version"] = info.version;
+  result["cuda_enabled"] = info.cuda_enabled;
+  result["cuda_archs"] = info.cuda_archs;
+  result["compiled_backends"] = info.compiled_backends;
+  result["compiler"] = info.compiler;
+  return result;
+}
+
+// ([{ordinal, name, compute_capability, sm_count, memory_bytes}, ...], why there is none or "")
+nb::tuple cuda_devices_list() {
+  std::string why_none;
+  nb::list devices;
+  for (const CudaDeviceSummary& device : cuda_devices(&why_none)) {
+    nb::dict entry;
+    entry["ordinal"] = device.ordinal;
+    entry["name"] = device.name;
+    entry["compute_capability"] = device.compute_capability;
+    entry["sm_count"] = device.sm_count;
+    entry["memory_bytes"] = device.memory_bytes;
+    devices.append(entry);
+  }
+  return nb::make_tuple(devices, why_none);
+}
+
+}  // namespace
+}  // namespace attnkit::python
+
+NB_MODULE(_ext, m) {
+  namespace py = attnkit::python;
+  m.doc() = "attnkit's compiled bindings (private: use the functions of the attnkit package)";
+  // Optional tensors take None (nanobind refuses None for an object argument unless told).
+  auto tensor = [](const char* name) { return nb::arg(name).none(); };
+  auto options = [] {
+    return std::make_tuple(nb::arg("scale").none(), nb::arg("causal"), nb::arg("window_left"),
+                           nb::arg("window_right"), nb::arg("softcap"), nb::arg("backend"), nb::arg("stream"));
+  };
+  auto forward_tensors = [&] {
+    return std::make_tuple(nb::arg("importer"), tensor("q"), tensor("k"), tensor("v"), tensor("out"), tensor("lse"),
+                           tensor("sinks"), tensor("cu_seqlens_q"), tensor("cu_seqlens_k"), nb::arg("max_seqlen_q"),
+                           nb::arg("max_seqlen_k"));
+  };
+  auto backward_tensors = [&] {
+    return std::make_tuple(nb::arg("importer"), tensor("q"), tensor("k"), tensor("v"), tensor("out"), tensor("dout"),
+                           tensor("lse"), tensor("dq"), tensor("dk"), tensor("dv"), tensor("sinks"),
+                           tensor("dsinks"), tensor("cu_seqlens_q"), tensor("cu_seqlens_k"),
+                           nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("deterministic"));
+  };
+  auto def = [&](const char* name, auto function, auto... arg_groups) {
+    std::apply([&](auto... args) { m.def(name, function, args...); }, std::tuple_cat(arg_groups...));
+  };
+  def("dense_forward", &py::dense_forward, forward_tensors(), options(),
+      std::make_tuple(nb::arg("workspace_alloc").none()));
+  def("dense_backward", &py::dense_backward, backward_tensors(), options(),
+      std::make_tuple(nb::arg("workspace_alloc").none()));
+  def("dense_explain_forward", &py::dense_explain_forward, forward_tensors(), options());
+  def("dense_explain_backward", &py::dense_explain_backward, backward_tensors(), options());
+  m.def("build_info", &py::build_info_dict);
+  m.def("cuda_devices", &py::cuda_devices_list);
+  m.def("set_torch_types", &py::set_torch_types);
+}

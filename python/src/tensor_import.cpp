@@ -1,0 +1,220 @@
+#include "tensor_import.h"
+
+#include <cstdint>
+#include <string>
+
+namespace nb = nanobind;
+
+namespace attnkit::python {
+namespace {
+
+// Strong references, set once from Python (python/attnkit/_torch_ops.py) and kept for the life of the
+// process: torch's dtype objects are singletons, so identity comparison is exact.
+struct TorchTypes {
+  PyObject* tensor_type = nullptr;
+  PyObject* float16 = nullptr;
+  PyObject* bfloat16 = nullptr;
+  PyObject* float32 = nullptr;
+  PyObject* float64 = nullptr;
+  PyObject* int32 = nullptr;
+};
+TorchTypes torch_types;
+
+// Attribute names, interned once: PyObject_GetAttr with an interned string skips the string hash.
+struct Names {
+  PyObject* data_ptr = PyUnicode_InternFromString("data_ptr");
+  PyObject* shape = PyUnicode_InternFromString("shape");
+  PyObject* stride = PyUnicode_InternFromString("stride");
+  PyObject* dtype = PyUnicode_InternFromString("dtype");
+  PyObject* is_cuda = PyUnicode_InternFromString("is_cuda");
+  PyObject* is_cpu = PyUnicode_InternFromString("is_cpu");
+  PyObject* get_device = PyUnicode_InternFromString("get_device");
+  PyObject* device = PyUnicode_InternFromString("device");
+};
+const Names& names() {
+  static const Names interned;  // built on first use, with the GIL held
+  return interned;
+}
+
+nb::object checked(PyObject* result) {
+  if (result == nullptr) throw nb::python_error();
+  return nb::steal(result);
+}
+
+std::string python_type_name(nb::handle object) { return nb::type_name(object.type()).c_str(); }
+
+[[noreturn]] void rank_too_high(const char* name, std::size_t rank) {
+  throw nb::value_error((std::string(name) + ": expected rank at most " + std::to_string(TensorRef::kMaxRank) +
+                         ", got rank " + std::to_string(rank))
+                            .c_str());
+}
+
+// Reads a tuple of Python ints (torch.Size or the tuple of Tensor.stride()) into `values`.
+void read_int_tuple(nb::handle tuple, std::int64_t* values, Py_ssize_t count) {
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    const long long value = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple.ptr(), i));
+    if (value == -1 && PyErr_Occurred()) throw nb::python_error();
+    values[i] = value;
+  }
+}
+
+TensorRef import_torch(const char* name, nb::handle object) {
+  if (torch_types.tensor_type == nullptr) {
+    throw nb::type_error("attnkit: torch tensors were passed before the torch support was loaded");
+  }
+  if (!PyObject_TypeCheck(object.ptr(), reinterpret_cast<PyTypeObject*>(torch_types.tensor_type))) {
+    throw nb::type_error(
+        (std::string(name) + ": expected a torch.Tensor (like q), got " + python_type_name(object)).c_str());
+  }
+  const Names& n = names();
+  TensorRef ref;
+
+  nb::object dtype = checked(PyObject_GetAttr(object.ptr(), n.dtype));
+  const PyObject* d = dtype.ptr();
+  if (d == torch_types.bfloat16) {
+    ref.dtype = DType::kBFloat16;
+  } else if (d == torch_types.float16) {
+    ref.dtype = DType::kFloat16;
+  } else if (d == torch_types.float32) {
+    ref.dtype = DType::kFloat32;
+  } else if (d == torch_types.int32) {
+    ref.dtype = DType::kInt32;
+  } else if (d == torch_types.float64) {
+    ref.dtype = DType::kFloat64;  // rejected by the validation with its own message
+  } else {
+    throw nb::value_error((std::string(name) + ": dtype " + nb::str(dtype).c_str() +
+                           " is not supported (fp16, bf16 or fp32; index tensors int32)")
+                              .c_str());
+  }
+
+  nb::object is_cuda = checked(PyObject_GetAttr(object.ptr(), n.is_cuda));
+  if (is_cuda.ptr() == Py_True) {
+    nb::object index = checked(PyObject_CallMethodNoArgs(object.ptr(), n.get_device));
+    ref.device = Device::cuda(static_cast<int>(PyLong_AsLong(index.ptr())));
+  } else {
+    nb::object is_cpu = checked(PyObject_GetAttr(object.ptr(), n.is_cpu));
+    if (is_cpu.ptr() != Py_True) {
+      nb::object device = checked(PyObject_GetAttr(object.ptr(), n.device));
+      throw nb::value_error((std::string(name) + ": tensors on device '" + nb::str(device).c_str() +
+                             "' are not supported (CPU or CUDA only)")
+                                .c_str());
+    }
+    ref.device = Device::cpu();
+  }
+
+  nb::object shape = checked(PyObject_GetAttr(object.ptr(), n.shape));
+  const Py_ssize_t rank = PyTuple_GET_SIZE(shape.ptr());
+  if (rank > TensorRef::kMaxRank) rank_too_high(name, static_cast<std::size_t>(rank));
+  nb::object strides = checked(PyObject_CallMethodNoArgs(object.ptr(), n.stride));
+  ref.rank = static_cast<int>(rank);
+  read_int_tuple(shape, ref.shape, rank);
+  read_int_tuple(strides, ref.strides, rank);
+
+  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(object.ptr(), n.data_ptr));
+  ref.data = PyLong_AsVoidPtr(data_ptr.ptr());
+  if (ref.data == nullptr && PyErr_Occurred()) throw nb::python_error();
+  return ref;
+}
+
+std::string dlpack_dtype_name(nb::dlpack::dtype dtype) {
+  const char* kind = nullptr;
+  switch (static_cast<nb::dlpack::dtype_code>(dtype.code)) {
+    case nb::dlpack::dtype_code::Int: kind = "int"; break;
+    case nb::dlpack::dtype_code::UInt: kind = "uint"; break;
+    case nb::dlpack::dtype_code::Float: kind = "float"; break;
+    case nb::dlpack::dtype_code::Bfloat: kind = "bfloat"; break;
+    case nb::dlpack::dtype_code::Complex: kind = "complex"; break;
+    case nb::dlpack::dtype_code::Bool: kind = "bool"; break;
+    default: return "DLPack type code " + std::to_string(dtype.code) + " with " + std::to_string(dtype.bits) + " bits";
+  }
+  std::string text = kind + std::to_string(dtype.bits);
+  if (dtype.lanes != 1) text += "x" + std::to_string(dtype.lanes);
+  return text;
+}
+
+DType dlpack_dtype(const char* name, nb::dlpack::dtype dtype, bool uint16_is_bf16) {
+  using Code = nb::dlpack::dtype_code;
+  const auto code = static_cast<Code>(dtype.code);
+  if (dtype.lanes == 1) {
+    if (code == Code::Float && dtype.bits == 16) return DType::kFloat16;
+    if (code == Code::Float && dtype.bits == 32) return DType::kFloat32;
+    if (code == Code::Float && dtype.bits == 64) return DType::kFloat64;  // rejected by the validation
+    if (code == Code::Bfloat && dtype.bits == 16) return DType::kBFloat16;
+    if (code == Code::Int && dtype.bits == 32) return DType::kInt32;
+    if (code == Code::UInt && dtype.bits == 16 && uint16_is_bf16) return DType::kBFloat16;
+  }
+  throw nb::value_error((std::string(name) + ": dtype " + dlpack_dtype_name(dtype) +
+                         " is not supported (fp16, bf16 or fp32; index tensors int32)")
+                            .c_str());
+}
+
+// DLPack device types (dlpack.h): 1 CPU, 2 CUDA, 3 CUDA pinned host memory, 13 CUDA managed memory.
+constexpr int kDLCPU = 1;
+constexpr int kDLCUDA = 2;
+constexpr int kDLCUDAHost = 3;
+constexpr int kDLCUDAManaged = 13;
+
+TensorRef import_dlpack(const char* name, nb::handle object, bool uint16_is_bf16, ImportKeepAlive* keep) {
+  // Read-only views are accepted (broadcast inputs are read-only in NumPy); attnkit writes only the
+  // outputs, which the Python layer allocates itself. convert=false: never copy.
+  nb::ndarray<nb::ro> array;
+  if (!nb::try_cast(object, array, /*convert=*/false)) {
+    const bool looks_like_array = PyObject_HasAttrString(object.ptr(), "__dlpack__") ||
+                                  PyObject_CheckBuffer(object.ptr());
+    if (looks_like_array) {
+      throw nb::value_error((std::string(name) + ": this " + python_type_name(object) +
+                             " cannot be viewed through DLPack or the buffer protocol (strides that are not a "
+                             "multiple of the item size?)")
+                                .c_str());
+    }
+    throw nb::type_error((std::string(name) + ": expected an array (DLPack or buffer protocol), got " +
+                          python_type_name(object))
+                             .c_str());
+  }
+  TensorRef ref;
+  if (array.ndim() > static_cast<std::size_t>(TensorRef::kMaxRank)) rank_too_high(name, array.ndim());
+  ref.dtype = dlpack_dtype(name, array.dtype(), uint16_is_bf16);
+  switch (array.device_type()) {
+    case kDLCPU:
+    case kDLCUDAHost:  // pinned host memory: the CPU reads it directly
+      ref.device = Device::cpu();
+      break;
+    case kDLCUDA:
+    case kDLCUDAManaged:
+      ref.device = Device::cuda(array.device_id());
+      break;
+    default:
+      throw nb::value_error((std::string(name) + ": arrays on DLPack device type " +
+                             std::to_string(array.device_type()) + " are not supported (CPU or CUDA only)")
+                                .c_str());
+  }
+  ref.rank = static_cast<int>(array.ndim());
+  for (int axis = 0; axis < ref.rank; ++axis) {
+    ref.shape[axis] = static_cast<std::int64_t>(array.shape(static_cast<std::size_t>(axis)));
+    ref.strides[axis] = array.stride(static_cast<std::size_t>(axis));
+  }
+  ref.data = const_cast<void*>(array.data());
+  keep->push_back(std::move(array));
+  return ref;
+}
+
+}  // namespace
+
+void set_torch_types(nb::handle tensor_type, nb::handle float16, nb::handle bfloat16, nb::handle float32,
+                     nb::handle float64, nb::handle int32) {
+  torch_types = TorchTypes{nb::handle(tensor_type).inc_ref().ptr(), nb::handle(float16).inc_ref().ptr(),
+                           nb::handle(bfloat16).inc_ref().ptr(),   nb::handle(float32).inc_ref().ptr(),
+                           nb::handle(float64).inc_ref().ptr(),    nb::handle(int32).inc_ref().ptr()};
+}
+
+TensorRef import_tensor(Importer importer, const char* name, nb::handle object, ImportKeepAlive* keep) {
+  if (object.is_none()) return TensorRef{};
+  switch (importer) {
+    case Importer::kTorch: return import_torch(name, object);
+    case Importer::kDLPack: return import_dlpack(name, object, /*uint16_is_bf16=*/false, keep);
+    case Importer::kDLPackBf16: return import_dlpack(name, object, /*uint16_is_bf16=*/true, keep);
+  }
+  throw nb::value_error("attnkit: unknown array importer");
+}
+
+}  // namespace attnkit::python

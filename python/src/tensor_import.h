@@ -1,0 +1,45 @@
+// Turns the arrays a Python caller passes into attnkit::TensorRef views: no copy, strides passed
+// through as they are (the C++ validation decides what it accepts).
+//
+// Two importers, chosen per call by the Python layer (python/attnkit/_core.py):
+//  - kTorch: torch.Tensor read through its own attributes (data_ptr, shape, stride, dtype, device).
+//    Not DLPack, because torch's __dlpack__ is Python code that costs microseconds per tensor and
+//    refuses tensors that require grad; the attribute reads are C calls.
+//  - kDLPack / kDLPackBf16: any other array (NumPy, CuPy, JAX, ...) through nanobind's ndarray caster,
+//    i.e. __dlpack__ or the buffer protocol. kDLPackBf16 reads uint16 arrays as bf16: NumPy cannot
+//    export ml_dtypes.bfloat16 through DLPack, so the Python layer passes a uint16 view of it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+
+#include "attnkit/types.h"
+
+namespace attnkit::python {
+
+enum class Importer : int {
+  kTorch = 0,
+  kDLPack = 1,
+  kDLPackBf16 = 2,
+};
+
+// Remembers torch.Tensor and torch's dtype objects, so that a tensor and its dtype are recognised by
+// identity (a pointer compare instead of a string).
+void set_torch_types(nanobind::handle tensor_type, nanobind::handle float16, nanobind::handle bfloat16,
+                     nanobind::handle float32, nanobind::handle float64, nanobind::handle int32);
+
+// Keeps the imported DLPack views (and so the producer's buffers) alive until the call returns.
+using ImportKeepAlive = std::vector<nanobind::ndarray<nanobind::ro>>;
+
+// `name` appears in error messages ("q: ..."). None gives an undefined TensorRef (an absent optional
+// tensor). Raises TypeError for something that is not an array, ValueError for an array attnkit
+// cannot describe (rank above 4, dtype without an attnkit equivalent, a device other than CPU/CUDA).
+TensorRef import_tensor(Importer importer, const char* name, nanobind::handle object, ImportKeepAlive* keep);
+
+// The device of an imported (defined) tensor, or the CPU for an undefined one.
+inline bool on_cpu(const TensorRef& t) { return !t.defined() || t.device.kind == DeviceKind::kCPU; }
+
+}  // namespace attnkit::python
