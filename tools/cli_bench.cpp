@@ -159,8 +159,8 @@ void bench_case(const cases::DenseCase& c, const BenchSettings& settings, Result
   const ForwardCheck check = check_forward(c, inputs, download_16bit(sets[0].out), lse, settings.check_rows, settings.seed);
   char check_note[160];
   std::snprintf(check_note, sizeof(check_note), "fwd check %s (%lld rows, err %.2e <= %.2e)",
-                check.passed ? "ok" : "FAILED", static_cast<long long>(check.rows_checked), check.out_error,
-                check.out_tolerance);
+                check.passed ? "ok" : "FAILED", static_cast<long long>(check.rows_checked), check.out.max_error,
+                check.out.bound);
   summary->note = check_note;
   if (!check.passed) {
     summary->failed = true;
@@ -176,7 +176,7 @@ void bench_case(const cases::DenseCase& c, const BenchSettings& settings, Result
     ResultRow row = make_row(c, "dense_fwd", timing.median_ms, flops, forward_explanation.chosen);
     row.extra["check"] = json_quote(check.passed ? "passed" : "FAILED");
     row.extra["check_rows"] = std::to_string(check.rows_checked);
-    row.extra["max_abs_err"] = json_number(check.out_error);
+    row.extra["max_abs_err"] = json_number(check.out.max_error);
     row.extra["iters"] = std::to_string(timing.iterations);
     row.extra["rotated_sets"] = std::to_string(set_count);
     results->rows.push_back(row);
@@ -240,8 +240,8 @@ void print_table(const std::vector<CaseSummary>& summaries) {
               "bwd ms", "bwd TF/s", "backend", "notes");
   for (const CaseSummary& s : summaries) {
     std::printf("%-*s  %10s  %9s  %10s  %9s  %-12s  %s\n", static_cast<int>(width), s.name.c_str(),
-                cell(s.fwd_ms, "%.4f").c_str(), cell(s.fwd_tflops, "%.2f").c_str(), cell(s.bwd_ms, "%.4f").c_str(),
-                cell(s.bwd_tflops, "%.2f").c_str(), s.backend.c_str(), s.note.c_str());
+                cell(s.fwd_ms, "%.4f").c_str(), cell(s.fwd_tflops, "%.3g").c_str(), cell(s.bwd_ms, "%.4f").c_str(),
+                cell(s.bwd_tflops, "%.3g").c_str(), s.backend.c_str(), s.note.c_str());
   }
 }
 

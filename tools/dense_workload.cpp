@@ -12,6 +12,10 @@ namespace attnkit::cli {
 
 DenseSizes dense_sizes(const cases::DenseCase& c) {
   if (c.varlen()) throw UsageError("case '" + c.name + "' is varlen; the attnkit tool runs BSHD cases only");
+  if (c.layout != cases::DenseLayout::kContiguous) {
+    throw UsageError("case '" + c.name + "' has layout " + cases::layout_name(c.layout) +
+                     "; the attnkit tool lays tensors out contiguous only");
+  }
   if (c.dtype != DType::kBFloat16 && c.dtype != DType::kFloat16) {
     throw UsageError(std::string("case '") + c.name + "' has dtype " + dtype_name(c.dtype) +
                      "; the attnkit tool runs bf16 and fp16");
@@ -90,6 +94,7 @@ DenseOptions case_options(const cases::DenseCase& c, Backend backend) {
   options.window_left = c.window_left;
   options.window_right = c.window_right;
   options.softcap = c.softcap;
+  if (c.scale != 0.0f) options.scale = c.scale;
   options.backend = backend;
   return options;
 }

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <tuple>
 
 #include "attnkit/numeric.h"
@@ -23,9 +23,6 @@ float to_float(std::uint16_t bits, DType dtype) {
   return dtype == DType::kBFloat16 ? bf16_to_float(bits) : fp16_to_float(bits);
 }
 
-// Unit roundoff of the input dtype: 2^-8 for bf16 (8 significand bits), 2^-11 for fp16 (11 bits).
-double unit_roundoff(DType dtype) { return dtype == DType::kBFloat16 ? 0x1.0p-8 : 0x1.0p-11; }
-
 TensorRef host_view(const void* data, DType dtype, std::initializer_list<std::int64_t> shape,
                     std::initializer_list<std::int64_t> strides) {
   // The reference only reads its inputs; TensorRef carries a mutable pointer.
@@ -38,7 +35,7 @@ TensorRef host_view(const void* data, DType dtype, std::initializer_list<std::in
 // min(Sk - 1, hi), so Sk' = last + 1 and its single query sits at offset Sk' - 1: its upper bound
 // (Sk' - 1) + right' with right' unbounded keeps exactly j <= last, and its lower bound
 // (Sk' - 1) - left' equals lo when left' = Sk' - 1 - lo. A row with lo > last sees nothing: Sk' = 0.
-reference::DenseReferenceInputs one_row_problem(const cases::DenseCase& c, const HostInputs& inputs, const Row& row) {
+reference::DenseReferenceInputs row_problem(const cases::DenseCase& c, const HostInputs& inputs, const Row& row) {
   const std::int64_t offset = row.i + (c.seqlen_k - c.seqlen_q);
   const std::int64_t right = c.causal ? 0 : c.window_right;
   const std::int64_t hi = right < 0 ? c.seqlen_k - 1 : offset + right;
@@ -64,7 +61,8 @@ reference::DenseReferenceInputs one_row_problem(const cases::DenseCase& c, const
   sub.v = host_view(v + v_offset * element, c.dtype, {1, kept_keys, 1, c.head_dim_v},
                     {c.seqlen_k * c.heads_kv * c.head_dim_v, c.heads_kv * c.head_dim_v, c.head_dim_v, 1});
   if (c.sinks) sub.sinks = host_view(inputs.sinks.data() + row.h, DType::kFloat32, {1}, {1});
-  sub.options.softcap = c.softcap;
+  sub.options = case_options(c, Backend::kAuto);  // scale and softcap; the mask is set below
+  sub.options.causal = false;
   sub.options.window_left = (left_bounded && kept_keys > 0) ? kept_keys - 1 - lo : -1;
   sub.options.window_right = -1;
   return sub;
@@ -98,44 +96,17 @@ std::set<Row> sample(const cases::DenseCase& c, std::int64_t count, std::uint64_
   return rows;
 }
 
-// Running maxima of |x - ref| over compared values; NaN in exactly one of them is a mismatch.
-struct ErrorTally {
-  double error = 0.0;
-  double naive_error = 0.0;
-  double ref_magnitude = 0.0;
-  std::int64_t nan_mismatches = 0;
-
-  void add(double result, double naive, double ref) {
-    if (std::isnan(result) != std::isnan(ref)) {
-      ++nan_mismatches;
-      return;
-    }
-    if (std::isnan(ref)) return;
-    // Infinities (the -inf lse of an empty row) must match exactly; any other pairing is an unbounded
-    // error, counted for the result and the naive formula each on its own.
-    error = std::max(error, distance(result, ref));
-    naive_error = std::max(naive_error, distance(naive, ref));
-    if (std::isfinite(ref)) ref_magnitude = std::max(ref_magnitude, std::abs(ref));
-  }
-
-  static double distance(double x, double ref) {
-    if (std::isinf(x) || std::isinf(ref)) return x == ref ? 0.0 : std::numeric_limits<double>::infinity();
-    return std::abs(x - ref);
-  }
-};
-
 }  // namespace
 
+reference::DenseReferenceInputs one_row_problem(const cases::DenseCase& c, const HostInputs& inputs, std::int64_t b,
+                                                std::int64_t i, std::int64_t h) {
+  return row_problem(c, inputs, {b, i, h});
+}
+
 std::string ForwardCheck::summary() const {
-  char text[512];
-  std::snprintf(text, sizeof(text),
-                "o:   max|err| %.3e  tolerance %.3e (2 x naive %.3e + atol)  %s\n"
-                "lse: max|err| %.3e  tolerance %.3e (2 x naive %.3e + atol)  %s",
-                out_error, out_tolerance, out_naive_error, out_error <= out_tolerance ? "ok" : "FAIL",
-                lse_error, lse_tolerance, lse_naive_error, lse_error <= lse_tolerance ? "ok" : "FAIL");
-  std::string result = text;
-  if (nan_mismatches > 0) result += "\nNaN where the reference has none (or the reverse): " + std::to_string(nan_mismatches);
-  return result;
+  std::string text = out.text() + "\n" + lse.text();
+  if (!worst_row.empty() && out.max_error > 0.0) text += "\n(worst o error in row (b, i, h) = " + worst_row + ")";
+  return text;
 }
 
 ForwardCheck check_forward(const cases::DenseCase& c, const HostInputs& inputs, const std::vector<std::uint16_t>& out,
@@ -143,12 +114,6 @@ ForwardCheck check_forward(const cases::DenseCase& c, const HostInputs& inputs, 
   ForwardCheck check;
   check.rows_total = c.batch * c.seqlen_q * c.heads_q;
   check.whole_problem = sample_rows <= 0 || sample_rows >= check.rows_total;
-  if (check.rows_total == 0) {
-    check.passed = true;  // nothing was computed, so nothing can be wrong
-    return check;
-  }
-  ErrorTally out_tally;
-  ErrorTally lse_tally;
   const std::int64_t dv = c.head_dim_v;
   auto out_at = [&](const Row& r, std::int64_t e) {
     return static_cast<double>(to_float(out[static_cast<std::size_t>(((r.b * c.seqlen_q + r.i) * c.heads_q + r.h) * dv + e)], c.dtype));
@@ -157,46 +122,66 @@ ForwardCheck check_forward(const cases::DenseCase& c, const HostInputs& inputs, 
     return static_cast<double>(lse[static_cast<std::size_t>((r.b * c.heads_q + r.h) * c.seqlen_q + r.i)]);
   };
 
+  // Values compared, in the order of the reports' shapes.
+  std::vector<double> out_actual, out_ref, out_naive, lse_actual, lse_ref, lse_naive;
+  std::vector<std::int64_t> out_shape, lse_shape;
+  std::vector<Row> rows;
   if (check.whole_problem) {
     const reference::DenseReferenceInputs whole = whole_problem(c, inputs);
-    const reference::DenseForwardResult ref = reference::dense_forward_reference(whole);
-    const reference::DenseForwardResult naive = reference::dense_forward_naive_lowp(whole);
-    for (std::int64_t b = 0; b < c.batch; ++b) {
-      for (std::int64_t i = 0; i < c.seqlen_q; ++i) {
-        for (std::int64_t h = 0; h < c.heads_q; ++h) {
-          const Row r{b, i, h};
-          const std::size_t row_base = static_cast<std::size_t>(((b * c.seqlen_q + i) * c.heads_q + h) * dv);
-          for (std::int64_t e = 0; e < dv; ++e) out_tally.add(out_at(r, e), naive.out[row_base + e], ref.out[row_base + e]);
-          const std::size_t lse_index = static_cast<std::size_t>((b * c.heads_q + h) * c.seqlen_q + i);
-          lse_tally.add(lse_at(r), naive.lse[lse_index], ref.lse[lse_index]);
-        }
-      }
-    }
+    reference::DenseForwardResult ref = reference::dense_forward_reference(whole);
+    reference::DenseForwardResult naive = reference::dense_forward_naive_lowp(whole);
+    out_actual.resize(out.size());
+    for (std::size_t e = 0; e < out.size(); ++e) out_actual[e] = to_float(out[e], c.dtype);
+    lse_actual.assign(lse.begin(), lse.end());
+    out_ref = std::move(ref.out);
+    out_naive = std::move(naive.out);
+    lse_ref = std::move(ref.lse);
+    lse_naive = std::move(naive.lse);
+    out_shape = {c.batch, c.seqlen_q, c.heads_q, dv};
+    lse_shape = {c.batch, c.heads_q, c.seqlen_q};
     check.rows_checked = check.rows_total;
   } else {
-    for (const Row& r : sample(c, sample_rows, seed)) {
-      const reference::DenseReferenceInputs sub = one_row_problem(c, inputs, r);
-      const reference::DenseForwardResult ref = reference::dense_forward_reference(sub);
-      const reference::DenseForwardResult naive = reference::dense_forward_naive_lowp(sub);
-      for (std::int64_t e = 0; e < dv; ++e) out_tally.add(out_at(r, e), naive.out[e], ref.out[e]);
-      lse_tally.add(lse_at(r), naive.lse[0], ref.lse[0]);
-      ++check.rows_checked;
+    // Rows are independent one-row problems: the reference runs them in parallel.
+    const std::set<Row> drawn = sample(c, sample_rows, seed);
+    rows.assign(drawn.begin(), drawn.end());
+    const std::int64_t count = static_cast<std::int64_t>(rows.size());
+    std::vector<reference::DenseForwardResult> refs(rows.size()), naives(rows.size());
+    std::string reference_error;
+#pragma omp parallel for schedule(dynamic)
+    for (std::int64_t n = 0; n < count; ++n) {
+      try {  // an exception must not leave an OpenMP region
+        const reference::DenseReferenceInputs sub = row_problem(c, inputs, rows[n]);
+        refs[n] = reference::dense_forward_reference(sub);
+        naives[n] = reference::dense_forward_naive_lowp(sub);
+      } catch (const std::exception& error) {
+#pragma omp critical(attnkit_forward_check_error)
+        reference_error = error.what();
+      }
     }
+    if (!reference_error.empty()) throw std::runtime_error("the float64 reference refused a row: " + reference_error);
+    for (std::size_t n = 0; n < rows.size(); ++n) {
+      for (std::int64_t e = 0; e < dv; ++e) {
+        out_actual.push_back(out_at(rows[n], e));
+        out_ref.push_back(refs[n].out[e]);
+        out_naive.push_back(naives[n].out[e]);
+      }
+      lse_actual.push_back(lse_at(rows[n]));
+      lse_ref.push_back(refs[n].lse[0]);
+      lse_naive.push_back(naives[n].lse[0]);
+    }
+    out_shape = {count, dv};
+    lse_shape = {count};
+    check.rows_checked = count;
   }
-
-  // atol: one unit roundoff of the dtype at the output's magnitude (the rounding of o itself), and for
-  // the fp32 lse one fp32 unit roundoff at its magnitude; both only matter where the naive error is ~0.
-  const double out_atol = unit_roundoff(c.dtype) * std::max(1.0, out_tally.ref_magnitude);
-  const double lse_atol = 0x1.0p-24 * std::max(1.0, lse_tally.ref_magnitude);
-  check.out_error = out_tally.error;
-  check.out_naive_error = out_tally.naive_error;
-  check.out_tolerance = 2.0 * out_tally.naive_error + out_atol;
-  check.lse_error = lse_tally.error;
-  check.lse_naive_error = lse_tally.naive_error;
-  check.lse_tolerance = 2.0 * lse_tally.naive_error + lse_atol;
-  check.nan_mismatches = out_tally.nan_mismatches + lse_tally.nan_mismatches;
-  check.passed = check.nan_mismatches == 0 && check.out_error <= check.out_tolerance &&
-                 check.lse_error <= check.lse_tolerance;
+  check.out = testing::check_tolerance("o", out_shape, out_actual, out_ref, out_naive, testing::kOutputFactor,
+                                       testing::default_atol(c.dtype, out_ref));
+  check.lse = testing::check_tolerance("lse", lse_shape, lse_actual, lse_ref, lse_naive, testing::kOutputFactor,
+                                       testing::default_atol(DType::kFloat32, lse_ref));
+  if (!rows.empty() && check.out.worst_index >= 0) {
+    const Row& r = rows[static_cast<std::size_t>(check.out.worst_index / std::max<std::int64_t>(dv, 1))];
+    check.worst_row = "(" + std::to_string(r.b) + ", " + std::to_string(r.i) + ", " + std::to_string(r.h) + ")";
+  }
+  check.passed = check.out.passed && check.lse.passed;
   return check;
 }
 

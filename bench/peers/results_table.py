@@ -24,6 +24,11 @@ def case_label(row):
     return label + (" causal" if row["causal"] else "") + " " + row["dtype"]
 
 
+def rate(tflops):
+    """TFLOP/s with three significant digits at most (CPU rows are far below 1)."""
+    return "%.1f" % tflops if tflops >= 100 else "%.3g" % tflops
+
+
 def build_table(results):
     """(header, rows) with one row per (case, op), cases in the order they first appear."""
     peers = []
@@ -38,8 +43,8 @@ def build_table(results):
     for (_, op), impls in groups.items():
         first = next(iter(impls.values()))
         mine = impls.get("attnkit")
-        line = [case_label(first), op, "%.1f" % mine["tflops"] if mine else "-"]
-        line += ["%.1f" % impls[p]["tflops"] if p in impls else "-" for p in peers]
+        line = [case_label(first), op, rate(mine["tflops"]) if mine else "-"]
+        line += [rate(impls[p]["tflops"]) if p in impls else "-" for p in peers]
         for p in peers:
             if mine and p in impls and mine["ms"] > 0:
                 line.append("%.2fx" % (impls[p]["ms"] / mine["ms"]))

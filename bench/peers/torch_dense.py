@@ -6,13 +6,14 @@ appended to attnkit's results file, so that one file holds every implementation 
 Method (gpu-workflow.md, "Measuring honestly"), the same as `attnkit bench`:
   - bf16 (or fp16) inputs ~ N(0, 1), allocated in attnkit's BSHD layout [B, S, H, D] and handed to SDPA
     as BHSD through transpose views (no copy), as the field does with flash-attn-style tensors;
-  - forward:  out = sdpa(q, k, v) under torch.nn.attention.sdpa_kernel(<one backend>);
+  - forward:  out = sdpa(q, k, v) under torch.nn.attention.sdpa_kernel(<one backend>) and
+    torch.no_grad() (inference: the backend may skip saving its softmax statistics);
   - backward: timed ALONE, as torch.autograd.grad(out, (q, k, v), dout, retain_graph=True) on a graph
     built once by an untimed forward (not "fwd+bwd minus fwd");
   - CUDA events around each call, `--warmup` untimed calls then `--iters` timed ones, median reported;
   - inputs rotated over enough copies (2 x 50 MB of L2) when one set fits in L2;
   - FLOPs: taken from attnkit's row of the same case (so ratios use one count), else the field's
-    convention 4*B*Hq*Sq*Sk*D, halved when causal; backward 2.5x the forward.
+    convention 2*B*Hq*Sq*Sk*(D+Dv) (= 4*B*Hq*Sq*Sk*D), halved when causal; backward 2.5x the forward.
 Causal is bottom-right aligned (semantics.md): is_causal=True where Sq == Sk, otherwise torch's
 causal_lower_right bias. Cases SDPA cannot express (windows, softcap, sinks) are skipped with a reason.
 
@@ -45,7 +46,7 @@ def log(message):
 
 
 def convention_flops(case):
-    flops = 4.0 * case["b"] * case["hq"] * case["sq"] * case["sk"] * case["d"]
+    flops = 2.0 * case["b"] * case["hq"] * case["sq"] * case["sk"] * (case["d"] + case["dv"])
     return flops / 2 if case["causal"] else flops
 
 
@@ -72,16 +73,16 @@ class Peer:
         self.shape = shape
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[shape["dtype"]]
         b, sq, sk, hq, hkv, d, dv = (shape[k] for k in ("b", "sq", "sk", "hq", "hkv", "d", "dv"))
-        generator = torch.Generator(device="cpu").manual_seed(1)
+        generator = torch.Generator(device=device).manual_seed(1)
+
+        def normal(*size):  # [B, S, H, D] storage (attnkit's layout), drawn on the device
+            return torch.randn(*size, generator=generator, device=device, dtype=torch.float32).to(dtype)
+
         self.inputs = []
         for _ in range(sets):
-            # [B, S, H, D] storage (attnkit's layout), viewed as [B, H, S, D] for SDPA.
-            def make(*size):
-                x = torch.randn(*size, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
-                return x.requires_grad_(True)
-            q, k, v = make(b, sq, hq, d), make(b, sk, hkv, d), make(b, sk, hkv, dv)
-            dout = torch.randn(b, sq, hq, dv, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
-            self.inputs.append((q, k, v, dout))
+            q, k, v = (normal(b, sq, hq, d).requires_grad_(True), normal(b, sk, hkv, d).requires_grad_(True),
+                       normal(b, sk, hkv, dv).requires_grad_(True))
+            self.inputs.append((q, k, v, normal(b, sq, hq, dv)))
         self.mask = None
         self.is_causal = False
         if shape["causal"]:
