@@ -550,6 +550,32 @@ TEST(ReferenceInvariants, DtypesAndStridesAreReadCorrectly) {
   }
 }
 
+// The naive formula rounds at the documented points: a single score of (1 + 2^-7)^2 = 1 + 2^-6 + 2^-14
+// becomes 1 + 2^-6 in bf16 (so does its lse, which with one key is the score); probabilities 1/3 and
+// 2/3 become bf16 values, and so does o.
+TEST(ReferenceNaiveLowp, RoundsScoresProbabilitiesAndOutputsToTheInputDtype) {
+  const float one_plus = 1.0f + 0x1.0p-7f;  // exactly representable in bf16
+  std::vector<std::uint16_t> q = {float_to_bf16(one_plus)}, k = {float_to_bf16(one_plus)}, v = {float_to_bf16(3.0f)};
+  DenseReferenceInputs in;
+  in.q = TensorRef::contiguous(q.data(), DType::kBFloat16, {1, 1, 1, 1});
+  in.k = TensorRef::contiguous(k.data(), DType::kBFloat16, {1, 1, 1, 1});
+  in.v = TensorRef::contiguous(v.data(), DType::kBFloat16, {1, 1, 1, 1});
+  in.options.scale = 1.0f;
+  EXPECT_EQ(dense_forward_naive_lowp(in).lse[0], 1.0 + 0x1.0p-6);
+  EXPECT_EQ(dense_forward_reference(in).lse[0], double(one_plus) * double(one_plus));
+
+  // Scores 0 and s = 5/64 (q = 1, keys 0 and s, v = (3, 0)): p0 = 1 / (1 + e^s) = 0.4804787 rounds to
+  // 0.48046875 in bf16, and o = round(3 * 0.48046875) = 1.4375, where an unrounded p0 would give 1.4453125.
+  std::vector<std::uint16_t> q2 = {float_to_bf16(1.0f)};
+  std::vector<std::uint16_t> k2 = {float_to_bf16(0.0f), float_to_bf16(0.078125f)};
+  std::vector<std::uint16_t> v2 = {float_to_bf16(3.0f), float_to_bf16(0.0f)};
+  in.q = TensorRef::contiguous(q2.data(), DType::kBFloat16, {1, 1, 1, 1});
+  in.k = TensorRef::contiguous(k2.data(), DType::kBFloat16, {1, 2, 1, 1});
+  in.v = TensorRef::contiguous(v2.data(), DType::kBFloat16, {1, 2, 1, 1});
+  EXPECT_EQ(dense_forward_naive_lowp(in).out[0], 1.4375);
+  EXPECT_NEAR(dense_forward_reference(in).out[0], 3.0 / (1.0 + std::exp(0.078125)), 1e-15);
+}
+
 // The naive low-precision formula: exact in fp64, close in fp32, visibly rounded in bf16, and its
 // outputs are values of the input dtype.
 TEST(ReferenceNaiveLowp, ErrorGrowsAsPrecisionDrops) {
