@@ -275,5 +275,6 @@ NB_MODULE(_ext, m) {
   def("dense_explain_backward", &py::dense_explain_backward, backward_tensors(), options());
   m.def("build_info", &py::build_info_dict);
   m.def("cuda_devices", &py::cuda_devices_list);
-  m.def("set_torch_types", &py::set_torch_types);
+  m.def("set_torch_types", &py::set_torch_types, nb::arg("tensor_type"), nb::arg("float16"), nb::arg("bfloat16"),
+        nb::arg("float32"), nb::arg("float64"), nb::arg("int32"));
 }

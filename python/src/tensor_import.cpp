@@ -1,5 +1,6 @@
 #include "tensor_import.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -192,6 +193,15 @@ TensorRef import_dlpack(const char* name, nb::handle object, bool uint16_is_bf16
   for (int axis = 0; axis < ref.rank; ++axis) {
     ref.shape[axis] = static_cast<std::int64_t>(array.shape(static_cast<std::size_t>(axis)));
     ref.strides[axis] = array.stride(static_cast<std::size_t>(axis));
+  }
+  if (array.size() == 0) {
+    // An array without elements has no addresses, and producers export arbitrary strides for it (NumPy
+    // exports 0 for every axis): describe it as compact, which the validation accepts.
+    std::int64_t stride = 1;
+    for (int axis = ref.rank - 1; axis >= 0; --axis) {
+      ref.strides[axis] = stride;
+      stride *= std::max<std::int64_t>(ref.shape[axis], 1);
+    }
   }
   ref.data = const_cast<void*>(array.data());
   keep->push_back(std::move(array));

@@ -141,7 +141,7 @@ def attention_reference_backward(dout, q, k, v, *, causal=False, window=(-1, -1)
             s, raw = _scores(qs[:, h], ks[:, kv], problem.scale, softcap, compute, round_to)
             sink = None if sinks is None else float(np.asarray(sinks)[h])
             p, lse = _probabilities(s, visible, sink, compute, round_to)
-            o_head = (p @ vs[:, kv]).astype(compute)
+            o_head = round_to((p @ vs[:, kv]).astype(compute))  # the backward reads o as forward stored it
             do_head = dos[:, h]
             delta = np.sum(do_head * o_head, axis=1)  # D_i = <dO_i, o_i>
             dp = round_to((do_head @ vs[:, kv].T).astype(compute))
