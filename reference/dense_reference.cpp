@@ -490,16 +490,21 @@ DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs
         auto key_offset = [&](std::int64_t j, std::int64_t dim) {
           return static_cast<std::size_t>(((s.k_begin[n] + j) * s.heads_kv + kv_head) * dim);
         };
+        // o_i = round_T(fp32 sum_j p_ij v_j), as the naive forward wrote it, and dp_ij.
+        std::vector<float> o_i(static_cast<std::size_t>(Dv), 0.0f);
         std::vector<float> dp(static_cast<std::size_t>(s.k_len[n]), 0.0f);
-        float delta = 0.0f;
         for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
           if (r.score[static_cast<std::size_t>(j)] == -std::numeric_limits<float>::infinity()) continue;
           const float* v_j = &g.v[key_offset(j, Dv)];
           float dot = 0.0f;
-          for (std::int64_t d = 0; d < Dv; ++d) dot += do_i[d] * v_j[d];
+          for (std::int64_t d = 0; d < Dv; ++d) {
+            dot += do_i[d] * v_j[d];
+            o_i[static_cast<std::size_t>(d)] += r.prob[static_cast<std::size_t>(j)] * v_j[d];
+          }
           dp[static_cast<std::size_t>(j)] = round_to(dtype, dot);
-          delta += r.prob[static_cast<std::size_t>(j)] * dp[static_cast<std::size_t>(j)];
         }
+        float delta = 0.0f;
+        for (std::int64_t d = 0; d < Dv; ++d) delta += do_i[d] * round_to(dtype, o_i[static_cast<std::size_t>(d)]);
         if (s.has_sinks) {
           const float sink_prob = std::exp(g.sinks[static_cast<std::size_t>(h)] - r.row_max) / r.denominator;
           dsinks_acc[static_cast<std::size_t>(h)] -= sink_prob * delta;

@@ -91,11 +91,11 @@ DenseBackwardResult dense_backward_reference(const DenseReferenceInputs& inputs,
 // Results are returned as doubles that are exactly representable in T (fp32 for lse).
 DenseForwardResult dense_forward_naive_lowp(const DenseReferenceInputs& inputs);
 
-// Backward in the input precision, as eager autograd would run it on the forward above (s, p, o are
-// the naive forward's rounded tensors, T as above, fp32 accumulation everywhere):
+// Backward in the input precision, the textbook attention backward on the forward above (s, p, o are
+// the naive forward's rounded tensors, T as above, dout rounded to T, fp32 accumulation everywhere):
 //   dv_j  = round_T(fp32 sum_{i, h} p_ij dout_i)             rounded once, after the GQA sum
 //   dp_ij = round_T(fp32_dot(dout_i, v_j))
-//   delta_i = fp32 sum_j p_ij dp_ij                         (softmax backward, inside one fp32 kernel)
+//   delta_i = fp32_dot(dout_i, o_i)                          o_i in T: the backward API receives o in T
 //   ds_ij = round_T(p_ij (dp_ij - delta_i))
 //   dx_ij = round_T(ds_ij (1 - t_ij^2)), t_ij = tanhf(x_ij / c)   softcap, when on
 //   dq_i  = round_T(scale fp32 sum_j dx_ij k_j);  dk_j = round_T(scale fp32 sum_{i, h} dx_ij q_i)

@@ -15,11 +15,11 @@ double default_atol(DType stored_dtype, const std::vector<double>& reference) {
     case DType::kFloat64: unit_roundoff = std::ldexp(1.0, -53); break;
     case DType::kInt32: throw std::invalid_argument("default_atol: int32 has no roundoff");
   }
-  double magnitude = 0.0;
+  double magnitude = 1.0;
   for (double value : reference) {
     if (std::isfinite(value)) magnitude = std::max(magnitude, std::abs(value));
   }
-  return 2.0 * unit_roundoff * magnitude;
+  return (2.0 * unit_roundoff + 16.0 * std::ldexp(1.0, -24)) * magnitude;
 }
 
 std::string format_index(std::int64_t index, const std::vector<std::int64_t>& shape) {
