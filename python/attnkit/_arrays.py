@@ -20,7 +20,10 @@ IMPORTER_DLPACK_BF16 = 2
 
 
 def _is_bf16(array) -> bool:
-    return getattr(getattr(array, "dtype", None), "name", None) == "bfloat16"
+    # ml_dtypes' bfloat16 is a NumPy dtype of kind "V"; the kind test keeps the (slow) name lookup off
+    # the path of every other dtype.
+    dtype = getattr(array, "dtype", None)
+    return getattr(dtype, "kind", None) == "V" and dtype.name == "bfloat16"
 
 
 class NumpyArrays:
@@ -111,7 +114,7 @@ class JaxArrays:
                     ) from None
             self.host = CupyArrays(next(iter(q.devices())).id)
         else:
-            self.host = NumpyArrays(bf16=_is_bf16(q))
+            self.host = _numpy_arrays(_is_bf16(q))
         self.importer = self.host.importer
 
     def empty(self, shape, dtype):
@@ -141,16 +144,28 @@ class JaxArrays:
         self.jax.block_until_ready([a for a in arrays if isinstance(a, self.jax.Array)])
 
 
+_NUMPY_ADAPTERS = {}
+
+
+def _numpy_arrays(bf16: bool) -> NumpyArrays:
+    adapter = _NUMPY_ADAPTERS.get(bf16)
+    if adapter is None:
+        adapter = _NUMPY_ADAPTERS[bf16] = NumpyArrays(bf16)
+    return adapter
+
+
 def arrays_for(q):
     """The adapter for q's framework; TypeError for anything attnkit cannot allocate outputs for."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and type(q) is numpy.ndarray:  # the common case first
+        return _numpy_arrays(_is_bf16(q))
     module = type(q).__module__
     if module.startswith("cupy"):
         return CupyArrays(q.device.id)
     if module.startswith("jax"):
         return JaxArrays(q)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(q, numpy.ndarray):
-        return NumpyArrays(bf16=_is_bf16(q))
+    if numpy is not None and isinstance(q, numpy.ndarray):  # subclasses (np.memmap, ...)
+        return _numpy_arrays(_is_bf16(q))
     raise TypeError(
         f"q: expected a numpy.ndarray, torch.Tensor, cupy.ndarray or jax.Array, got {type(q).__module__}."
         f"{type(q).__qualname__}"

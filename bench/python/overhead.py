@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Host overhead of one small attnkit forward call from Python, beside torch SDPA's (a benchmark, not a test).
+
+What is measured: host wall time per call, with the GPU kept out of the picture. Before each batch of
+`--calls` calls, torch.cuda._sleep queues a few milliseconds of GPU work, so every call only enqueues its
+kernel behind it and returns: the batch's host time / calls is the time the call costs the Python thread
+(argument handling, output allocation, binding, validation, dispatch, kernel launch). The median over
+`--repeats` batches is reported. Nothing here reads a result back before the batch's clock stops.
+
+Rows (one shape, default B=1, S=128, H=8, D=64, bf16, causal; attnkit BSHD, SDPA BHSD views):
+  attnkit            attnkit.attention under torch.no_grad(): the eager fast path (no op dispatch)
+  attnkit_lse        the same with return_lse=True (one more output allocation)
+  attnkit_autograd   inputs requiring grad: the torch.library op plus the autograd node (forward only)
+  attnkit_op         torch.ops.attnkit.dense_fwd called directly (op dispatch, always writes lse)
+  torch_sdpa         torch.nn.functional.scaled_dot_product_attention under no_grad (its own backend choice)
+  torch_sdpa_autograd  SDPA with inputs requiring grad (forward only)
+and, host-only (no GPU), the floor of the bindings: a zero-size call (B = 0) from NumPy and from torch
+on the CPU, where nothing is computed (validation and dispatch only).
+
+Usage: overhead.py [--json FILE] [--commit SHA] [--calls 200] [--repeats 30]
+Writes {"device", "commit", "date", "command", "rows": [...]} with `us_per_call` per row (median) and
+prints a table.
+"""
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import attnkit
+
+
+def time_batches(call, calls, repeats, before_batch=None, after_batch=None):
+    """Median over `repeats` of (host seconds for `calls` calls) / calls, in microseconds."""
+    samples = []
+    for _ in range(repeats):
+        if before_batch is not None:
+            before_batch()
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        elapsed = time.perf_counter() - start
+        if after_batch is not None:
+            after_batch()
+        samples.append(elapsed / calls * 1e6)
+    return statistics.median(samples), min(samples)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the results file here")
+    parser.add_argument("--commit", default="unknown", help="the commit measured (recorded in the JSON)")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--b", type=int, default=1)
+    parser.add_argument("--s", type=int, default=128)
+    parser.add_argument("--h", type=int, default=8)
+    parser.add_argument("--d", type=int, default=64)
+    args = parser.parse_args()
+
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        torch = None
+
+    rows = []
+    shape = {"b": args.b, "sq": args.s, "sk": args.s, "hq": args.h, "hkv": args.h, "d": args.d, "dv": args.d,
+             "causal": True, "dtype": "bf16"}
+
+    def record(impl, device, us, best, note=""):
+        rows.append(dict(op="dense_fwd_host_overhead", impl=impl, device_kind=device, us_per_call=round(us, 3),
+                         us_best_batch=round(best, 3), calls=args.calls, repeats=args.repeats, note=note, **shape))
+
+    # The floor of the bindings: zero-size work on the CPU (validated, dispatched, nothing computed).
+    q0 = np.zeros((0, args.s, args.h, args.d), np.float32)
+    us, best = time_batches(lambda: attnkit.attention(q0, q0, q0, causal=True), args.calls, args.repeats)
+    record("attnkit_numpy_zero_size", "cpu", us, best, "B = 0: binding + validation floor")
+    if torch is not None:
+        t0 = torch.zeros((0, args.s, args.h, args.d))
+        with torch.no_grad():
+            us, best = time_batches(lambda: attnkit.attention(t0, t0, t0, causal=True), args.calls, args.repeats)
+        record("attnkit_torch_zero_size", "cpu", us, best, "B = 0: binding + validation floor")
+
+    device_name = platform.processor() or "cpu"
+    gpu = torch is not None and torch.cuda.is_available()
+    if gpu:
+        device_name = torch.cuda.get_device_name()
+        explanation = attnkit.explain(*(torch.zeros(args.b, args.s, args.h, args.d, dtype=torch.bfloat16,
+                                                    device="cuda") for _ in range(3)), causal=True)
+        if explanation.chosen is None:
+            print(f"attnkit cannot run this shape on the GPU:\n{explanation}", file=sys.stderr)
+            gpu = False
+    if gpu:
+        make = lambda grad: torch.randn(args.b, args.s, args.h, args.d, device="cuda", dtype=torch.bfloat16,
+                                        requires_grad=grad)
+        q, k, v = make(False), make(False), make(False)
+        qg, kg, vg = make(True), make(True), make(True)
+        q_bhsd, k_bhsd, v_bhsd = (t.transpose(1, 2) for t in (q, k, v))
+        qg_bhsd, kg_bhsd, vg_bhsd = (t.transpose(1, 2) for t in (qg, kg, vg))
+        sleep_cycles = int(2e5 * args.calls)  # ~110 us of GPU time per call at ~1.8 GHz: outlasts the batch
+
+        def busy():
+            torch.cuda._sleep(sleep_cycles)
+
+        def drain():
+            torch.cuda.synchronize()
+
+        candidates = {
+            "attnkit": lambda: attnkit.attention(q, k, v, causal=True),
+            "attnkit_lse": lambda: attnkit.attention(q, k, v, causal=True, return_lse=True),
+            "attnkit_op": lambda: torch.ops.attnkit.dense_fwd(q, k, v, None, None, None, 0, 0, None, True, -1, -1,
+                                                              0.0, False, "auto"),
+            "torch_sdpa": lambda: F.scaled_dot_product_attention(q_bhsd, k_bhsd, v_bhsd, is_causal=True),
+        }
+        with_grad = {
+            "attnkit_autograd": lambda: attnkit.attention(qg, kg, vg, causal=True),
+            "torch_sdpa_autograd": lambda: F.scaled_dot_product_attention(qg_bhsd, kg_bhsd, vg_bhsd, is_causal=True),
+        }
+        # Warm-up: first calls load kernels, fill the allocator's cache and build dispatch caches.
+        for call in list(candidates.values()) + list(with_grad.values()):
+            for _ in range(20):
+                call()
+        drain()
+        with torch.no_grad():
+            for impl, call in candidates.items():
+                us, best = time_batches(call, args.calls, args.repeats, busy, drain)
+                record(impl, "cuda", us, best)
+        for impl, call in with_grad.items():
+            us, best = time_batches(call, args.calls, args.repeats, busy, drain)
+            record(impl, "cuda", us, best)
+
+    results = {"device": device_name, "commit": args.commit,
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "command": " ".join(sys.argv), "torch": torch.__version__ if torch is not None else None, "python": platform.python_version(),
+               "attnkit_backends": " ".join(attnkit.build_info().compiled_backends), "rows": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    print(f"host overhead per call, {device_name}, B={args.b} S={args.s} H={args.h} D={args.d} bf16 causal "
+          f"(median of {args.repeats} batches of {args.calls} calls):")
+    for row in rows:
+        print(f"  {row['impl']:<26} {row['device_kind']:<5} {row['us_per_call']:8.2f} us   {row['note']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""PyTorch: autograd (against finite differences in float64 and the float64 reference), the torch.library
+ops and their fake implementations (opcheck), torch.compile(fullgraph=True) without graph breaks, and on
+a GPU: the current stream, no host synchronisation, bf16/fp16 accuracy. Skipped where torch is absent."""
+
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (CI runs the NumPy tests without it)")
+
+import attnkit  # noqa: E402  (after torch: registers the torch.library ops at import)
+from reference import attention_reference  # noqa: E402
+from support import check_backward, check_forward  # noqa: E402
+
+BUILD = attnkit.build_info()
+HAS_GPU_KERNELS = "sm80-forward" in BUILD.compiled_backends and "sm80-backward" in BUILD.compiled_backends
+CUDA = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+needs_gpu = pytest.mark.skipif(not (CUDA and HAS_GPU_KERNELS),
+                               reason=f"needs an sm_80+ GPU (found: {CUDA}) and a build with the sm80 kernels "
+                                      f"(compiled: {' '.join(BUILD.compiled_backends)})")
+
+
+def numpy_of(t):
+    return t.detach().float().cpu().numpy() if t.dtype == torch.bfloat16 else t.detach().cpu().numpy()
+
+
+def tensors(shape_q, shape_k, shape_v, dtype=torch.float32, device="cpu", seed=0, requires_grad=False):
+    generator = torch.Generator().manual_seed(seed)
+    made = [torch.randn(s, generator=generator).to(dtype=dtype, device=device) for s in (shape_q, shape_k, shape_v)]
+    for t in made:
+        t.requires_grad_(requires_grad)
+    return made
+
+
+def bf16_numpy(t):
+    """A bf16 torch tensor as an ml_dtypes bf16 NumPy array (the reference's low-precision input)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bf16 reference inputs need ml_dtypes")
+    return t.detach().cpu().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+
+
+def reference_inputs(*ts):
+    return [bf16_numpy(t) if t.dtype == torch.bfloat16 else t.detach().cpu().numpy() for t in ts]
+
+
+# ---- The ops. ---------------------------------------------------------------------------------------
+
+
+def test_ops_are_registered():
+    assert torch.ops.attnkit.dense_fwd.default is not None
+    assert torch.ops.attnkit.dense_bwd.default is not None
+
+
+def test_fast_path_and_op_path_agree_bitwise():
+    q, k, v = tensors((2, 9, 4, 32), (2, 11, 2, 32), (2, 11, 2, 32))
+    with torch.no_grad():
+        fast = attnkit.attention(q, k, v, causal=True)
+    op_out, _ = torch.ops.attnkit.dense_fwd(q, k, v, None, None, None, 0, 0, None, True, -1, -1, 0.0, False, "auto")
+    assert torch.equal(fast, op_out)
+    check_forward(fast.numpy(), None, q.numpy(), k.numpy(), v.numpy(), causal=True)
+
+
+def test_opcheck_forward_and_backward():
+    q, k, v = tensors((1, 5, 2, 16), (1, 7, 1, 16), (1, 7, 1, 16), requires_grad=True)
+    sinks = torch.randn(2, requires_grad=True)
+    forward_args = (q, k, v, sinks, None, None, 0, 0, 0.5, True, 3, 0, 4.0, False, "auto")
+    torch.library.opcheck(torch.ops.attnkit.dense_fwd.default, forward_args)
+    out, lse = torch.ops.attnkit.dense_fwd(*forward_args)
+    backward_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, sinks.detach(),
+                     None, None, 0, 0, 0.5, True, 3, 0, 4.0, True, "auto")
+    torch.library.opcheck(torch.ops.attnkit.dense_bwd.default, backward_args)
+
+
+def test_opcheck_varlen():
+    q, k, v = tensors((9, 2, 16), (7, 2, 16), (7, 2, 16), requires_grad=True)
+    cu_q = torch.tensor([0, 4, 4, 9], dtype=torch.int32)
+    cu_k = torch.tensor([0, 2, 5, 7], dtype=torch.int32)
+    torch.library.opcheck(torch.ops.attnkit.dense_fwd.default,
+                          (q, k, v, None, cu_q, cu_k, 5, 3, None, True, -1, -1, 0.0, False, "auto"))
+
+
+# ---- Autograd. --------------------------------------------------------------------------------------
+
+
+def test_autograd_matches_finite_differences_in_float64():
+    """d(sum(out * w))/d(q, k, v, sinks) from autograd (fp32 CPU backward) against central differences of
+    the float64 reference forward."""
+    q, k, v = tensors((1, 4, 2, 8), (1, 5, 1, 8), (1, 5, 1, 8), seed=1, requires_grad=True)
+    sinks = torch.randn(2, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    options = {"causal": True, "softcap": 3.0, "scale": 0.6}
+    weights = torch.randn(1, 4, 2, 8, generator=torch.Generator().manual_seed(3))
+    out = attnkit.attention(q, k, v, sinks=sinks, **options)
+    (out * weights).sum().backward()
+
+    arrays = [x.detach().double().numpy().copy() for x in (q, k, v, sinks)]
+    w = weights.double().numpy()
+
+    def loss():
+        o, _ = attention_reference(arrays[0], arrays[1], arrays[2], sinks=arrays[3], **options)
+        return float(np.sum(o * w))
+
+    step = 1e-6
+    for index, tensor in enumerate((q, k, v, sinks)):
+        numeric = np.zeros_like(arrays[index])
+        for position in np.ndindex(arrays[index].shape):
+            saved = arrays[index][position]
+            arrays[index][position] = saved + step
+            plus = loss()
+            arrays[index][position] = saved - step
+            minus = loss()
+            arrays[index][position] = saved
+            numeric[position] = (plus - minus) / (2 * step)
+        analytic = tensor.grad.double().numpy()
+        scale = max(1.0, np.abs(numeric).max())
+        np.testing.assert_allclose(analytic, numeric, rtol=0, atol=2e-5 * scale, err_msg=f"input {index}")
+
+
+AUTOGRAD_CASES = {
+    "gqa_causal": ((2, 9, 4, 32), (2, 13, 2, 32), {"causal": True}),
+    "window_softcap_sinks": ((1, 17, 2, 32), (1, 17, 1, 32), {"window": (4, 1), "softcap": 2.0, "sinks": True}),
+    "empty_rows": ((1, 9, 2, 32), (1, 4, 2, 32), {"causal": True}),
+}
+
+
+@pytest.mark.parametrize("name", list(AUTOGRAD_CASES))
+def test_autograd_matches_the_reference(name):
+    shape_q, shape_k, options = AUTOGRAD_CASES[name]
+    options = dict(options)
+    q, k, v = tensors(shape_q, shape_k, shape_k, seed=4, requires_grad=True)
+    sinks = None
+    if options.pop("sinks", False):
+        sinks = torch.randn(shape_q[2]).requires_grad_(True)
+    out = attnkit.attention(q, k, v, sinks=sinks, **options)
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    reference_options = dict(options, sinks=None if sinks is None else sinks.detach().numpy())
+    gradients = (q.grad.numpy(), k.grad.numpy(), v.grad.numpy(), None if sinks is None else sinks.grad.numpy())
+    check_backward(gradients, dout.numpy(), q.detach().numpy(), k.detach().numpy(), v.detach().numpy(),
+                   **reference_options)
+
+
+def test_autograd_varlen():
+    lengths_q, lengths_k = [3, 0, 6], [4, 5, 2]
+    cu_q = torch.tensor(np.concatenate([[0], np.cumsum(lengths_q)]), dtype=torch.int32)
+    cu_k = torch.tensor(np.concatenate([[0], np.cumsum(lengths_k)]), dtype=torch.int32)
+    q, k, v = tensors((9, 4, 16), (11, 2, 16), (11, 2, 16), seed=5, requires_grad=True)
+    out = attnkit.attention_varlen(q, k, v, cu_q, cu_k, 6, 5, causal=True)
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    check_backward((q.grad.numpy(), k.grad.numpy(), v.grad.numpy(), None), dout.numpy(), q.detach().numpy(),
+                   k.detach().numpy(), v.detach().numpy(), causal=True, cu_seqlens_q=cu_q.numpy(),
+                   cu_seqlens_k=cu_k.numpy())
+
+
+def test_lse_is_returned_without_gradient_and_expanded_gradients_work():
+    q, k, v = tensors((1, 5, 2, 16), (1, 5, 2, 16), (1, 5, 2, 16), requires_grad=True)
+    out, lse = attnkit.attention(q, k, v, return_lse=True)
+    assert out.requires_grad and not lse.requires_grad
+    out.sum().backward()  # dout is an expanded tensor (stride 0): made contiguous for the library
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_parameters_go_through_autograd():
+    q, k, v = tensors((1, 5, 2, 16), (1, 5, 2, 16), (1, 5, 2, 16))
+    q = torch.nn.Parameter(q)
+    attnkit.attention(q, k, v).sum().backward()
+    assert q.grad is not None
+
+
+# ---- torch.compile. ---------------------------------------------------------------------------------
+
+
+def _train_step(q, k, v, sinks):
+    out = attnkit.attention(q, k, v, causal=True, sinks=sinks, softcap=5.0)
+    return (out * out).sum()
+
+
+def test_compile_fullgraph_forward_and_backward_without_graph_breaks():
+    torch._dynamo.reset()
+    q, k, v = tensors((1, 8, 2, 16), (1, 8, 2, 16), (1, 8, 2, 16), requires_grad=True)
+    sinks = torch.randn(2, requires_grad=True)
+    explanation = torch._dynamo.explain(_train_step)(q, k, v, sinks)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+    compiled = torch.compile(_train_step, fullgraph=True, backend="aot_eager")
+    loss = compiled(q, k, v, sinks)
+    loss.backward()
+    compiled_grads = [t.grad.clone() for t in (q, k, v, sinks)]
+    for t in (q, k, v, sinks):
+        t.grad = None
+    _train_step(q, k, v, sinks).backward()
+    torch.testing.assert_close(loss, _train_step(q, k, v, sinks))
+    for compiled_grad, t in zip(compiled_grads, (q, k, v, sinks)):
+        torch.testing.assert_close(compiled_grad, t.grad)
+
+
+def test_compile_varlen_inference():
+    torch._dynamo.reset()
+    q, k, v = tensors((9, 2, 16), (7, 2, 16), (7, 2, 16))
+    cu_q = torch.tensor([0, 4, 9], dtype=torch.int32)
+    cu_k = torch.tensor([0, 3, 7], dtype=torch.int32)
+
+    def run(q, k, v):
+        return attnkit.attention_varlen(q, k, v, cu_q, cu_k, 5, 4, causal=True, return_lse=True)
+
+    compiled = torch.compile(run, fullgraph=True, backend="aot_eager")
+    for got, expected in zip(compiled(q, k, v), run(q, k, v)):
+        torch.testing.assert_close(got, expected)
+
+
+# ---- Errors with torch tensors. ---------------------------------------------------------------------
+
+
+def test_torch_errors():
+    q, k, v = tensors((1, 5, 2, 16), (1, 5, 2, 16), (1, 5, 2, 16))
+    with pytest.raises(TypeError, match=r"k: expected a torch.Tensor \(like q\), got numpy.ndarray"):
+        attnkit.attention(q, k.numpy(), v)
+    with pytest.raises(ValueError, match=r"q: the last dimension must be contiguous"):
+        attnkit.attention(q.transpose(1, 3).contiguous().transpose(1, 3), k, v)
+    with pytest.raises(ValueError, match=r"q: dtype torch.int64 is not supported"):
+        attnkit.attention(q.long(), k, v)
+    with pytest.raises(ValueError, match=r"q: expected rank 4"):
+        attnkit.attention(q[0].requires_grad_(True), k, v)  # the op path checks ranks before tracing
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_on_a_build_without_gpu_kernels_list_every_reason():
+    if HAS_GPU_KERNELS:
+        pytest.skip("this build has the sm80 kernels")
+    q, k, v = tensors((1, 5, 2, 16), (1, 5, 2, 16), (1, 5, 2, 16), dtype=torch.bfloat16, device="cuda")
+    with pytest.raises(NotImplementedError) as error:
+        attnkit.attention(q, k, v)
+    message = str(error.value)
+    assert "no backend can run this call" in message
+    for backend in ("sm90:", "sm80:", "cpu: tensors are on cuda:0, not the CPU"):
+        assert backend in message
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_devices_are_a_value_error():
+    q, k, v = tensors((1, 5, 2, 16), (1, 5, 2, 16), (1, 5, 2, 16), dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"k: is on cuda:0 but q is on cpu"):
+        attnkit.attention(q, k.cuda(), v)
+
+
+# ---- On the GPU. ------------------------------------------------------------------------------------
+
+GPU_CASES = {
+    "causal_gqa": ((2, 200, 8, 128), (2, 300, 2, 128), {"causal": True}),
+    "window_softcap_sinks": ((1, 130, 4, 64), (1, 130, 4, 64), {"window": (17, 3), "softcap": 20.0, "sinks": True}),
+    "d256_empty_rows": ((1, 70, 2, 256), (1, 33, 2, 256), {"causal": True}),
+}
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", list(GPU_CASES))
+def test_gpu_forward_and_backward_match_the_reference(name, dtype):
+    shape_q, shape_k, options = GPU_CASES[name]
+    options = dict(options)
+    q, k, v = tensors(shape_q, shape_k, shape_k, dtype=dtype, device="cuda", seed=6, requires_grad=True)
+    sinks = None
+    if options.pop("sinks", False):
+        sinks = torch.randn(shape_q[2], device="cuda", requires_grad=True)
+    out, lse = attnkit.attention(q, k, v, sinks=sinks, return_lse=True, **options)
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    qn, kn, vn, doutn = reference_inputs(q, k, v, dout)
+    reference_options = dict(options, sinks=None if sinks is None else sinks.detach().cpu().numpy())
+    check_forward(reference_inputs(out)[0], lse.cpu().numpy(), qn, kn, vn, **reference_options)
+    gradients = reference_inputs(q.grad, k.grad, v.grad) + [None if sinks is None else sinks.grad.cpu().numpy()]
+    check_backward(gradients, doutn, qn, kn, vn, **reference_options)
+
+
+@needs_gpu
+def test_gpu_runs_on_the_current_stream():
+    q, k, v = tensors((1, 256, 4, 64), (1, 256, 4, 64), (1, 256, 4, 64), dtype=torch.bfloat16, device="cuda")
+    expected = attnkit.attention(q, k, v, causal=True)
+    side = torch.cuda.Stream()
+    late_q = torch.empty_like(q)
+    torch.cuda.synchronize()
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(200_000_000)  # ~0.1 s: late_q is written only after this on `side`
+        late_q.copy_(q)
+        got = attnkit.attention(late_q, k, v, causal=True)  # correct only if queued on `side`
+    side.synchronize()
+    assert torch.equal(got, expected)
+
+
+@needs_gpu
+def test_gpu_calls_never_synchronise_the_host():
+    q, k, v = tensors((1, 256, 4, 64), (1, 256, 4, 64), (1, 256, 4, 64), dtype=torch.bfloat16, device="cuda",
+                      requires_grad=True)
+    attnkit.attention(q, k, v, causal=True).sum().backward()  # warm up (module loading, allocator)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # torch-side syncs raise
+    try:
+        torch.cuda._sleep(1_000_000_000)  # ~0.5 s of GPU work ahead of the calls
+        start = time.perf_counter()
+        with torch.no_grad():
+            attnkit.attention(q, k, v, causal=True)
+        out = attnkit.attention(q, k, v, causal=True)
+        out.backward(torch.ones_like(out))
+        host_seconds = time.perf_counter() - start
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert host_seconds < 0.1, f"the calls took {host_seconds:.3f} s on the host: something waited for the GPU"
+
+
+@needs_gpu
+def test_gpu_compile_inductor_fullgraph():
+    torch._dynamo.reset()
+    q, k, v = tensors((2, 128, 4, 64), (2, 128, 4, 64), (2, 128, 4, 64), dtype=torch.bfloat16, device="cuda",
+                      requires_grad=True)
+
+    def step(q, k, v):
+        return (attnkit.attention(q * 2, k, v, causal=True).float() ** 2).sum()
+
+    compiled = torch.compile(step, fullgraph=True)
+    loss = compiled(q, k, v)
+    loss.backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    eager = step(q, k, v)
+    eager.backward()
+    torch.testing.assert_close(loss, eager, rtol=1e-2, atol=1e-2)
+    for got, t in zip(grads, (q, k, v)):
+        torch.testing.assert_close(got, t.grad, rtol=2e-2, atol=2e-2)
