@@ -23,11 +23,11 @@ constexpr std::size_t kHostAlignment = 256;
 void check_cuda(cudaError_t error, const char* what) {
   if (error != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(error));
 }
-#endif
-
+#else
 [[noreturn]] void no_cuda() {
   throw std::runtime_error("this build has no CUDA (ATTNKIT_ENABLE_CUDA=OFF): cannot use GPU memory");
 }
+#endif
 
 }  // namespace
 
