@@ -334,6 +334,10 @@ int bench_command(const std::vector<std::string>& argv, const std::string& comma
   for (const CaseSummary& s : summaries) {
     if (s.failed) return kExitFailure;
   }
+  if (results.rows.empty()) {
+    std::fprintf(stderr, "attnkit bench: nothing was measured (every case was skipped; see the notes)\n");
+    return kExitFailure;
+  }
   return kExitOk;
 }
 
