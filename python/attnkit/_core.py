@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _arrays, _ext
-from ._layout import backend_code, check_varlen_pair, forward_shapes, optional_float, real_float, window_bounds
+from ._layout import backend_code, check_varlen_pair, forward_shapes, real_float, window_bounds
 
 _SEMANTICS = """
     Semantics (the library's contract; docs/design/numerics.md):
@@ -138,7 +138,19 @@ class Gradients(NamedTuple):
     dsinks: Any
 
 
-def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1), softcap: float = 0.0,
+_UNBOUNDED = (-1, -1)
+
+
+def _options(window, backend, scale, softcap):
+    """(left, right, backend code, scale, softcap), checked; the defaults take the shortest path."""
+    left, right = (-1, -1) if type(window) is tuple and window == _UNBOUNDED else window_bounds(window)
+    code = backend_code(backend)
+    scale = None if scale is None else real_float("scale", scale)
+    softcap = softcap if type(softcap) is float else real_float("softcap", softcap)
+    return left, right, code, scale, softcap
+
+
+def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = _UNBOUNDED, softcap: float = 0.0,
               sinks=None, scale: Optional[float] = None, return_lse: bool = False, deterministic: bool = False,
               backend: str = "auto"):
     """Dense softmax attention, BSHD layout: ``out = softmax(scale * q k^T [masked]) v``.
@@ -165,10 +177,7 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
     by ``torch.compile(fullgraph=True)``); runs on the current CUDA stream and never synchronises the
     host. Without autograd or compilation the call goes straight to the library (lowest overhead).
     """
-    left, right = window_bounds(window)
-    code = backend_code(backend)
-    scale = optional_float("scale", scale)
-    softcap = real_float("softcap", softcap)
+    left, right, code, scale, softcap = _options(window, backend, scale, softcap)
     support = _torch_support(q)
     if support is not None:
         return support.attention(q, k, v, sinks, None, None, 0, 0, scale, bool(causal), left, right, softcap,
@@ -179,7 +188,7 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
 
 
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, *,
-                     causal: bool = False, window: Sequence[int] = (-1, -1), softcap: float = 0.0, sinks=None,
+                     causal: bool = False, window: Sequence[int] = _UNBOUNDED, softcap: float = 0.0, sinks=None,
                      scale: Optional[float] = None, return_lse: bool = False, deterministic: bool = False,
                      backend: str = "auto"):
     """Dense softmax attention over packed variable-length sequences.
@@ -199,10 +208,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
     check_varlen_pair(cu_seqlens_q, cu_seqlens_k)
     if cu_seqlens_q is None:
         raise ValueError("attention_varlen: cu_seqlens_q and cu_seqlens_k are required")
-    left, right = window_bounds(window)
-    code = backend_code(backend)
-    scale = optional_float("scale", scale)
-    softcap = real_float("softcap", softcap)
+    left, right, code, scale, softcap = _options(window, backend, scale, softcap)
     max_q, max_k = _max_seqlens(max_seqlen_q, max_seqlen_k)
     support = _torch_support(q)
     if support is not None:
@@ -215,7 +221,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
 
 def attention_backward(dout, q, k, v, out, lse, *, sinks=None, cu_seqlens_q=None, cu_seqlens_k=None,
                        max_seqlen_q: int = 0, max_seqlen_k: int = 0, causal: bool = False,
-                       window: Sequence[int] = (-1, -1), softcap: float = 0.0, scale: Optional[float] = None,
+                       window: Sequence[int] = _UNBOUNDED, softcap: float = 0.0, scale: Optional[float] = None,
                        deterministic: bool = False, backend: str = "auto") -> Gradients:
     """The backward pass of :func:`attention` / :func:`attention_varlen`, for frameworks without autograd.
 
@@ -229,10 +235,7 @@ def attention_backward(dout, q, k, v, out, lse, *, sinks=None, cu_seqlens_q=None
     PyTorch users get the same through autograd; this function works for torch tensors too.
     """
     varlen = check_varlen_pair(cu_seqlens_q, cu_seqlens_k)
-    left, right = window_bounds(window)
-    code = backend_code(backend)
-    scale = optional_float("scale", scale)
-    softcap = real_float("softcap", softcap)
+    left, right, code, scale, softcap = _options(window, backend, scale, softcap)
     max_q, max_k = _max_seqlens(max_seqlen_q, max_seqlen_k) if varlen else (0, 0)
     support = _torch_support(q)
     if support is not None:
@@ -294,7 +297,7 @@ class Explanation:
         return self.text
 
 
-def explain(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1), softcap: float = 0.0,
+def explain(q, k, v, *, causal: bool = False, window: Sequence[int] = _UNBOUNDED, softcap: float = 0.0,
             sinks=None, scale: Optional[float] = None, cu_seqlens_q=None, cu_seqlens_k=None,
             max_seqlen_q: int = 0, max_seqlen_k: int = 0, backward: bool = False, deterministic: bool = False,
             backend: str = "auto") -> Explanation:
@@ -306,10 +309,7 @@ def explain(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1), 
     """
     try:
         varlen = check_varlen_pair(cu_seqlens_q, cu_seqlens_k)
-        left, right = window_bounds(window)
-        code = backend_code(backend)
-        scale = optional_float("scale", scale)
-        softcap = real_float("softcap", softcap)
+        left, right, code, scale, softcap = _options(window, backend, scale, softcap)
         max_q, max_k = _max_seqlens(max_seqlen_q, max_seqlen_k) if varlen else (0, 0)
         out_shape, lse_shape = forward_shapes(q, v, varlen)
     except ValueError as error:

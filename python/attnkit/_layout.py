@@ -6,7 +6,7 @@ same in C++ and Python.
 """
 
 import operator
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 # The Backend enum of include/attnkit/dense.h, by name.
 BACKENDS = {"auto": 0, "cpu": 1, "sm80": 2, "sm90": 3}
@@ -30,12 +30,6 @@ def window_bounds(window: Sequence[int]) -> Tuple[int, int]:
         return operator.index(left), operator.index(right)
     except (TypeError, ValueError):
         raise ValueError(f"window: expected a pair (left, right) of ints, -1 = unbounded, got {window!r}") from None
-
-
-def optional_float(name: str, value: Optional[float]) -> Optional[float]:
-    if value is None:
-        return None
-    return real_float(name, value)
 
 
 def real_float(name: str, value: float) -> float:

@@ -56,15 +56,19 @@ def _workspace(nbytes: int, like: Tensor):
 
 def _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, backend_code,
                   need_lse) -> Tuple[Tensor, Optional[Tensor]]:
-    if q.is_cuda and q.get_device() != _current_device():
-        with torch.cuda.device(q.get_device()):  # kernels launch on the current device
-            return _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
-                                 backend_code, need_lse)
+    stream = 0
+    if q.is_cuda:
+        device = q.get_device()
+        if device != _current_device():
+            with torch.cuda.device(device):  # kernels launch on the current device
+                return _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                                     backend_code, need_lse)
+        stream = _raw_stream(device)
     out_shape, lse_shape = forward_shapes(q, v, cu_q is not None)
-    out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
-    lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device) if need_lse else None
+    out = q.new_empty(out_shape)  # q's dtype and device; new_empty is the cheapest allocation call
+    lse = q.new_empty(lse_shape, dtype=torch.float32) if need_lse else None
     _ext.dense_forward(IMPORTER_TORCH, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right,
-                       softcap, backend_code, _stream(q), _workspace)
+                       softcap, backend_code, stream, _workspace)
     return out, lse
 
 
