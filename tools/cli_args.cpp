@@ -64,8 +64,8 @@ double ParsedArgs::get_double(const std::string& name, double fallback, double m
     throw UsageError(name + ": expected a finite number, got '" + text + "'");
   }
   if (value < min || value > max) {
-    throw UsageError(name + ": expected a number in [" + std::to_string(min) + ", " + std::to_string(max) +
-                     "], got " + text);
+    throw UsageError(name + ": expected a number in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " +
+                     text);
   }
   return value;
 }

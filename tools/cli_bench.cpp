@@ -2,11 +2,13 @@
 // by flags) and writes the results file of gpu-workflow.md.
 //
 // Method (gpu-workflow.md, "Measuring honestly"): fresh random inputs; the first call of each case runs
-// on poisoned (NaN) outputs and is checked (forward: sampled rows against the float64 reference;
-// backward: every gradient value finite); then `warmup` untimed calls and `iters` timed ones, CUDA
-// events on the GPU, steady_clock on the CPU; the median is reported. On the GPU, when one set of a
-// case's tensors fits in the 50 MB L2, calls rotate over enough copies (2 x L2 in all) that no call
-// finds its inputs in L2 from the call before.
+// on poisoned (NaN) outputs and is checked against the float64 reference (forward: o and lse of sampled
+// rows; backward: every gradient value written and finite, and dq of sampled rows); then `warmup`
+// untimed calls and `iters` timed ones, CUDA events on the GPU, steady_clock on the CPU; the median is
+// reported. On the GPU, when one set of a case's tensors fits in the 50 MB L2, calls rotate over enough
+// copies (2 x L2 in all) that no call finds its inputs in L2 from the call before.
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,7 +16,6 @@
 #include <random>
 #include <stdexcept>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "attnkit/dense.h"
@@ -24,7 +25,7 @@
 #include "cli_device.h"
 #include "cli_problem.h"
 #include "dense_workload.h"
-#include "forward_check.h"
+#include "reference_check.h"
 #include "results_json.h"
 #include "system_info.h"
 #include "timing.h"
@@ -38,7 +39,8 @@ constexpr std::int64_t kDefaultCheckRows = 32;
 
 std::vector<OptionSpec> bench_options() {
   std::vector<OptionSpec> specs = {
-      {"--suite", "NAME", "a named suite of catalogue cases (see --list-suites); else one case from the problem options"},
+      {"--suite", "NAME",
+       "a named suite of catalogue cases (see --list-suites); else one case from the problem options"},
       {"--list-suites", "", "print the suites and exit"},
       backend_option(),
       {"--fwd", "", "time the forward (default: forward and backward)"},
@@ -46,7 +48,7 @@ std::vector<OptionSpec> bench_options() {
       {"--out", "FILE", "results file (default bench/results/<device>-<date>-<commit>.json)"},
       {"--warmup", "N", "untimed calls per case and direction (default 10 on a GPU, 1 on the CPU)"},
       {"--iters", "N", "timed calls per case and direction; the median is reported (default 50 GPU, 5 CPU)"},
-      {"--check-rows", "N", "forward rows checked against the reference per case (default 32; 0 = all)"},
+      {"--check-rows", "N", "rows checked against the reference per case and direction (default 32; 0 = all)"},
       {"--seed", "N", "seed of the random inputs (default 1)"},
       {"--help", "", "this help"},
   };
@@ -146,7 +148,8 @@ void bench_case(const cases::DenseCase& c, const BenchSettings& settings, Result
     return;
   }
   summary->backend = backend_name(forward_explanation.chosen);
-  for (int s = 0; s < set_count; ++s) require_ok(prepare_forward_workspace(&forward_calls[s], &sets[s]), "workspace_size");
+  for (int s = 0; s < set_count; ++s)
+    require_ok(prepare_forward_workspace(&forward_calls[s], &sets[s]), "workspace_size");
 
   // First call on poisoned outputs, checked; then one forward per extra set so that every set holds the
   // o and lse its backward reads.
@@ -156,7 +159,8 @@ void bench_case(const cases::DenseCase& c, const BenchSettings& settings, Result
   synchronize(device);
   std::vector<float> lse(static_cast<std::size_t>(sizes.lse));
   sets[0].lse.download(lse.data(), lse.size() * sizeof(float));
-  const ForwardCheck check = check_forward(c, inputs, download_16bit(sets[0].out), lse, settings.check_rows, settings.seed);
+  const ForwardCheck check =
+      check_forward(c, inputs, download_16bit(sets[0].out), lse, settings.check_rows, settings.seed);
   char check_note[160];
   std::snprintf(check_note, sizeof(check_note), "fwd check %s (%lld rows, err %.2e <= %.2e)",
                 check.passed ? "ok" : "FAILED", static_cast<long long>(check.rows_checked), check.out.max_error,
@@ -192,23 +196,40 @@ void bench_case(const cases::DenseCase& c, const BenchSettings& settings, Result
     summary->note += "; bwd skipped: " + backward_explanation.to_string();
     return;
   }
-  for (int s = 0; s < set_count; ++s) require_ok(prepare_backward_workspace(&backward_calls[s], &sets[s]), "workspace_size");
+  for (int s = 0; s < set_count; ++s)
+    require_ok(prepare_backward_workspace(&backward_calls[s], &sets[s]), "workspace_size");
   sets[0].dq.fill_bytes(0xff);
   sets[0].dk.fill_bytes(0xff);
   sets[0].dv.fill_bytes(0xff);
   require_ok(backward(backward_calls[0]), "backward");
   synchronize(device);
-  const bool finite = all_finite_16bit(download_16bit(sets[0].dq), c.dtype) &&
-                      all_finite_16bit(download_16bit(sets[0].dk), c.dtype) &&
-                      all_finite_16bit(download_16bit(sets[0].dv), c.dtype);
-  summary->note += finite ? "; bwd outputs all finite" : "; bwd outputs NOT all finite (unwritten or NaN)";
-  if (!finite) summary->failed = true;
+  const std::vector<std::uint16_t> dq = download_16bit(sets[0].dq);
+  const std::vector<std::uint16_t> dk = download_16bit(sets[0].dk);
+  const std::vector<std::uint16_t> dv = download_16bit(sets[0].dv);
+  // Every gradient value written and finite; dq of the sampled rows (all of dq, dk, dv when the case is
+  // small enough to be checked whole) within the tolerance of the reference.
+  const bool finite = all_finite_16bit(dq, c.dtype) && all_finite_16bit(dk, c.dtype) && all_finite_16bit(dv, c.dtype);
+  const BackwardCheck gradients = check_backward(c, inputs, dq, dk, dv, settings.check_rows, settings.seed);
+  const bool backward_passed = finite && gradients.passed;
+  char backward_note[200];
+  std::snprintf(backward_note, sizeof(backward_note), "; bwd check %s (%s, dq of %lld rows err %.2e <= %.2e%s)",
+                backward_passed ? "ok" : "FAILED", finite ? "all finite" : "NOT all finite",
+                static_cast<long long>(gradients.rows_checked), gradients.dq.max_error, gradients.dq.bound,
+                gradients.whole_problem ? ", dk and dv too" : "");
+  summary->note += backward_note;
+  if (!backward_passed) {
+    summary->failed = true;
+    std::fprintf(stderr, "\nattnkit bench: %s: backward check failed (%s)\n%s\n", c.name.c_str(),
+                 finite ? "values finite" : "non-finite or unwritten values", gradients.summary().c_str());
+  }
   const Timing timing = time_calls(device, settings.warmup, settings.iterations, [&](int i) {
     require_ok(backward(backward_calls[static_cast<std::size_t>(i % set_count)]), "backward");
   });
   // Backward FLOPs by the field's convention: 2.5 x the forward.
   ResultRow row = make_row(c, "dense_bwd", timing.median_ms, 2.5 * flops, backward_explanation.chosen);
-  row.extra["check"] = json_quote(finite ? "finite" : "FAILED");
+  row.extra["check"] = json_quote(backward_passed ? "passed" : "FAILED");
+  row.extra["check_rows"] = std::to_string(gradients.rows_checked);
+  row.extra["max_abs_err_dq"] = json_number(gradients.dq.max_error);
   row.extra["iters"] = std::to_string(timing.iterations);
   row.extra["rotated_sets"] = std::to_string(set_count);
   results->rows.push_back(row);
@@ -281,7 +302,8 @@ int bench_command(const std::vector<std::string>& argv, const std::string& comma
   settings.check_rows = args.get_int("--check-rows", kDefaultCheckRows, 0, std::numeric_limits<std::int64_t>::max());
   settings.seed = static_cast<std::uint64_t>(args.get_int("--seed", 1, 0, std::numeric_limits<std::int64_t>::max()));
   const std::optional<int> warmup_flag =
-      args.has("--warmup") ? std::optional<int>(static_cast<int>(args.get_int("--warmup", 0, 0, 1000000))) : std::nullopt;
+      args.has("--warmup") ? std::optional<int>(static_cast<int>(args.get_int("--warmup", 0, 0, 1000000)))
+                           : std::nullopt;
   const std::optional<int> iters_flag =
       args.has("--iters") ? std::optional<int>(static_cast<int>(args.get_int("--iters", 1, 1, 1000000))) : std::nullopt;
   settings.placement = place(settings.backend);
@@ -294,8 +316,9 @@ int bench_command(const std::vector<std::string>& argv, const std::string& comma
   results.commit = build_commit();
   results.date = utc_timestamp();
   results.command = command_line;
-  const std::string path = args.has("--out") ? args.get_string("--out", "")
-                                             : default_results_path("bench/results", results.device, utc_day(), results.commit);
+  const std::string path = args.has("--out")
+                               ? args.get_string("--out", "")
+                               : default_results_path("bench/results", results.device, utc_day(), results.commit);
   std::fprintf(stderr, "attnkit bench: %zu cases on %s (%s); %s%s; warm-up %d, timed %d; results -> %s\n",
                case_list.size(), device_name(settings.placement.device).c_str(), settings.placement.why.c_str(),
                settings.forward ? "fwd" : "", settings.backward ? (settings.forward ? "+bwd" : "bwd") : "",

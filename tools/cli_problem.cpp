@@ -44,7 +44,8 @@ bool has_problem_options(const ParsedArgs& args) {
 }
 
 cases::DenseCase case_from_args(const ParsedArgs& args) {
-  if (args.has("--causal") && args.has("--no-causal")) throw UsageError("--causal and --no-causal contradict each other");
+  if (args.has("--causal") && args.has("--no-causal"))
+    throw UsageError("--causal and --no-causal contradict each other");
   cases::DenseCase c;
   c.batch = args.get_int("--b", 2, 0, kMaxExtent);
   const std::int64_t s = args.get_int("--s", 1024, 0, kMaxExtent);

@@ -11,7 +11,7 @@
 #include "cli_device.h"
 #include "cli_problem.h"
 #include "dense_workload.h"
-#include "forward_check.h"
+#include "reference_check.h"
 #include "timing.h"
 
 namespace attnkit::cli {
@@ -26,7 +26,8 @@ std::vector<OptionSpec> run_options() {
   std::vector<OptionSpec> specs = problem_options();
   specs.push_back(backend_option());
   specs.push_back({"--seed", "N", "seed of the random inputs (default: drawn, and printed)"});
-  specs.push_back({"--check-rows", "N", "rows checked against the reference; 0 = all (default: all when small, else 512)"});
+  specs.push_back(
+      {"--check-rows", "N", "rows checked against the reference; 0 = all (default: all when small, else 512)"});
   specs.push_back({"--warmup", "N", "untimed runs first (default 10 on a GPU, 1 on the CPU)"});
   specs.push_back({"--iters", "N", "timed runs; the median is reported (default 50 on a GPU, 3 on the CPU)"});
   specs.push_back({"--help", "", "this help"});
@@ -78,12 +79,13 @@ int run_command(const std::vector<std::string>& argv) {
   const cases::DenseCase c = case_from_args(args);
   const Backend backend = backend_from_args(args);
   const std::uint64_t seed =
-      static_cast<std::uint64_t>(args.get_int("--seed", static_cast<std::int64_t>(std::random_device{}() & 0x7fffffff), 0,
-                                              std::numeric_limits<std::int64_t>::max()));
+      static_cast<std::uint64_t>(args.get_int("--seed", static_cast<std::int64_t>(std::random_device{}() & 0x7fffffff),
+                                              0, std::numeric_limits<std::int64_t>::max()));
   const std::int64_t rows_total = c.batch * c.seqlen_q * c.heads_q;
   const double check_macs = static_cast<double>(rows_total) * static_cast<double>(c.seqlen_k) * c.head_dim;
   const std::int64_t default_rows = check_macs <= kWholeCheckMacs ? 0 : kDefaultSampleRows;
-  const std::int64_t check_rows = args.get_int("--check-rows", default_rows, 0, std::numeric_limits<std::int64_t>::max());
+  const std::int64_t check_rows =
+      args.get_int("--check-rows", default_rows, 0, std::numeric_limits<std::int64_t>::max());
 
   std::printf("attnkit run: dense forward %s, seed %llu\n", c.name.c_str(), static_cast<unsigned long long>(seed));
   const HostInputs inputs = make_host_inputs(c, seed, false);
@@ -142,11 +144,11 @@ int run_command(const std::vector<std::string>& argv) {
   const double flops = c.forward_flops();
   std::printf("time: median %.4f ms over %d runs after %d warm-up (%s; min %.4f, max %.4f)\n", timing.median_ms,
               timing.iterations, warmup, on_gpu ? "CUDA events" : "steady_clock", timing.min_ms, timing.max_ms);
-  std::printf("rate: %s (%.4g GFLOP: 2*B*Hq*Sq*Sk*(D+Dv)%s)\n", timing.median_ms > 0 ? rate_text(flops, timing.median_ms).c_str() : "n/a",
-              flops * 1e-9,
+  std::printf("rate: %s (%.4g GFLOP: 2*B*Hq*Sq*Sk*(D+Dv)%s)\n",
+              timing.median_ms > 0 ? rate_text(flops, timing.median_ms).c_str() : "n/a", flops * 1e-9,
               c.window_left >= 0 || c.window_right >= 0 ? ", the window not discounted"
-              : c.causal                                 ? ", halved for causal"
-                                                         : "");
+              : c.causal                                ? ", halved for causal"
+                                                        : "");
   std::printf("result: %s\n", check.passed ? "PASS" : "FAIL");
   return check.passed ? kExitOk : kExitFailure;
 }

@@ -54,7 +54,8 @@ void fill_normal(std::int64_t count, std::uint64_t seed, std::uint64_t stream, S
   const std::int64_t chunks = (count + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static)
   for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
-    SplitMix64 rng{seed ^ (stream * 0xd1b54a32d192ed03ull) ^ (static_cast<std::uint64_t>(chunk) * 0x8cb92ba72f3d8dd7ull)};
+    SplitMix64 rng{seed ^ (stream * 0xd1b54a32d192ed03ull) ^
+                   (static_cast<std::uint64_t>(chunk) * 0x8cb92ba72f3d8dd7ull)};
     const std::int64_t end = std::min(count, (chunk + 1) * kChunk);
     for (std::int64_t i = chunk * kChunk; i < end; i += 2) {
       const double radius = std::sqrt(-2.0 * std::log(rng.uniform()));

@@ -13,12 +13,12 @@ namespace attnkit::cli {
 
 // Element counts of a BSHD case's tensors.
 struct DenseSizes {
-  std::int64_t q = 0;     // B * Sq * Hq * D
-  std::int64_t k = 0;     // B * Sk * Hkv * D
-  std::int64_t v = 0;     // B * Sk * Hkv * Dv
-  std::int64_t out = 0;   // B * Sq * Hq * Dv
-  std::int64_t lse = 0;   // B * Hq * Sq
-  std::int64_t sinks = 0; // Hq when the case has sinks, else 0
+  std::int64_t q = 0;      // B * Sq * Hq * D
+  std::int64_t k = 0;      // B * Sk * Hkv * D
+  std::int64_t v = 0;      // B * Sk * Hkv * Dv
+  std::int64_t out = 0;    // B * Sq * Hq * Dv
+  std::int64_t lse = 0;    // B * Hq * Sq
+  std::int64_t sinks = 0;  // Hq when the case has sinks, else 0
 };
 
 // Throws UsageError for a case the tool cannot lay out (varlen, or a dtype other than bf16/fp16).

@@ -1,4 +1,4 @@
-#include "forward_check.h"
+#include "reference_check.h"
 
 #include <algorithm>
 #include <cmath>
@@ -76,9 +76,40 @@ reference::DenseReferenceInputs whole_problem(const cases::DenseCase& c, const H
                                   {c.batch, c.seqlen_k, c.heads_kv, c.head_dim});
   whole.v = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.v.data()), c.dtype,
                                   {c.batch, c.seqlen_k, c.heads_kv, c.head_dim_v});
-  if (c.sinks) whole.sinks = TensorRef::contiguous(const_cast<float*>(inputs.sinks.data()), DType::kFloat32, {c.heads_q});
+  if (c.sinks)
+    whole.sinks = TensorRef::contiguous(const_cast<float*>(inputs.sinks.data()), DType::kFloat32, {c.heads_q});
   whole.options = case_options(c, Backend::kAuto);
   return whole;
+}
+
+std::vector<double> to_doubles(const std::vector<std::uint16_t>& values, DType dtype) {
+  std::vector<double> result(values.size());
+  for (std::size_t e = 0; e < values.size(); ++e) result[e] = to_float(values[e], dtype);
+  return result;
+}
+
+// dout (1, 1, 1, Dv) of row (b, i, h).
+TensorRef dout_row(const cases::DenseCase& c, const HostInputs& inputs, const Row& r) {
+  const std::int64_t offset = ((r.b * c.seqlen_q + r.i) * c.heads_q + r.h) * c.head_dim_v;
+  return host_view(inputs.dout.data() + offset, c.dtype, {1, 1, 1, c.head_dim_v},
+                   {c.head_dim_v, c.head_dim_v, c.head_dim_v, 1});
+}
+
+// Runs `per_row(n)` for every n in parallel: the rows' one-row problems are independent. An exception
+// must not leave an OpenMP region: the first message is rethrown after it.
+template <typename PerRow>
+void for_each_row_parallel(std::int64_t count, PerRow per_row) {
+  std::string error_message;
+#pragma omp parallel for schedule(dynamic)
+  for (std::int64_t n = 0; n < count; ++n) {
+    try {
+      per_row(n);
+    } catch (const std::exception& error) {
+#pragma omp critical(attnkit_reference_check_error)
+      if (error_message.empty()) error_message = error.what();
+    }
+  }
+  if (!error_message.empty()) throw std::runtime_error("the float64 reference refused a row: " + error_message);
 }
 
 std::set<Row> sample(const cases::DenseCase& c, std::int64_t count, std::uint64_t seed) {
@@ -87,7 +118,8 @@ std::set<Row> sample(const cases::DenseCase& c, std::int64_t count, std::uint64_
   std::uniform_int_distribution<std::int64_t> pick_b(0, c.batch - 1), pick_i(0, c.seqlen_q - 1),
       pick_h(0, c.heads_q - 1);
   const std::int64_t total = c.batch * c.seqlen_q * c.heads_q;
-  while (static_cast<std::int64_t>(rows.size()) < std::min(count, total)) rows.insert({pick_b(rng), pick_i(rng), pick_h(rng)});
+  while (static_cast<std::int64_t>(rows.size()) < std::min(count, total))
+    rows.insert({pick_b(rng), pick_i(rng), pick_h(rng)});
   for (const std::int64_t b : {std::int64_t{0}, c.batch - 1}) {
     for (const std::int64_t i : {std::int64_t{0}, c.seqlen_q - 1}) {
       for (const std::int64_t h : {std::int64_t{0}, c.heads_q - 1}) rows.insert({b, i, h});
@@ -104,7 +136,9 @@ reference::DenseReferenceInputs one_row_problem(const cases::DenseCase& c, const
 }
 
 std::string ForwardCheck::summary() const {
-  std::string text = out.text() + "\n" + lse.text();
+  std::string text = out.text();
+  text += '\n';
+  text += lse.text();
   if (!worst_row.empty() && out.max_error > 0.0) text += "\n(worst o error in row (b, i, h) = " + worst_row + ")";
   return text;
 }
@@ -116,7 +150,8 @@ ForwardCheck check_forward(const cases::DenseCase& c, const HostInputs& inputs, 
   check.whole_problem = sample_rows <= 0 || sample_rows >= check.rows_total;
   const std::int64_t dv = c.head_dim_v;
   auto out_at = [&](const Row& r, std::int64_t e) {
-    return static_cast<double>(to_float(out[static_cast<std::size_t>(((r.b * c.seqlen_q + r.i) * c.heads_q + r.h) * dv + e)], c.dtype));
+    return static_cast<double>(
+        to_float(out[static_cast<std::size_t>(((r.b * c.seqlen_q + r.i) * c.heads_q + r.h) * dv + e)], c.dtype));
   };
   auto lse_at = [&](const Row& r) {
     return static_cast<double>(lse[static_cast<std::size_t>((r.b * c.heads_q + r.h) * c.seqlen_q + r.i)]);
@@ -130,8 +165,7 @@ ForwardCheck check_forward(const cases::DenseCase& c, const HostInputs& inputs, 
     const reference::DenseReferenceInputs whole = whole_problem(c, inputs);
     reference::DenseForwardResult ref = reference::dense_forward_reference(whole);
     reference::DenseForwardResult naive = reference::dense_forward_naive_lowp(whole);
-    out_actual.resize(out.size());
-    for (std::size_t e = 0; e < out.size(); ++e) out_actual[e] = to_float(out[e], c.dtype);
+    out_actual = to_doubles(out, c.dtype);
     lse_actual.assign(lse.begin(), lse.end());
     out_ref = std::move(ref.out);
     out_naive = std::move(naive.out);
@@ -141,24 +175,15 @@ ForwardCheck check_forward(const cases::DenseCase& c, const HostInputs& inputs, 
     lse_shape = {c.batch, c.heads_q, c.seqlen_q};
     check.rows_checked = check.rows_total;
   } else {
-    // Rows are independent one-row problems: the reference runs them in parallel.
     const std::set<Row> drawn = sample(c, sample_rows, seed);
     rows.assign(drawn.begin(), drawn.end());
     const std::int64_t count = static_cast<std::int64_t>(rows.size());
     std::vector<reference::DenseForwardResult> refs(rows.size()), naives(rows.size());
-    std::string reference_error;
-#pragma omp parallel for schedule(dynamic)
-    for (std::int64_t n = 0; n < count; ++n) {
-      try {  // an exception must not leave an OpenMP region
-        const reference::DenseReferenceInputs sub = row_problem(c, inputs, rows[n]);
-        refs[n] = reference::dense_forward_reference(sub);
-        naives[n] = reference::dense_forward_naive_lowp(sub);
-      } catch (const std::exception& error) {
-#pragma omp critical(attnkit_forward_check_error)
-        reference_error = error.what();
-      }
-    }
-    if (!reference_error.empty()) throw std::runtime_error("the float64 reference refused a row: " + reference_error);
+    for_each_row_parallel(count, [&](std::int64_t n) {
+      const reference::DenseReferenceInputs sub = row_problem(c, inputs, rows[n]);
+      refs[n] = reference::dense_forward_reference(sub);
+      naives[n] = reference::dense_forward_naive_lowp(sub);
+    });
     for (std::size_t n = 0; n < rows.size(); ++n) {
       for (std::int64_t e = 0; e < dv; ++e) {
         out_actual.push_back(out_at(rows[n], e));
@@ -182,6 +207,71 @@ ForwardCheck check_forward(const cases::DenseCase& c, const HostInputs& inputs, 
     check.worst_row = "(" + std::to_string(r.b) + ", " + std::to_string(r.i) + ", " + std::to_string(r.h) + ")";
   }
   check.passed = check.out.passed && check.lse.passed;
+  return check;
+}
+
+std::string BackwardCheck::summary() const {
+  std::string text = dq.text();
+  if (whole_problem) {
+    for (const testing::ToleranceReport* report : {&dk, &dv}) {
+      text += '\n';
+      text += report->text();
+    }
+  }
+  return text;
+}
+
+BackwardCheck check_backward(const cases::DenseCase& c, const HostInputs& inputs, const std::vector<std::uint16_t>& dq,
+                             const std::vector<std::uint16_t>& dk, const std::vector<std::uint16_t>& dv,
+                             std::int64_t sample_rows, std::uint64_t seed) {
+  if (inputs.dout.empty() && !dq.empty()) throw std::logic_error("check_backward: the host inputs have no dout");
+  BackwardCheck check;
+  check.rows_total = c.batch * c.seqlen_q * c.heads_q;
+  check.whole_problem = sample_rows <= 0 || sample_rows >= check.rows_total;
+  const std::int64_t d = c.head_dim;
+  if (check.whole_problem) {
+    const reference::DenseReferenceInputs whole = whole_problem(c, inputs);
+    const TensorRef dout = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.dout.data()), c.dtype,
+                                                 {c.batch, c.seqlen_q, c.heads_q, c.head_dim_v});
+    const reference::DenseBackwardResult ref = reference::dense_backward_reference(whole, dout);
+    const reference::DenseBackwardResult naive = reference::dense_backward_naive_lowp(whole, dout);
+    auto report = [&](const char* name, const std::vector<std::int64_t>& shape,
+                      const std::vector<std::uint16_t>& actual, const std::vector<double>& reference_values,
+                      const std::vector<double>& naive_values) {
+      return testing::check_tolerance(name, shape, to_doubles(actual, c.dtype), reference_values, naive_values,
+                                      testing::kGradientFactor, testing::default_atol(c.dtype, reference_values));
+    };
+    check.dq = report("dq", {c.batch, c.seqlen_q, c.heads_q, d}, dq, ref.dq, naive.dq);
+    check.dk = report("dk", {c.batch, c.seqlen_k, c.heads_kv, d}, dk, ref.dk, naive.dk);
+    check.dv = report("dv", {c.batch, c.seqlen_k, c.heads_kv, c.head_dim_v}, dv, ref.dv, naive.dv);
+    check.rows_checked = check.rows_total;
+    check.passed = check.dq.passed && check.dk.passed && check.dv.passed;
+    return check;
+  }
+  const std::set<Row> drawn = sample(c, sample_rows, seed);
+  const std::vector<Row> rows(drawn.begin(), drawn.end());
+  const std::int64_t count = static_cast<std::int64_t>(rows.size());
+  std::vector<reference::DenseBackwardResult> refs(rows.size()), naives(rows.size());
+  for_each_row_parallel(count, [&](std::int64_t n) {
+    const reference::DenseReferenceInputs sub = row_problem(c, inputs, rows[n]);
+    const TensorRef dout = dout_row(c, inputs, rows[n]);
+    refs[n] = reference::dense_backward_reference(sub, dout);
+    naives[n] = reference::dense_backward_naive_lowp(sub, dout);
+  });
+  std::vector<double> actual, reference_values, naive_values;
+  for (std::size_t n = 0; n < rows.size(); ++n) {
+    const Row& r = rows[n];
+    const std::size_t base = static_cast<std::size_t>(((r.b * c.seqlen_q + r.i) * c.heads_q + r.h) * d);
+    for (std::int64_t e = 0; e < d; ++e) {
+      actual.push_back(to_float(dq[base + static_cast<std::size_t>(e)], c.dtype));
+      reference_values.push_back(refs[n].dq[static_cast<std::size_t>(e)]);
+      naive_values.push_back(naives[n].dq[static_cast<std::size_t>(e)]);
+    }
+  }
+  check.dq = testing::check_tolerance("dq", {count, d}, actual, reference_values, naive_values,
+                                      testing::kGradientFactor, testing::default_atol(c.dtype, reference_values));
+  check.rows_checked = count;
+  check.passed = check.dq.passed;
   return check;
 }
 

@@ -14,11 +14,21 @@ std::string json_quote(const std::string& text) {
   std::string out = "\"";
   for (const char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char escaped[8];
@@ -94,8 +104,8 @@ std::string to_json(const ResultsFile& file) {
   return out;
 }
 
-std::string default_results_path(const std::string& results_dir, const std::string& device,
-                                 const std::string& day, const std::string& commit) {
+std::string default_results_path(const std::string& results_dir, const std::string& device, const std::string& day,
+                                 const std::string& commit) {
   const std::string stem = results_dir + "/" + file_safe(device) + "-" + day + "-" + file_safe(commit);
   std::string path = stem + ".json";
   for (int copy = 2; std::filesystem::exists(path); ++copy) path = stem + "-" + std::to_string(copy) + ".json";
