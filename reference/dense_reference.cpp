@@ -274,6 +274,7 @@ struct ScoreRowLowp {
   std::vector<float> prob;     // round_T(e / l), 0 where invisible
   float row_max = -std::numeric_limits<float>::infinity();
   float denominator = 0.0f;    // l_i, sink included
+  float lse = -std::numeric_limits<float>::infinity();  // fp32 logsumexp of the unrounded fp32 scores
   bool empty = true;           // no visible key and no sink
 };
 
@@ -290,12 +291,17 @@ ScoreRowLowp score_row_lowp(const Shape& s, DType dtype, const std::vector<float
   r.score.assign(static_cast<std::size_t>(s.k_len[n]), kNegInfF);
   r.prob.assign(static_cast<std::size_t>(s.k_len[n]), 0.0f);
   r.row_max = s.has_sinks ? sinks[static_cast<std::size_t>(h)] : kNegInfF;
+  std::vector<float> score_fp32(static_cast<std::size_t>(s.k_len[n]), kNegInfF);  // before rounding to T
+  float max_fp32 = r.row_max;
   for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
     if (!visible(s, n, i, j)) continue;
     const float* k_j = &k[static_cast<std::size_t>(((s.k_begin[n] + j) * s.heads_kv + kv_head) * s.head_dim)];
     float dot = 0.0f;
     for (std::int64_t d = 0; d < s.head_dim; ++d) dot += q_i[d] * k_j[d];
-    const float x = round_to(dtype, scale * dot);
+    const float x_fp32 = scale * dot;
+    score_fp32[static_cast<std::size_t>(j)] = cap > 0.0f ? cap * std::tanh(x_fp32 / cap) : x_fp32;
+    max_fp32 = std::max(max_fp32, score_fp32[static_cast<std::size_t>(j)]);
+    const float x = round_to(dtype, x_fp32);
     const float score = cap > 0.0f ? round_to(dtype, cap * std::tanh(x / cap)) : x;
     r.pre_cap[static_cast<std::size_t>(j)] = x;
     r.score[static_cast<std::size_t>(j)] = score;
@@ -303,6 +309,11 @@ ScoreRowLowp score_row_lowp(const Shape& s, DType dtype, const std::vector<float
   }
   if (r.row_max == kNegInfF) return r;
   r.empty = false;
+  float sum_fp32 = s.has_sinks ? std::exp(sinks[static_cast<std::size_t>(h)] - max_fp32) : 0.0f;
+  for (float score : score_fp32) {
+    if (score != kNegInfF) sum_fp32 += std::exp(score - max_fp32);
+  }
+  r.lse = max_fp32 + std::log(sum_fp32);
   float sum = s.has_sinks ? std::exp(sinks[static_cast<std::size_t>(h)] - r.row_max) : 0.0f;
   std::vector<float> unnormalised(r.score.size(), 0.0f);
   for (std::size_t j = 0; j < r.score.size(); ++j) {
@@ -445,7 +456,7 @@ DenseForwardResult dense_forward_naive_lowp(const DenseReferenceInputs& inputs) 
       for (std::int64_t i = 0; i < s.q_len[n]; ++i) {
         const ScoreRowLowp r = score_row_lowp(s, dtype, g.q, g.k, g.sinks, n, h, i);
         if (r.empty) continue;
-        result.lse[static_cast<std::size_t>(s.lse_index(n, h, i))] = r.row_max + std::log(r.denominator);
+        result.lse[static_cast<std::size_t>(s.lse_index(n, h, i))] = r.lse;
         std::fill(o_i.begin(), o_i.end(), 0.0f);
         for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
           if (r.score[static_cast<std::size_t>(j)] == -std::numeric_limits<float>::infinity()) continue;

@@ -85,7 +85,9 @@ DenseBackwardResult dense_backward_reference(const DenseReferenceInputs& inputs,
 //   m_i = max visible s; e_ij = expf(s_ij - m_i); l_i = fp32 sum e_ij (+ expf(sink_h - m_i))
 //   p   = round_T(e_ij / l_i)                               the probability matrix
 //   o_i = round_T(fp32 sum_j p_ij v_j)                       the output
-//   lse_i = m_i + logf(l_i), kept in fp32 (the API's lse is fp32)
+//   lse_i = fp32 logsumexp of the fp32 scores, before they are rounded to T (+ the sink): the API's
+//           lse is an fp32 output computed from fp32 scores; taking it from the rounded scores would
+//           loosen its bound to the rounding of T (2^-8 |s| in bf16), which hides lse bugs of 1e-3
 // T = fp32 means no rounding beyond fp32 arithmetic; T = fp64 computes in float64 throughout, which is
 // the reference itself (naive error 0). Empty rows follow the reference (o = 0, lse = -inf or sink).
 // Results are returned as doubles that are exactly representable in T (fp32 for lse).

@@ -550,19 +550,23 @@ TEST(ReferenceInvariants, DtypesAndStridesAreReadCorrectly) {
   }
 }
 
-// The naive formula rounds at the documented points: a single score of (1 + 2^-7)^2 = 1 + 2^-6 + 2^-14
-// becomes 1 + 2^-6 in bf16 (so does its lse, which with one key is the score); probabilities 1/3 and
-// 2/3 become bf16 values, and so does o.
+// The naive formula rounds at the documented points. Scores: q = 3, keys 3.015625 and 3 (all bf16
+// values), scale 1: the scores 9.046875 and 9 become 9.0625 and 9 in bf16 (ulp 1/16), so with v = (1, 0)
+// o = bf16(p0) = bf16(1 / (1 + e^-0.0625)) = 0.515625, where unrounded scores would give 0.51171875.
+// The lse is taken from the unrounded fp32 scores.
 TEST(ReferenceNaiveLowp, RoundsScoresProbabilitiesAndOutputsToTheInputDtype) {
-  const float one_plus = 1.0f + 0x1.0p-7f;  // exactly representable in bf16
-  std::vector<std::uint16_t> q = {float_to_bf16(one_plus)}, k = {float_to_bf16(one_plus)}, v = {float_to_bf16(3.0f)};
+  std::vector<std::uint16_t> q = {float_to_bf16(3.0f)};
+  std::vector<std::uint16_t> k = {float_to_bf16(3.015625f), float_to_bf16(3.0f)};
+  std::vector<std::uint16_t> v = {float_to_bf16(1.0f), float_to_bf16(0.0f)};
   DenseReferenceInputs in;
   in.q = TensorRef::contiguous(q.data(), DType::kBFloat16, {1, 1, 1, 1});
-  in.k = TensorRef::contiguous(k.data(), DType::kBFloat16, {1, 1, 1, 1});
-  in.v = TensorRef::contiguous(v.data(), DType::kBFloat16, {1, 1, 1, 1});
+  in.k = TensorRef::contiguous(k.data(), DType::kBFloat16, {1, 2, 1, 1});
+  in.v = TensorRef::contiguous(v.data(), DType::kBFloat16, {1, 2, 1, 1});
   in.options.scale = 1.0f;
-  EXPECT_EQ(dense_forward_naive_lowp(in).lse[0], 1.0 + 0x1.0p-6);
-  EXPECT_EQ(dense_forward_reference(in).lse[0], double(one_plus) * double(one_plus));
+  const DenseForwardResult naive = dense_forward_naive_lowp(in);
+  EXPECT_EQ(naive.out[0], 0.515625);
+  EXPECT_NEAR(naive.lse[0], 9.0 + std::log1p(std::exp(0.046875)), 2e-6);
+  EXPECT_NEAR(dense_forward_reference(in).out[0], 1.0 / (1.0 + std::exp(-0.046875)), 1e-15);
 
   // Scores 0 and s = 5/64 (q = 1, keys 0 and s, v = (3, 0)): p0 = 1 / (1 + e^s) = 0.4804787 rounds to
   // 0.48046875 in bf16, and o = round(3 * 0.48046875) = 1.4375, where an unrounded p0 would give 1.4453125.
