@@ -14,8 +14,11 @@ Rows (one shape, default B=1, S=128, H=8, D=64, bf16, causal; attnkit BSHD, SDPA
   attnkit_op         torch.ops.attnkit.dense_fwd called directly (op dispatch, always writes lse)
   torch_sdpa         torch.nn.functional.scaled_dot_product_attention under no_grad (its own backend choice)
   torch_sdpa_autograd  SDPA with inputs requiring grad (forward only)
-and, host-only (no GPU), the floor of the bindings: a zero-size call (B = 0) from NumPy and from torch
-on the CPU, where nothing is computed (validation and dispatch only).
+  attnkit_cuda_zero_size  B = 0 CUDA tensors: the whole attnkit path without a kernel launch (also measured
+                     where the build has no GPU kernels)
+and, host-only, the floor of the bindings: a zero-size call (B = 0) from NumPy and from torch on the CPU,
+where nothing is computed (validation and dispatch only). The attnkit rows need a build with the GPU
+kernels (ATTNKIT_PYTHON_CUDA=ON); without them only the zero-size and SDPA rows are measured.
 
 Usage: overhead.py [--json FILE] [--commit SHA] [--calls 200] [--repeats 30]
 Writes {"device", "commit", "date", "command", "rows": [...]} with `us_per_call` per row (median) and
@@ -88,19 +91,13 @@ def main():
         record("attnkit_torch_zero_size", "cpu", us, best, "B = 0: binding + validation floor")
 
     device_name = platform.processor() or "cpu"
-    gpu = torch is not None and torch.cuda.is_available()
-    if gpu:
+    if torch is not None and torch.cuda.is_available():
         device_name = torch.cuda.get_device_name()
-        explanation = attnkit.explain(*(torch.zeros(args.b, args.s, args.h, args.d, dtype=torch.bfloat16,
-                                                    device="cuda") for _ in range(3)), causal=True)
-        if explanation.chosen is None:
-            print(f"attnkit cannot run this shape on the GPU:\n{explanation}", file=sys.stderr)
-            gpu = False
-    if gpu:
-        make = lambda grad: torch.randn(args.b, args.s, args.h, args.d, device="cuda", dtype=torch.bfloat16,
-                                        requires_grad=grad)
-        q, k, v = make(False), make(False), make(False)
-        qg, kg, vg = make(True), make(True), make(True)
+        make = lambda batch, grad: torch.randn(batch, args.s, args.h, args.d, device="cuda", dtype=torch.bfloat16,
+                                               requires_grad=grad)
+        q, k, v = make(args.b, False), make(args.b, False), make(args.b, False)
+        qg, kg, vg = make(args.b, True), make(args.b, True), make(args.b, True)
+        q0 = make(0, False)
         q_bhsd, k_bhsd, v_bhsd = (t.transpose(1, 2) for t in (q, k, v))
         qg_bhsd, kg_bhsd, vg_bhsd = (t.transpose(1, 2) for t in (qg, kg, vg))
         sleep_cycles = int(2e5 * args.calls)  # ~110 us of GPU time per call at ~1.8 GHz: outlasts the batch
@@ -112,28 +109,41 @@ def main():
             torch.cuda.synchronize()
 
         candidates = {
-            "attnkit": lambda: attnkit.attention(q, k, v, causal=True),
-            "attnkit_lse": lambda: attnkit.attention(q, k, v, causal=True, return_lse=True),
-            "attnkit_op": lambda: torch.ops.attnkit.dense_fwd(q, k, v, None, None, None, 0, 0, None, True, -1, -1,
-                                                              0.0, False, "auto"),
+            # B = 0 on the GPU: the whole Python path and output allocation, validation, no kernel launch.
+            "attnkit_cuda_zero_size": lambda: attnkit.attention(q0, q0, q0, causal=True),
             "torch_sdpa": lambda: F.scaled_dot_product_attention(q_bhsd, k_bhsd, v_bhsd, is_causal=True),
         }
         with_grad = {
-            "attnkit_autograd": lambda: attnkit.attention(qg, kg, vg, causal=True),
             "torch_sdpa_autograd": lambda: F.scaled_dot_product_attention(qg_bhsd, kg_bhsd, vg_bhsd, is_causal=True),
         }
+        explanation = attnkit.explain(q, k, v, causal=True)
+        if explanation.chosen is None:
+            print(f"attnkit cannot run this shape on the GPU (only its zero-size row is measured):\n{explanation}",
+                  file=sys.stderr)
+        else:
+            candidates.update({
+                "attnkit": lambda: attnkit.attention(q, k, v, causal=True),
+                "attnkit_lse": lambda: attnkit.attention(q, k, v, causal=True, return_lse=True),
+                "attnkit_op": lambda: torch.ops.attnkit.dense_fwd(q, k, v, None, None, None, 0, 0, None, True, -1,
+                                                                  -1, 0.0, False, "auto"),
+            })
+            with_grad["attnkit_autograd"] = lambda: attnkit.attention(qg, kg, vg, causal=True)
         # Warm-up: first calls load kernels, fill the allocator's cache and build dispatch caches.
-        for call in list(candidates.values()) + list(with_grad.values()):
+        with torch.no_grad():
+            for call in candidates.values():
+                for _ in range(20):
+                    call()
+        for call in with_grad.values():
             for _ in range(20):
                 call()
         drain()
         with torch.no_grad():
             for impl, call in candidates.items():
                 us, best = time_batches(call, args.calls, args.repeats, busy, drain)
-                record(impl, "cuda", us, best)
+                record(impl, "cuda", us, best, "no kernel: B = 0" if "zero_size" in impl else "")
         for impl, call in with_grad.items():
             us, best = time_batches(call, args.calls, args.repeats, busy, drain)
-            record(impl, "cuda", us, best)
+            record(impl, "cuda", us, best, "forward only")
 
     results = {"device": device_name, "commit": args.commit,
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
