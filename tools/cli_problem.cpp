@@ -33,7 +33,8 @@ std::vector<OptionSpec> problem_options() {
 }
 
 OptionSpec backend_option() {
-  return {"--backend", "B", "auto (default: a GPU backend if one can run it, else the CPU) | cpu | sm80 | sm90"};
+  return {"--backend", "B",
+          "auto (default: the GPU's best backend when there is a GPU, else the CPU) | cpu | sm80 | sm90"};
 }
 
 bool has_problem_options(const ParsedArgs& args) {

@@ -65,7 +65,8 @@ Prepared prepare(const cases::DenseCase& c, const HostInputs& inputs, const Plac
 const char* run_usage() {
   return "usage: attnkit run [options]\n"
          "Runs one dense attention forward (default B=2, S=1024, H=16, D=128, causal, bf16) on the best\n"
-         "backend present, checks it against the float64 reference with the tolerance rule of quality.md\n"
+         "backend present (with --backend auto: a GPU backend when one can run the problem, else the CPU),\n"
+         "checks it against the float64 reference with the tolerance rule of quality.md\n"
          "(max|out - ref| <= 2 * max|naive_lowp - ref| + atol), and times it. Exit code 1 when the check fails.\n";
 }
 
