@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,11 @@ struct ConformanceParam {
   cases::DenseCase dense_case;
   std::uint64_t seed;
 };
+
+// gtest prints a parameter on failure; the case's one-line description says more than its bytes.
+void PrintTo(const ConformanceParam& param, std::ostream* out) {
+  *out << backend_name(param.backend) << ", " << param.dense_case.describe() << ", seed " << param.seed;
+}
 
 std::vector<ConformanceParam> conformance_params() {
   std::vector<ConformanceParam> params;
@@ -212,6 +218,10 @@ struct BatchParam {
   Backend backend;
   bool varlen;
 };
+
+void PrintTo(const BatchParam& param, std::ostream* out) {
+  *out << backend_name(param.backend) << (param.varlen ? ", varlen" : ", BSHD");
+}
 
 class DenseBatchIndependence : public ::testing::TestWithParam<BatchParam> {};
 
