@@ -144,6 +144,23 @@ def main():
         for impl, call in with_grad.items():
             us, best = time_batches(call, args.calls, args.repeats, busy, drain)
             record(impl, "cuda", us, best, "forward only")
+        if explanation.chosen is not None:
+            # Where the fast path's time goes: its steps one at a time, on the same tensors.
+            from attnkit import _ext, _torch_ops
+
+            out = q.new_empty(q.shape)
+            stream = torch.cuda.current_stream().cuda_stream
+            parts = {
+                "part_new_empty_out": lambda: q.new_empty(q.shape),
+                "part_current_stream": lambda: _torch_ops._raw_stream(q.get_device()),
+                "part_ext_call_and_launch": lambda: _ext.dense_forward(0, q, k, v, out, None, None, None, None, 0, 0,
+                                                                       None, True, -1, -1, 0.0, 0, stream, None),
+                "part_python_wrapper_rest": lambda: _torch_ops._eager_fast_path(q, k, v, None),
+            }
+            with torch.no_grad():
+                for impl, call in parts.items():
+                    us, best = time_batches(call, args.calls, args.repeats, busy, drain)
+                    record(impl, "cuda", us, best, "a step of the attnkit row")
 
     results = {"device": device_name, "commit": args.commit,
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -34,13 +34,24 @@ from ._ext import build_info as _ext_build_info
 
 __version__: str = _ext_build_info()["version"]
 
-# With torch already imported, register the torch.library ops now, so that the first call can be inside
-# torch.compile. Otherwise they are registered at the first call with a torch tensor.
-if "torch" in _sys.modules:
+# Where PyTorch is installed, register the torch.library ops now, so that torch.ops.attnkit exists and the
+# first call may be inside torch.compile, whichever of torch and attnkit is imported first. This imports
+# torch (about a second) when it is not imported yet; ATTNKIT_IMPORT_TORCH=0 skips it, and the ops are
+# then registered at the first call with a torch tensor.
+def _register_torch_ops() -> None:
+    import importlib.util
+    import os
+
+    if "torch" not in _sys.modules:
+        if os.environ.get("ATTNKIT_IMPORT_TORCH", "1") == "0" or importlib.util.find_spec("torch") is None:
+            return
     from ._core import _load_torch_support
 
     _load_torch_support()
-    del _load_torch_support
+
+
+_register_torch_ops()
+del _register_torch_ops
 
 __all__ = [
     "attention",

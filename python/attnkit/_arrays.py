@@ -8,8 +8,8 @@ are. Outputs are allocated here, in the framework of q, on q's device:
   (importer code 2). fp16 and fp32 need nothing extra.
 - CuPy: cupy.empty on q's device; kernels run on CuPy's current stream.
 - JAX (eager arrays only; not inside jax.jit): the inputs are waited for (block_until_ready, a host
-  sync), outputs are allocated with NumPy (CPU) or CuPy (GPU; CuPy must be installed) and handed to JAX
-  (jax.numpy.asarray / jax.dlpack.from_dlpack, which orders JAX's stream after CuPy's).
+  sync), outputs are allocated with NumPy (CPU) or CuPy (GPU; CuPy must be installed) and handed to JAX on
+  q's device (jax.device_put / jax.dlpack.from_dlpack, which orders JAX's stream after CuPy's).
 """
 
 import sys
@@ -102,7 +102,8 @@ class JaxArrays:
         import jax
 
         self.jax = jax
-        platform = next(iter(q.devices())).platform
+        self.device = next(iter(q.devices()))
+        platform = self.device.platform
         self.on_gpu = platform == "gpu" or platform == "cuda"
         if self.on_gpu:
             if "cupy" not in sys.modules:
@@ -112,7 +113,7 @@ class JaxArrays:
                     raise NotImplementedError(
                         "JAX arrays on a GPU need CuPy to allocate the outputs (pip install cupy-cuda13x)"
                     ) from None
-            self.host = CupyArrays(next(iter(q.devices())).id)
+            self.host = CupyArrays(self.device.id)
         else:
             self.host = _numpy_arrays(_is_bf16(q))
         self.importer = self.host.importer
@@ -138,7 +139,7 @@ class JaxArrays:
     def finish(self, array):
         if self.on_gpu:
             return self.jax.dlpack.from_dlpack(array)
-        return self.jax.numpy.asarray(array)
+        return self.jax.device_put(array, self.device)  # q's device (not JAX's default one)
 
     def wait_inputs(self, *arrays) -> None:
         self.jax.block_until_ready([a for a in arrays if isinstance(a, self.jax.Array)])

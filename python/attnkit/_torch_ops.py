@@ -175,12 +175,20 @@ def _eager_fast_path(q, k, v, sinks) -> bool:
     return True
 
 
+def _check_tensors(**tensors) -> None:
+    """TypeError for an argument that is not a torch tensor (the op's own parser would raise RuntimeError)."""
+    for name, t in tensors.items():
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor (like q), got {type(t).__module__}.{type(t).__qualname__}")
+
+
 def attention(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, deterministic, backend,
               backend_code, return_lse):
     if _eager_fast_path(q, k, v, sinks):
         out, lse = _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
                                  backend_code, return_lse)
     else:
+        _check_tensors(k=k, v=v, sinks=sinks, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
         forward_shapes(q, v, cu_q is not None)  # rank errors as ValueError before the op (also when tracing)
         out, lse = torch.ops.attnkit.dense_fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right,
                                                softcap, deterministic, backend)
@@ -189,6 +197,9 @@ def attention(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, rig
 
 def backward(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
              deterministic, backend):
+    _check_tensors(dout=dout, k=k, v=v, out=out, lse=lse, sinks=sinks, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+    if lse is None:  # the op's schema needs a tensor; say it as the C++ validation does
+        raise ValueError("lse: backward needs the fp32 lse written by forward")
     return torch.ops.attnkit.dense_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left,
                                        right, softcap, deterministic, backend)
 
