@@ -14,7 +14,8 @@ Backward, with dO the gradient of o and D_i = <dO_i, o_i>:
     dsink_h = -sum_i exp(sink_h - lse_i) D_i          (dk, dv of a kv head sum over its G query heads)
 
 `compute` and `round_to` also give the "naive low-precision" formula of the accuracy rule (quality.md):
-compute=float32 with every stage (scores, probabilities, outputs) rounded to the input dtype.
+compute=float32 with every stage (scores, probabilities, outputs) rounded to the input dtype, except lse,
+which is taken from the fp32 scores before rounding (lse is an fp32 output; as in reference/).
 """
 
 import math
@@ -83,9 +84,13 @@ def attention_reference(q, k, v, *, causal=False, window=(-1, -1), softcap=0.0, 
         visible = visible_mask(qs.shape[0], ks.shape[0], problem.left, problem.right)
         for h in range(problem.heads_q):
             kv = h // problem.group
-            s, _ = _scores(qs[:, h], ks[:, kv], problem.scale, softcap, compute, round_to)
+            s, _, unrounded = _scores(qs[:, h], ks[:, kv], problem.scale, softcap, compute, round_to)
             sink = None if sinks is None else float(np.asarray(sinks)[h])
-            p, row_lse = _probabilities(s, visible, sink, compute, round_to)
+            p, _ = _probabilities(s, visible, sink, compute, round_to)
+            # lse is an fp32 output computed from fp32 scores: the naive formula takes it from the scores
+            # before they are rounded to the input dtype (as the C++ reference does), so its bound stays
+            # at fp32 level instead of the input dtype's rounding.
+            _, row_lse = _probabilities(unrounded, visible, sink, compute, round_to)
             o_head = round_to((p @ vs[:, kv]).astype(compute))
             if problem.varlen:
                 rows = problem.slices[index][0]
@@ -98,10 +103,10 @@ def attention_reference(q, k, v, *, causal=False, window=(-1, -1), softcap=0.0, 
 
 
 def _scores(q_head, k_head, scale, softcap, compute, round_to):
-    """(s [Sq, Sk] after scale and softcap, raw s before the softcap)."""
+    """(s [Sq, Sk] after scale and softcap and rounding, raw s before the softcap, s before rounding)."""
     raw = (q_head @ k_head.T).astype(compute) * compute(scale)
     s = softcap * np.tanh(raw / softcap) if softcap > 0 else raw
-    return round_to(s.astype(compute)), raw
+    return round_to(s.astype(compute)), raw, s
 
 
 def _probabilities(s, visible, sink, compute, round_to):
@@ -138,9 +143,10 @@ def attention_reference_backward(dout, q, k, v, *, causal=False, window=(-1, -1)
         visible = visible_mask(qs.shape[0], ks.shape[0], problem.left, problem.right)
         for h in range(problem.heads_q):
             kv = h // problem.group
-            s, raw = _scores(qs[:, h], ks[:, kv], problem.scale, softcap, compute, round_to)
+            s, raw, unrounded = _scores(qs[:, h], ks[:, kv], problem.scale, softcap, compute, round_to)
             sink = None if sinks is None else float(np.asarray(sinks)[h])
-            p, lse = _probabilities(s, visible, sink, compute, round_to)
+            p, _ = _probabilities(s, visible, sink, compute, round_to)
+            _, lse = _probabilities(unrounded, visible, sink, compute, round_to)  # as forward wrote it
             o_head = round_to((p @ vs[:, kv]).astype(compute))  # the backward reads o as forward stored it
             do_head = dos[:, h]
             delta = np.sum(do_head * o_head, axis=1)  # D_i = <dO_i, o_i>
