@@ -47,8 +47,8 @@ _ERRORS = """
 
 
 # ----------------------------------------------------------------------------------------------------
-# PyTorch detection. `_TORCH` is the loaded torch support (python/attnkit/_torch_ops.py), set when
-# torch is imported before attnkit (see __init__.py) or at the first call with a torch tensor.
+# PyTorch detection. `_TORCH` is the loaded torch support (python/attnkit/_torch_ops.py), set at
+# `import attnkit` where torch is installed (see __init__.py), else at the first call with a torch tensor.
 _TORCH = None
 
 
@@ -67,7 +67,7 @@ def _torch_support(x):
 
 
 def _load_torch_support() -> None:
-    """Registers the torch.library ops now (called at import when torch is already imported)."""
+    """Registers the torch.library ops now (called by `import attnkit` where torch is installed)."""
     global _TORCH
     from . import _torch_ops
 
