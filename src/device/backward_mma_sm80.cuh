@@ -121,6 +121,18 @@ struct SwizzledTile {
     const int chunk = col >> 3;
     return row * kCols + ((chunk ^ (row & 7)) << 3) + (col & 7);
   }
+
+  // Byte address of (row + drow, col + dcol) from the byte address `base` of (row, col), without
+  // recomputing the swizzle: one XOR with a constant plus an add that folds into the load's immediate.
+  // Valid when drow is a multiple of 8 (row % 8 unchanged) and the chunk bits of dcol (a multiple of 8)
+  // are disjoint from those of col; then (col + dcol) / 8 = (col / 8) | (dcol / 8), whose low three bits
+  // are XOR-ed with row % 8 and whose higher bits select a 128-byte segment. Callers satisfy it by
+  // keeping col = (warp offset, a multiple of the power-of-two warp tile) + (lane offset, < 16) and
+  // dcol < the warp tile, a multiple of the lane offsets' span.
+  static __device__ __forceinline__ std::uint32_t advance(std::uint32_t base, int drow, int dcol) {
+    return (base ^ static_cast<std::uint32_t>(((dcol >> 3) & 7) << 4)) +
+           static_cast<std::uint32_t>(drow * kCols * 2 + (dcol >> 6) * 128);
+  }
 };
 
 }  // namespace attnkit::device::backward
