@@ -204,6 +204,14 @@ void require_dout_like(const TensorRef& dout, const TensorRef& q, const Shape& s
   }
 }
 
+// Threads pay off above about 2^20 multiply-adds (a millisecond); below, the fork and join cost more than
+// the work, badly so on a loaded machine (finite-difference tests call the reference thousands of times).
+bool worth_threads(const Shape& s) {
+  const double work = double(s.rows_q) * double(s.heads_q) * double(s.rows_k) * double(s.head_dim + s.head_dim_v) /
+                      double(std::max<std::int64_t>(s.sequences, 1));
+  return work > double(1 << 20);
+}
+
 bool visible(const Shape& s, std::int64_t n, std::int64_t i, std::int64_t j) {
   return reference_key_visible(i, j, s.q_len[n], s.k_len[n], s.window_left, s.window_right, s.causal);
 }
@@ -359,6 +367,8 @@ DenseForwardResult dense_forward_reference(const DenseReferenceInputs& inputs) {
   DenseForwardResult result;
   result.out.assign(static_cast<std::size_t>(s.rows_q * s.heads_q * s.head_dim_v), 0.0);
   result.lse.assign(static_cast<std::size_t>(s.rows_q * s.heads_q), kNegInf);
+  // Every (sequence, query head) writes its own rows: one task each.
+#pragma omp parallel for collapse(2) schedule(dynamic) if (worth_threads(s))
   for (std::int64_t n = 0; n < s.sequences; ++n) {
     for (std::int64_t h = 0; h < s.heads_q; ++h) {
       const std::int64_t kv_head = h / s.group;
@@ -390,50 +400,64 @@ DenseBackwardResult dense_backward_reference(const DenseReferenceInputs& inputs,
   result.dq.assign(g.q.size(), 0.0);
   result.dk.assign(g.k.size(), 0.0);
   result.dv.assign(g.v.size(), 0.0);
-  if (s.has_sinks) result.dsinks.assign(static_cast<std::size_t>(s.heads_q), 0.0);
-  std::vector<double> o_i(static_cast<std::size_t>(Dv));
+  std::vector<double> dsinks_per_sequence(static_cast<std::size_t>(s.has_sinks ? s.sequences * s.heads_q : 0), 0.0);
+  // Every (sequence, kv head) owns its keys' dk and dv, its query heads' dq rows and its partial dsinks:
+  // one task each, and every sum keeps its sequential order, so the result does not depend on threads.
+#pragma omp parallel for collapse(2) schedule(dynamic) if (worth_threads(s))
   for (std::int64_t n = 0; n < s.sequences; ++n) {
-    for (std::int64_t h = 0; h < s.heads_q; ++h) {
-      const std::int64_t kv_head = h / s.group;
-      for (std::int64_t i = 0; i < s.q_len[n]; ++i) {
-        const ScoreRow r = score_row_f64(s, g.q, g.k, g.sinks, n, h, i);
-        if (r.lse == kNegInf) continue;  // empty row: contributes nothing
-        const std::int64_t row = s.q_begin[n] + i;
-        const double* q_i = &g.q[static_cast<std::size_t>((row * s.heads_q + h) * D)];
-        const double* do_i = &dout64[static_cast<std::size_t>((row * s.heads_q + h) * Dv)];
-        auto key_offset = [&](std::int64_t j, std::int64_t dim) {
-          return static_cast<std::size_t>(((s.k_begin[n] + j) * s.heads_kv + kv_head) * dim);
-        };
-        // o_i and delta_i = <dout_i, o_i>
-        std::fill(o_i.begin(), o_i.end(), 0.0);
-        for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
-          const double score = r.score[static_cast<std::size_t>(j)];
-          if (score == kNegInf) continue;
-          const double p = std::exp(score - r.lse);
-          for (std::int64_t d = 0; d < Dv; ++d) o_i[static_cast<std::size_t>(d)] += p * g.v[key_offset(j, Dv) + d];
-        }
-        double delta = 0.0;
-        for (std::int64_t d = 0; d < Dv; ++d) delta += do_i[d] * o_i[static_cast<std::size_t>(d)];
-        if (s.has_sinks) result.dsinks[static_cast<std::size_t>(h)] -= std::exp(g.sinks[static_cast<std::size_t>(h)] - r.lse) * delta;
-        double* dq_i = &result.dq[static_cast<std::size_t>((row * s.heads_q + h) * D)];
-        for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
-          const double score = r.score[static_cast<std::size_t>(j)];
-          if (score == kNegInf) continue;
-          const double p = std::exp(score - r.lse);
-          const double* v_j = &g.v[key_offset(j, Dv)];
-          const double* k_j = &g.k[key_offset(j, D)];
-          double dp = 0.0;
-          for (std::int64_t d = 0; d < Dv; ++d) dp += do_i[d] * v_j[d];
-          double dx = p * (dp - delta);
-          if (s.softcap > 0.0) dx *= 1.0 - (score / s.softcap) * (score / s.softcap);
-          double* dk_j = &result.dk[key_offset(j, D)];
-          double* dv_j = &result.dv[key_offset(j, Dv)];
-          for (std::int64_t d = 0; d < D; ++d) {
-            dq_i[d] += s.scale * dx * k_j[d];
-            dk_j[d] += s.scale * dx * q_i[d];
+    for (std::int64_t kv_head = 0; kv_head < s.heads_kv; ++kv_head) {
+      for (std::int64_t h = kv_head * s.group; h < (kv_head + 1) * s.group; ++h) {
+        for (std::int64_t i = 0; i < s.q_len[n]; ++i) {
+          const ScoreRow r = score_row_f64(s, g.q, g.k, g.sinks, n, h, i);
+          if (r.lse == kNegInf) continue;  // empty row: contributes nothing
+          const std::int64_t row = s.q_begin[n] + i;
+          const double* q_i = &g.q[static_cast<std::size_t>((row * s.heads_q + h) * D)];
+          const double* do_i = &dout64[static_cast<std::size_t>((row * s.heads_q + h) * Dv)];
+          auto key_offset = [&](std::int64_t j, std::int64_t dim) {
+            return static_cast<std::size_t>(((s.k_begin[n] + j) * s.heads_kv + kv_head) * dim);
+          };
+          // o_i and delta_i = <dout_i, o_i>
+          std::vector<double> o_i(static_cast<std::size_t>(Dv), 0.0);
+          for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
+            const double score = r.score[static_cast<std::size_t>(j)];
+            if (score == kNegInf) continue;
+            const double p = std::exp(score - r.lse);
+            for (std::int64_t d = 0; d < Dv; ++d) o_i[static_cast<std::size_t>(d)] += p * g.v[key_offset(j, Dv) + d];
           }
-          for (std::int64_t d = 0; d < Dv; ++d) dv_j[d] += p * do_i[d];
+          double delta = 0.0;
+          for (std::int64_t d = 0; d < Dv; ++d) delta += do_i[d] * o_i[static_cast<std::size_t>(d)];
+          if (s.has_sinks) {
+            const double sink_probability = std::exp(g.sinks[static_cast<std::size_t>(h)] - r.lse);
+            dsinks_per_sequence[static_cast<std::size_t>(n * s.heads_q + h)] -= sink_probability * delta;
+          }
+          double* dq_i = &result.dq[static_cast<std::size_t>((row * s.heads_q + h) * D)];
+          for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
+            const double score = r.score[static_cast<std::size_t>(j)];
+            if (score == kNegInf) continue;
+            const double p = std::exp(score - r.lse);
+            const double* v_j = &g.v[key_offset(j, Dv)];
+            const double* k_j = &g.k[key_offset(j, D)];
+            double dp = 0.0;
+            for (std::int64_t d = 0; d < Dv; ++d) dp += do_i[d] * v_j[d];
+            double dx = p * (dp - delta);
+            if (s.softcap > 0.0) dx *= 1.0 - (score / s.softcap) * (score / s.softcap);
+            double* dk_j = &result.dk[key_offset(j, D)];
+            double* dv_j = &result.dv[key_offset(j, Dv)];
+            for (std::int64_t d = 0; d < D; ++d) {
+              dq_i[d] += s.scale * dx * k_j[d];
+              dk_j[d] += s.scale * dx * q_i[d];
+            }
+            for (std::int64_t d = 0; d < Dv; ++d) dv_j[d] += p * do_i[d];
+          }
         }
+      }
+    }
+  }
+  if (s.has_sinks) {  // [N, Hq] partial sums, added in sequence order
+    result.dsinks.assign(static_cast<std::size_t>(s.heads_q), 0.0);
+    for (std::int64_t n = 0; n < s.sequences; ++n) {
+      for (std::int64_t h = 0; h < s.heads_q; ++h) {
+        result.dsinks[static_cast<std::size_t>(h)] += dsinks_per_sequence[static_cast<std::size_t>(n * s.heads_q + h)];
       }
     }
   }
@@ -449,7 +473,8 @@ DenseForwardResult dense_forward_naive_lowp(const DenseReferenceInputs& inputs) 
   DenseForwardResult result;
   result.out.assign(static_cast<std::size_t>(s.rows_q * s.heads_q * s.head_dim_v), 0.0);
   result.lse.assign(static_cast<std::size_t>(s.rows_q * s.heads_q), kNegInf);
-  std::vector<float> o_i(static_cast<std::size_t>(s.head_dim_v));
+  // Every (sequence, query head) writes its own rows: one task each.
+#pragma omp parallel for collapse(2) schedule(dynamic) if (worth_threads(s))
   for (std::int64_t n = 0; n < s.sequences; ++n) {
     for (std::int64_t h = 0; h < s.heads_q; ++h) {
       const std::int64_t kv_head = h / s.group;
@@ -457,7 +482,7 @@ DenseForwardResult dense_forward_naive_lowp(const DenseReferenceInputs& inputs) 
         const ScoreRowLowp r = score_row_lowp(s, dtype, g.q, g.k, g.sinks, n, h, i);
         if (r.empty) continue;
         result.lse[static_cast<std::size_t>(s.lse_index(n, h, i))] = r.lse;
-        std::fill(o_i.begin(), o_i.end(), 0.0f);
+        std::vector<float> o_i(static_cast<std::size_t>(s.head_dim_v), 0.0f);
         for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
           if (r.score[static_cast<std::size_t>(j)] == -std::numeric_limits<float>::infinity()) continue;
           const float p = r.prob[static_cast<std::size_t>(j)];
@@ -488,55 +513,59 @@ DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs
   const float scale = static_cast<float>(s.scale);
   const float cap = static_cast<float>(s.softcap);
   std::vector<float> dq_acc(g.q.size(), 0.0f), dk_acc(g.k.size(), 0.0f), dv_acc(g.v.size(), 0.0f);
-  std::vector<float> dsinks_acc(static_cast<std::size_t>(s.has_sinks ? s.heads_q : 0), 0.0f);
+  std::vector<float> dsinks_per_sequence(static_cast<std::size_t>(s.has_sinks ? s.sequences * s.heads_q : 0), 0.0f);
+  // Every (sequence, kv head) owns its keys' dk and dv, its query heads' dq rows and its partial dsinks:
+  // one task each, and every sum keeps its sequential order, so the result does not depend on threads.
+#pragma omp parallel for collapse(2) schedule(dynamic) if (worth_threads(s))
   for (std::int64_t n = 0; n < s.sequences; ++n) {
-    for (std::int64_t h = 0; h < s.heads_q; ++h) {
-      const std::int64_t kv_head = h / s.group;
-      for (std::int64_t i = 0; i < s.q_len[n]; ++i) {
-        const ScoreRowLowp r = score_row_lowp(s, dtype, g.q, g.k, g.sinks, n, h, i);
-        if (r.empty) continue;
-        const std::int64_t row = s.q_begin[n] + i;
-        const float* q_i = &g.q[static_cast<std::size_t>((row * s.heads_q + h) * D)];
-        const float* do_i = &dout_t[static_cast<std::size_t>((row * s.heads_q + h) * Dv)];
-        auto key_offset = [&](std::int64_t j, std::int64_t dim) {
-          return static_cast<std::size_t>(((s.k_begin[n] + j) * s.heads_kv + kv_head) * dim);
-        };
-        // o_i = round_T(fp32 sum_j p_ij v_j), as the naive forward wrote it, and dp_ij.
-        std::vector<float> o_i(static_cast<std::size_t>(Dv), 0.0f);
-        std::vector<float> dp(static_cast<std::size_t>(s.k_len[n]), 0.0f);
-        for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
-          if (r.score[static_cast<std::size_t>(j)] == -std::numeric_limits<float>::infinity()) continue;
-          const float* v_j = &g.v[key_offset(j, Dv)];
-          float dot = 0.0f;
-          for (std::int64_t d = 0; d < Dv; ++d) {
-            dot += do_i[d] * v_j[d];
-            o_i[static_cast<std::size_t>(d)] += r.prob[static_cast<std::size_t>(j)] * v_j[d];
+    for (std::int64_t kv_head = 0; kv_head < s.heads_kv; ++kv_head) {
+      for (std::int64_t h = kv_head * s.group; h < (kv_head + 1) * s.group; ++h) {
+        for (std::int64_t i = 0; i < s.q_len[n]; ++i) {
+          const ScoreRowLowp r = score_row_lowp(s, dtype, g.q, g.k, g.sinks, n, h, i);
+          if (r.empty) continue;
+          const std::int64_t row = s.q_begin[n] + i;
+          const float* q_i = &g.q[static_cast<std::size_t>((row * s.heads_q + h) * D)];
+          const float* do_i = &dout_t[static_cast<std::size_t>((row * s.heads_q + h) * Dv)];
+          auto key_offset = [&](std::int64_t j, std::int64_t dim) {
+            return static_cast<std::size_t>(((s.k_begin[n] + j) * s.heads_kv + kv_head) * dim);
+          };
+          // o_i = round_T(fp32 sum_j p_ij v_j), as the naive forward wrote it, and dp_ij.
+          std::vector<float> o_i(static_cast<std::size_t>(Dv), 0.0f);
+          std::vector<float> dp(static_cast<std::size_t>(s.k_len[n]), 0.0f);
+          for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
+            if (r.score[static_cast<std::size_t>(j)] == -std::numeric_limits<float>::infinity()) continue;
+            const float* v_j = &g.v[key_offset(j, Dv)];
+            float dot = 0.0f;
+            for (std::int64_t d = 0; d < Dv; ++d) {
+              dot += do_i[d] * v_j[d];
+              o_i[static_cast<std::size_t>(d)] += r.prob[static_cast<std::size_t>(j)] * v_j[d];
+            }
+            dp[static_cast<std::size_t>(j)] = round_to(dtype, dot);
           }
-          dp[static_cast<std::size_t>(j)] = round_to(dtype, dot);
-        }
-        float delta = 0.0f;
-        for (std::int64_t d = 0; d < Dv; ++d) delta += do_i[d] * round_to(dtype, o_i[static_cast<std::size_t>(d)]);
-        if (s.has_sinks) {
-          const float sink_prob = std::exp(g.sinks[static_cast<std::size_t>(h)] - r.row_max) / r.denominator;
-          dsinks_acc[static_cast<std::size_t>(h)] -= sink_prob * delta;
-        }
-        float* dq_i = &dq_acc[static_cast<std::size_t>((row * s.heads_q + h) * D)];
-        for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
-          if (r.score[static_cast<std::size_t>(j)] == -std::numeric_limits<float>::infinity()) continue;
-          const float p = r.prob[static_cast<std::size_t>(j)];
-          float dx = round_to(dtype, p * (dp[static_cast<std::size_t>(j)] - delta));
-          if (cap > 0.0f) {
-            const float t = std::tanh(r.pre_cap[static_cast<std::size_t>(j)] / cap);
-            dx = round_to(dtype, dx * (1.0f - t * t));
+          float delta = 0.0f;
+          for (std::int64_t d = 0; d < Dv; ++d) delta += do_i[d] * round_to(dtype, o_i[static_cast<std::size_t>(d)]);
+          if (s.has_sinks) {
+            const float sink_prob = std::exp(g.sinks[static_cast<std::size_t>(h)] - r.row_max) / r.denominator;
+            dsinks_per_sequence[static_cast<std::size_t>(n * s.heads_q + h)] -= sink_prob * delta;
           }
-          const float* k_j = &g.k[key_offset(j, D)];
-          float* dk_j = &dk_acc[key_offset(j, D)];
-          float* dv_j = &dv_acc[key_offset(j, Dv)];
-          for (std::int64_t d = 0; d < D; ++d) {
-            dq_i[d] += dx * k_j[d];
-            dk_j[d] += dx * q_i[d];
+          float* dq_i = &dq_acc[static_cast<std::size_t>((row * s.heads_q + h) * D)];
+          for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
+            if (r.score[static_cast<std::size_t>(j)] == -std::numeric_limits<float>::infinity()) continue;
+            const float p = r.prob[static_cast<std::size_t>(j)];
+            float dx = round_to(dtype, p * (dp[static_cast<std::size_t>(j)] - delta));
+            if (cap > 0.0f) {
+              const float t = std::tanh(r.pre_cap[static_cast<std::size_t>(j)] / cap);
+              dx = round_to(dtype, dx * (1.0f - t * t));
+            }
+            const float* k_j = &g.k[key_offset(j, D)];
+            float* dk_j = &dk_acc[key_offset(j, D)];
+            float* dv_j = &dv_acc[key_offset(j, Dv)];
+            for (std::int64_t d = 0; d < D; ++d) {
+              dq_i[d] += dx * k_j[d];
+              dk_j[d] += dx * q_i[d];
+            }
+            for (std::int64_t d = 0; d < Dv; ++d) dv_j[d] += p * do_i[d];
           }
-          for (std::int64_t d = 0; d < Dv; ++d) dv_j[d] += p * do_i[d];
         }
       }
     }
@@ -550,7 +579,15 @@ DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs
   result.dq = finish(dq_acc, scale);
   result.dk = finish(dk_acc, scale);
   result.dv = finish(dv_acc, 1.0f);
-  result.dsinks.assign(dsinks_acc.begin(), dsinks_acc.end());
+  if (s.has_sinks) {  // [N, Hq] fp32 partial sums, added in sequence order
+    std::vector<float> dsinks(static_cast<std::size_t>(s.heads_q), 0.0f);
+    for (std::int64_t n = 0; n < s.sequences; ++n) {
+      for (std::int64_t h = 0; h < s.heads_q; ++h) {
+        dsinks[static_cast<std::size_t>(h)] += dsinks_per_sequence[static_cast<std::size_t>(n * s.heads_q + h)];
+      }
+    }
+    result.dsinks.assign(dsinks.begin(), dsinks.end());
+  }
   return result;
 }
 

@@ -101,7 +101,10 @@ DenseForwardResult dense_forward_naive_lowp(const DenseReferenceInputs& inputs);
 //   ds_ij = round_T(p_ij (dp_ij - delta_i))
 //   dx_ij = round_T(ds_ij (1 - t_ij^2)), t_ij = tanhf(x_ij / c)   softcap, when on
 //   dq_i  = round_T(scale fp32 sum_j dx_ij k_j);  dk_j = round_T(scale fp32 sum_{i, h} dx_ij q_i)
-//   dsink_h = fp32 - sum_i (expf(sink_h - m_i) / l_i) delta_i     (dsinks are fp32)
+//   dsink_h = fp32 - sum_i (expf(sink_h - m_i) / l_i) delta_i     (dsinks are fp32; one partial sum per
+//             sequence, the partials added in sequence order)
+// The references run (sequence, head) tasks on OpenMP threads; every sum keeps one fixed order, so
+// results do not depend on the number of threads.
 DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs, const TensorRef& dout);
 
 // Merge of two attention states over disjoint key sets (semantics.md section 3), row by row.

@@ -2,6 +2,7 @@
 // backward, and invariants that tie the pieces together (GQA, key splitting + merge, causal rows,
 // empty rows, strides and dtypes, varlen vs BSHD). A reference is only as good as these tests.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -494,6 +495,35 @@ TEST(ReferenceInvariants, VarlenEqualsSeparateBatches) {
     }
     q_row += one.seqlen_q;
     k_row += one.seqlen_k;
+  }
+}
+
+// The references run on OpenMP threads; one thread and many must give bit-identical results.
+TEST(ReferenceInvariants, ThreadCountDoesNotChangeTheResult) {
+  Problem p;
+  // Large enough (about 4 million multiply-adds) that the references do use threads.
+  p.varlen_q = {60, 0, 90, 33};
+  p.varlen_k = {70, 5, 90, 0};
+  p.heads_q = 8;
+  p.heads_kv = 2;
+  p.dim = 32;
+  p.dim_v = 32;
+  p.sinks.assign(8, 0.0);
+  p.options.causal = true;
+  p.allocate(81);
+  std::vector<std::vector<double>> results[2];
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 4}) {
+    omp_set_num_threads(threads);
+    const DenseForwardResult f = dense_forward_reference(p.inputs());
+    const DenseBackwardResult b = dense_backward_reference(p.inputs(), p.dout_view());
+    const DenseBackwardResult n = dense_backward_naive_lowp(p.inputs(), p.dout_view());
+    results[threads == 1 ? 0 : 1] = {f.out, f.lse, b.dq, b.dk, b.dv, b.dsinks, n.dq, n.dk, n.dv, n.dsinks};
+  }
+  omp_set_num_threads(saved);
+  for (std::size_t r = 0; r < results[0].size(); ++r) {
+    ASSERT_EQ(results[0][r].size(), results[1][r].size());
+    EXPECT_EQ(std::memcmp(results[0][r].data(), results[1][r].data(), results[0][r].size() * sizeof(double)), 0) << r;
   }
 }
 
