@@ -1,12 +1,13 @@
 // CPU dense attention backward (FlashAttention-2 recomputation from the saved LSE), in three steps:
 //   1. delta_i = <dO_i, O_i> for every (row, head), and dsink_h = -sum_i exp(sink_h - lse_i) delta_i;
-//   2. dk, dv: one work item per key tile, looping over the query tiles that see it;
-//   3. dq: one work item per query tile, looping over the key tiles it sees.
-// Deterministic by construction: every output element is written by exactly one work item, whose sums
-// run in a fixed order in one thread (no atomics, no cross-thread reduction), so results are bitwise
-// identical from run to run and independent of the number of threads. The price of the separate dq pass
-// is recomputing S and dP: 7 tile GEMMs per (query tile, key tile) pair instead of the 5 of a fused pass
-// with atomic dq.
+//   2. one work item per key tile, looping over the query tiles that see it: recompute S and P, then
+//      dV += P^T dO, dP = dO V^T, dS = P (dP - delta), dK += dS^T Q, and the tile's share dS K of dq,
+//      added to an fp32 accumulator in key-tile order (OrderedDq);
+//   3. dq = scale * accumulator, in the input dtype.
+// Deterministic by construction: dk and dv are written by exactly one work item each, whose sums run in
+// a fixed order in one thread; every dq element is the same ordered sum on every run (no atomics on
+// data, no thread-count-dependent reduction), so results are bitwise identical from run to run,
+// independent of the number of threads and of the other sequences of the batch.
 #include <cmath>
 #include <cstdint>
 #include <new>
@@ -76,6 +77,28 @@ void compute_delta_and_dsinks(const host::DenseProblem& problem, const DenseCpuC
   }
 }
 
+// dq = scale * accumulator, converted to the input dtype.
+void write_dq(const host::DenseProblem& problem, const DenseCpuContext& ctx) {
+  const std::int64_t heads = ctx.heads_q;
+  const std::int64_t head_dim = ctx.head_dim;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t row = 0; row < problem.total_q; ++row) {
+    const RowAddress at = row_address(problem, row);
+    for (std::int64_t head = 0; head < heads; ++head) {
+      const float* acc = ctx.dq_accumulator + (row * heads + head) * head_dim;
+      std::byte* dst = ctx.dq.row(at.batch, at.token, head);
+      for (std::int64_t d = 0; d < head_dim; ++d) {
+        const float value = acc[d] * ctx.scale;
+        switch (ctx.dtype) {
+          case DType::kFloat32: reinterpret_cast<float*>(dst)[d] = value; break;
+          case DType::kFloat16: reinterpret_cast<std::uint16_t*>(dst)[d] = float_to_fp16(value); break;
+          default: reinterpret_cast<std::uint16_t*>(dst)[d] = float_to_bf16(value); break;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 Status dense_supports_backward(const host::DenseProblem& problem, const DenseBackwardArgs&) {
@@ -100,20 +123,23 @@ Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs
     std::vector<float> delta(static_cast<std::size_t>(problem.total_q * problem.heads_q));  // [total_q, Hq]
     compute_delta_and_dsinks(problem, ctx, delta);
     ctx.delta = delta.data();
+    // [total_q, Hq, D] fp32, zero: rows that see no key get dq = 0.
+    std::vector<float> dq_accumulator(static_cast<std::size_t>(problem.total_q * problem.heads_q * problem.head_dim));
+    ctx.dq_accumulator = dq_accumulator.data();
+    OrderedDq dq_order(ctx);
+    ctx.dq_order = &dq_order;
 
     const DenseCpuKernels& kernels = dense_cpu_kernels(active_cpu_isa());
     const std::vector<KeyTile> key_tiles = make_key_tiles(ctx);
-    bool ok = run_tiles_in_parallel(ctx, /*backward=*/true, key_tiles, [&](const KeyTile& tile, TileScratch& scratch) {
-      kernels.backward_key_tile(ctx, tile, scratch);
-    });
-    const std::vector<QueryTile> query_tiles = make_query_tiles(ctx);
-    ok = ok && run_tiles_in_parallel(ctx, /*backward=*/true, query_tiles,
-                                     [&](const QueryTile& tile, TileScratch& scratch) {
-                                       kernels.backward_query_tile(ctx, tile, scratch);
-                                     });
+    const bool ok = run_tiles_in_parallel(ctx, /*backward=*/true, key_tiles,
+                                          [&](const KeyTile& tile, TileScratch& scratch) {
+                                            kernels.backward_key_tile(ctx, tile, scratch);
+                                          });
     if (!ok) return {StatusCode::kInternal, "CPU backward: out of host memory for the per-thread tile scratch"};
+    write_dq(problem, ctx);
   } catch (const std::bad_alloc&) {
-    return {StatusCode::kInternal, "CPU backward: out of host memory for the delta buffer or the work lists"};
+    return {StatusCode::kInternal,
+            "CPU backward: out of host memory for the delta and dq buffers or the work lists"};
   }
   return Status::ok();
 }

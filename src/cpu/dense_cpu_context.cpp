@@ -89,12 +89,10 @@ TileScratch::TileScratch(const DenseCpuContext& ctx, bool backward) {
   const auto cols = static_cast<std::size_t>(kBlockRows);
   const auto keys = static_cast<std::size_t>(kBlockKeys);
   q_t.resize(d * cols);
-  if (ctx.dtype != DType::kFloat32) {  // fp32 K/V tiles are read in place
-    k_tile.resize(keys * d);
-    v_tile.resize(keys * dv);
-  }
+  k_tile.resize(keys * d);
+  v_tile.resize(keys * dv);
   scores.resize(keys * cols);
-  acc_t.resize(std::max(d, dv) * cols);
+  acc_t.resize(dv * cols);
   row_max.resize(cols);
   row_sum.resize(cols);
   row_alpha.resize(cols);
@@ -109,6 +107,7 @@ TileScratch::TileScratch(const DenseCpuContext& ctx, bool backward) {
     dscores.resize(keys * cols);
     acc_k.resize(keys * d);
     acc_v.resize(keys * dv);
+    dq_rows.resize(cols * d);
     row_lse2.resize(cols);
     row_delta.resize(cols);
   }

@@ -15,11 +15,13 @@ namespace attnkit::cpu {
 
 // Tile sizes. A query tile holds kBlockRows "packed" rows: for GQA the G query heads that share one kv
 // head are interleaved (packed row r = i * G + g for query i and head g of the group), so every K/V tile
-// that is loaded serves all G heads. With D = Dv = 128 the per-thread working set is Q^T 32 KiB,
-// O^T 32 KiB, a K and a V tile 32 KiB each and the 64 x 64 score tile 16 KiB: about 150 KiB, inside the
-// 512 KiB L2 of a Zen core, while the micro-kernel's operand panels (D x 16 floats, 8 KiB) stay in L1.
-constexpr std::int64_t kBlockRows = 64;  // packed query rows per tile
-constexpr std::int64_t kBlockKeys = 64;  // keys per tile
+// that is loaded serves all G heads. With D = Dv = 128 the per-thread forward working set is Q^T, O^T,
+// a K and a V tile (64 KiB each) and the 128 x 128 score tile (64 KiB): 320 KiB, inside the 512 KiB L2
+// of a Zen core, while the micro-kernel's operand panels (depth x 16 floats, 8 KiB) stay in L1.
+// Measured on the 2-core AMD EPYC host, one thread, S = 2048, D = 128: 64 x 64 tiles 26 GFLOP/s,
+// 128 x 64 28, 64 x 128 27, 128 x 128 29, 32 x 64 24 (deeper GEMMs, fewer K/V reloads per query row).
+constexpr std::int64_t kBlockRows = 128;  // packed query rows per tile
+constexpr std::int64_t kBlockKeys = 128;  // keys per tile
 // The vector axis of every tile is the packed query row; tiles are padded to a multiple of this width.
 constexpr std::int64_t kRowPad = 8;
 
@@ -85,6 +87,10 @@ struct DenseCpuContext {
   float* dsinks = nullptr;           // backward, [Hq]
   std::int64_t dsinks_stride = 0;
   const float* delta = nullptr;      // backward: [total_q, Hq], delta_i = <dO_i, O_i> per (row, head)
+
+  // Backward dq, accumulated in fp32 by the dk/dv work items in a fixed order (see OrderedDq).
+  float* dq_accumulator = nullptr;   // [total_q, Hq, D], unscaled (dq = scale * this)
+  struct OrderedDq* dq_order = nullptr;
 };
 
 // Builds the context shared by forward and backward (q, k, v, out, lse, sinks and the sequences).
@@ -147,14 +153,15 @@ struct TileScratch {
   std::vector<float> q_rows;     // (cols, D): q rows (backward dk)
   std::vector<float> dout_t;     // (Dv, cols): dO transposed (backward)
   std::vector<float> dout_rows;  // (cols, Dv): dO rows (backward dv)
-  std::vector<float> k_tile;     // (kBlockKeys, D): k converted to fp32 (16-bit inputs only)
+  std::vector<float> k_tile;     // (kBlockKeys, D): k converted to fp32
   std::vector<float> v_tile;     // (kBlockKeys, Dv)
   std::vector<float> scores;     // (kBlockKeys, cols): scores, then probabilities
   std::vector<float> tanh_values;  // (kBlockKeys, cols): tanh(u / c) when softcap is on (backward)
   std::vector<float> dscores;    // (kBlockKeys, cols): dP, then dS (backward)
-  std::vector<float> acc_t;      // (max(D, Dv), cols): O^T (forward) or dQ^T (backward dq)
+  std::vector<float> acc_t;      // (Dv, cols): O^T (forward)
   std::vector<float> acc_k;      // (kBlockKeys, D): dK (backward)
   std::vector<float> acc_v;      // (kBlockKeys, Dv): dV (backward)
+  std::vector<float> dq_rows;    // (cols, D): one query tile's dQ from one key tile (backward)
   std::vector<float> row_max;    // [cols] running max, log2 domain
   std::vector<float> row_sum;    // [cols]
   std::vector<float> row_alpha;  // [cols] rescale factor of the current key tile

@@ -18,18 +18,16 @@ const char* cpu_isa_name(CpuIsa isa);
 struct DenseCpuKernels {
   // Forward of one query tile: writes o (and lse) of its rows.
   void (*forward_query_tile)(const DenseCpuContext&, const QueryTile&, TileScratch&);
-  // Backward dk and dv of one key tile, summed over every query row (all G heads) that sees it.
+  // Backward of one key tile: its dk and dv, summed over every query row (all G heads) that sees it,
+  // and its contribution to the dq accumulator of those rows (added in order, see OrderedDq).
   void (*backward_key_tile)(const DenseCpuContext&, const KeyTile&, TileScratch&);
-  // Backward dq of one query tile, summed over every key that it sees.
-  void (*backward_query_tile)(const DenseCpuContext&, const QueryTile&, TileScratch&);
 };
 
 const DenseCpuKernels& dense_cpu_kernels(CpuIsa isa);
 
 #define ATTNKIT_DENSE_CPU_KERNEL_DECLARATIONS                                               \
   void forward_query_tile(const DenseCpuContext&, const QueryTile&, TileScratch&);         \
-  void backward_key_tile(const DenseCpuContext&, const KeyTile&, TileScratch&);            \
-  void backward_query_tile(const DenseCpuContext&, const QueryTile&, TileScratch&);
+  void backward_key_tile(const DenseCpuContext&, const KeyTile&, TileScratch&);
 
 namespace portable {
 ATTNKIT_DENSE_CPU_KERNEL_DECLARATIONS

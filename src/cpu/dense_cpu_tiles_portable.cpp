@@ -1,5 +1,6 @@
 // The tile kernels in portable C++ (baseline ISA), for CPUs without AVX2 + FMA + F16C.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -8,6 +9,7 @@
 
 #include "attnkit/numeric.h"
 #include "cpu/dense_cpu_kernels.h"
+#include "cpu/dense_cpu_schedule.h"
 
 namespace attnkit::cpu::portable {
 #include "cpu/simd_portable.inc"
