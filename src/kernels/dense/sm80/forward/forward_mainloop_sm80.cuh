@@ -1,0 +1,140 @@
+// The sm80 forward mainloop: for one query tile, walk its key tiles from the last to the first with
+// cp.async loads, S = Q K^T and O += P V on mma.sync, and the online softmax in registers.
+//
+// Pipeline (one K and one V buffer; FlashAttention-2's schedule): the load of V[n] flies during
+// S = Q K[n]^T, and the load of K[n - 1] during the softmax and O += P V[n]:
+//
+//   wait K[n]; sync | issue V[n] | S = Q K[n]^T; softcap; mask | wait V[n]; sync | issue K[n-1] |
+//   softmax(S) -> P | O += P V[n]
+//
+// Each sync also guarantees that every warp finished reading the buffer the following issue
+// overwrites. Tiles go from last to first so that the boundary tiles (causal diagonal, key-length tail),
+// which need the mask, come first while the rest run unmasked.
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include "device/mask_policy.cuh"
+#include "device/mma_fragment_sm80.cuh"
+#include "device/online_softmax.cuh"
+#include "device/tile_copy_sm80.cuh"
+#include "device/warp_gemm_sm80.cuh"
+#include "kernels/dense/sm80/forward/forward_tile_scheduler.cuh"
+
+namespace attnkit::sm80 {
+
+template <class Config>
+struct ForwardMainloopSm80 {
+  using Element = typename Config::Element;
+  static constexpr int kBlockM = Config::kBlockM;
+  static constexpr int kBlockN = Config::kBlockN;
+  static constexpr int kHeadDim = Config::kHeadDim;
+  static constexpr int kHeadDimV = Config::kHeadDimV;
+
+  // Shared memory: Q (kBlockM, D) | K (kBlockN, D) | V (kBlockN, Dv), each swizzled.
+  __device__ static Element* smem_q(char* smem) { return reinterpret_cast<Element*>(smem); }
+  __device__ static Element* smem_k(char* smem) { return smem_q(smem) + Config::kSmemElementsQ; }
+  __device__ static Element* smem_v(char* smem) { return smem_k(smem) + Config::kSmemElementsK; }
+
+  // Accumulates O (unnormalised, in acc_o: (MMA, MMA_M, MMA_Dv)) and the softmax state of the rows
+  // [m_block * kBlockM, + kBlockM) of `head` over the key tiles `tiles`. Empty `tiles`: nothing is read.
+  template <class AccO, class Softmax>
+  __device__ static void run(const ForwardParams& p, const SequenceSpan& seq, int m_block, int head,
+                             device::TileRange tiles, const device::WindowMask& mask, char* smem, AccO& acc_o,
+                             Softmax& softmax) {
+    using namespace cute;
+    if (tiles.empty()) return;
+    const int tid = threadIdx.x;
+    const int row_begin = m_block * kBlockM;
+    const int kv_head = head / p.group;
+
+    Tensor sQ = make_tensor(make_smem_ptr(smem_q(smem)), typename Config::SmemLayoutQ{});    // (kBlockM, D)
+    Tensor sK = make_tensor(make_smem_ptr(smem_k(smem)), typename Config::SmemLayoutK{});    // (kBlockN, D)
+    Tensor sV = make_tensor(make_smem_ptr(smem_v(smem)), typename Config::SmemLayoutV{});    // (kBlockN, Dv)
+    Tensor sVt = make_tensor(make_smem_ptr(smem_v(smem)), typename Config::SmemLayoutVt{});  // (Dv, kBlockN)
+
+    // Global tiles at row 0 of their sequence; a key tile n is the same view moved by n * kBlockN rows.
+    const Element* q_rows = static_cast<const Element*>(p.q) + seq.q_offset + head * p.q_head_stride +
+                            std::int64_t{row_begin} * p.q_row_stride;
+    const Element* k_rows = static_cast<const Element*>(p.k) + seq.k_offset + kv_head * p.k_head_stride;
+    const Element* v_rows = static_cast<const Element*>(p.v) + seq.v_offset + kv_head * p.v_head_stride;
+    Tensor gQ = make_tensor(make_gmem_ptr(q_rows), Shape<Int<kBlockM>, Int<kHeadDim>>{},
+                            make_stride(p.q_row_stride, _1{}));  // (kBlockM, D)
+
+    typename Config::GmemTileCopy gmem_copy;
+    auto gmem_thread = gmem_copy.get_thread_slice(tid);
+    Tensor tQsQ = gmem_thread.partition_D(sQ);  // (CPY, CPY_M, CPY_D)
+    Tensor tKsK = gmem_thread.partition_D(sK);
+    Tensor tVsV = gmem_thread.partition_D(sV);
+    Tensor tQcQ = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor tKcK = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+    Tensor tVcV = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDimV>>{}));
+
+    auto load_k = [&](int n) {
+      Tensor gK = make_tensor(make_gmem_ptr(k_rows + std::int64_t{n} * kBlockN * p.k_row_stride),
+                              Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_stride(p.k_row_stride, _1{}));
+      device::copy_tile_async(gmem_copy, gmem_thread.partition_S(gK), tKsK, tKcK, seq.seqlen_k - n * kBlockN,
+                              p.head_dim);
+    };
+    auto load_v = [&](int n) {
+      Tensor gV = make_tensor(make_gmem_ptr(v_rows + std::int64_t{n} * kBlockN * p.v_row_stride),
+                              Shape<Int<kBlockN>, Int<kHeadDimV>>{}, make_stride(p.v_row_stride, _1{}));
+      device::copy_tile_async(gmem_copy, gmem_thread.partition_S(gV), tVsV, tVcV, seq.seqlen_k - n * kBlockN,
+                              p.head_dim_v);
+    };
+
+    typename Config::TiledMma mma;
+    auto thread_mma = mma.get_thread_slice(tid);
+    Tensor tSrQ = thread_mma.partition_fragment_A(sQ);    // (MMA, MMA_M, MMA_D)
+    Tensor tSrK = thread_mma.partition_fragment_B(sK);    // (MMA, MMA_N, MMA_D)
+    Tensor tOrVt = thread_mma.partition_fragment_B(sVt);  // (MMA, MMA_Dv, MMA_N)
+    auto smem_copy_q = make_tiled_copy_A(typename Config::SmemCopyAtomA{}, mma);
+    auto smem_copy_k = make_tiled_copy_B(typename Config::SmemCopyAtomA{}, mma);
+    auto smem_copy_v = make_tiled_copy_B(typename Config::SmemCopyAtomVt{}, mma);
+    Tensor tSsQ = smem_copy_q.get_thread_slice(tid).partition_S(sQ);    // (CPY, CPY_M, CPY_D)
+    Tensor tSsK = smem_copy_k.get_thread_slice(tid).partition_S(sK);    // (CPY, CPY_N, CPY_D)
+    Tensor tOsVt = smem_copy_v.get_thread_slice(tid).partition_S(sVt);  // (CPY, CPY_Dv, CPY_N)
+    // (row, col) within the (kBlockM, kBlockN) score tile of each of this thread's accumulators.
+    Tensor tScS = thread_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+
+    device::copy_tile_async(gmem_copy, gmem_thread.partition_S(gQ), tQsQ, tQcQ, seq.seqlen_q - row_begin,
+                            p.head_dim);
+    load_k(tiles.end - 1);
+    cp_async_fence();
+
+    // A plain loop rather than a peeled first step in a lambda: nvcc would not inline such a lambda
+    // at every tile shape, and the call passes the accumulators through local memory.
+    for (int n = tiles.end - 1; n >= tiles.begin; --n) {
+      Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+      clear(acc_s);
+      cp_async_wait<0>();
+      __syncthreads();
+      load_v(n);
+      cp_async_fence();
+      device::gemm_smem_smem(mma, acc_s, tSrQ, tSrK, tSsQ, tSsK, smem_copy_q, smem_copy_k);
+      if (p.softcap) {
+        CUTE_UNROLL
+        for (int i = 0; i < size(acc_s); ++i) acc_s(i) = tanhf(acc_s(i) * p.score_premultiplier);
+      }
+      if (!mask.tile_fully_visible(row_begin, row_begin + kBlockM, n * kBlockN, (n + 1) * kBlockN)) {
+        mask.apply(acc_s, tScS, row_begin, n * kBlockN);
+      }
+      cp_async_wait<0>();
+      __syncthreads();
+      if (n > tiles.begin) {
+        load_k(n - 1);
+        cp_async_fence();
+      }
+      if (n == tiles.end - 1) {
+        softmax.template update<true>(device::rows_cols_view(acc_s), device::rows_cols_view(acc_o));
+      } else {
+        softmax.template update<false>(device::rows_cols_view(acc_s), device::rows_cols_view(acc_o));
+      }
+      Tensor p_regs = device::convert_fragment<Element>(acc_s);
+      Tensor tOrP = make_tensor(p_regs.data(), device::accumulator_as_operand_a(p_regs.layout()));
+      device::gemm_regs_smem(mma, acc_o, tOrP, tOrVt, tOsVt, smem_copy_v);
+    }
+  }
+};
+
+}  // namespace attnkit::sm80

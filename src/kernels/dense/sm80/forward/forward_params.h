@@ -1,0 +1,93 @@
+// Device-ready parameters of the sm80 dense forward and its split-KV combine, built on the host from a
+// validated DenseProblem (forward_host.cu). Plain data: it is passed by value as a __grid_constant__.
+//
+// Tiles and their instantiations: kForwardTileShapes is the one list both the host (which picks a
+// shape) and the instantiation generator (generate_instantiations.py) read.
+#pragma once
+
+#include <cstdint>
+
+#include "attnkit/types.h"
+
+namespace attnkit::sm80 {
+
+struct ForwardParams {
+  // Tensors. Strides are in elements; the last dim is contiguous. Varlen tensors have no batch axis
+  // (their batch strides are 0) and rows are tokens.
+  const void* q = nullptr;  // BSHD [B, Sq, Hq, D]   varlen [Tq, Hq, D]
+  const void* k = nullptr;  // BSHD [B, Sk, Hkv, D]  varlen [Tk, Hkv, D]
+  const void* v = nullptr;  // BSHD [B, Sk, Hkv, Dv] varlen [Tk, Hkv, Dv]
+  void* out = nullptr;      // BSHD [B, Sq, Hq, Dv]  varlen [Tq, Hq, Dv]
+  float* lse = nullptr;     // optional; BSHD [B, Hq, Sq]  varlen [Hq, Tq]
+  const float* sinks = nullptr;         // optional, [Hq], logit units
+  const std::int32_t* cu_seqlens_q = nullptr;  // varlen only, [B + 1], device
+  const std::int32_t* cu_seqlens_k = nullptr;  // varlen only, [B + 1], device
+  std::int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
+  std::int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
+  std::int64_t v_batch_stride = 0, v_row_stride = 0, v_head_stride = 0;
+  std::int64_t out_batch_stride = 0, out_row_stride = 0, out_head_stride = 0;
+  std::int64_t lse_batch_stride = 0, lse_head_stride = 0, lse_row_stride = 0;
+
+  // Sizes. Varlen: seqlen_q / seqlen_k are the max_seqlen bounds (the grid covers seqlen_q rows) and
+  // total_q / total_k the token counts that every index read from cu_seqlens is clamped to.
+  bool varlen = false;
+  int batch = 0;
+  int heads_q = 0;
+  int heads_kv = 0;
+  int group = 1;  // Hq / Hkv: query head h reads kv head h / group
+  int seqlen_q = 0;
+  int seqlen_k = 0;
+  std::int64_t total_q = 0;
+  std::int64_t total_k = 0;
+  int head_dim = 0;    // D, <= the tile's padded head dim
+  int head_dim_v = 0;  // Dv, likewise
+
+  // Scores: with softcap c > 0 the kernel keeps u = (scale / c) * <q, k> and takes tanh, so s = c * u;
+  // without, u = <q, k> and s = scale * u. softmax_scale_log2 = (logit per unit) * log2(e).
+  float score_premultiplier = 1.0f;  // scale / c, used only when softcap > 0
+  float softmax_scale_log2 = 0.0f;
+  bool softcap = false;
+  int window_left = -1;   // -1 = unbounded; clamped to Sq + Sk on the host
+  int window_right = -1;  // -1 = unbounded; 0 = causal
+
+  // Work decomposition.
+  int num_m_blocks = 0;    // ceil(seqlen_q / kBlockM)
+  int num_splits = 1;      // > 1: split-KV, partial states go to the workspace, then a combine kernel
+  bool heavy_first = false;  // order query tiles from the most key tiles to the fewest (causal / window)
+
+  // Split-KV workspace (fp32), num_splits > 1 only:
+  float* o_partial = nullptr;    // [num_splits, total_q, Hq, Dv]
+  float* lse_partial = nullptr;  // [num_splits, Hq, total_q]
+};
+
+// One tile configuration: padded head dims, query rows x key rows per CTA, warps.
+struct ForwardTileShape {
+  int head_dim;    // padded D: every D <= head_dim (multiple of 8) runs here
+  int head_dim_v;  // padded Dv
+  int block_m;
+  int block_n;
+  int warps;
+  constexpr int shared_memory_bytes() const { return 2 * (block_m * head_dim + block_n * (head_dim + head_dim_v)); }
+};
+
+// In order of cost: the host picks the first that covers (D, Dv) and fits the device's shared memory.
+// Tiles follow FlashAttention-2's A100/H100 choices: 128 query rows; 128 keys at D = 64 (48 KiB) and 64
+// keys above (D = 128: 64 KiB, two CTAs per SM); 8 warps where the output accumulator would otherwise
+// pass 128 registers per thread (D > 128).
+inline constexpr ForwardTileShape kForwardTileShapes[] = {
+    {64, 64, 128, 128, 4},
+    {128, 128, 128, 64, 4},
+    {192, 128, 128, 64, 8},
+    {256, 256, 128, 64, 8},
+};
+inline constexpr int kForwardTileShapeCount = sizeof(kForwardTileShapes) / sizeof(kForwardTileShapes[0]);
+
+// One launch of a compiled (tile shape, dtype) instantiation; defined in forward_launch.cuh and
+// explicitly instantiated once per generated .cu file. stream: a cudaStream_t.
+template <int kShapeIndex, DType kDType>
+Status launch_dense_forward(const ForwardParams& params, void* stream);
+
+// Combines the split-KV partial states into out / lse (split_kv_combine.cu), for fp16 and bf16.
+Status launch_split_kv_combine(const ForwardParams& params, DType dtype, void* stream);
+
+}  // namespace attnkit::sm80
