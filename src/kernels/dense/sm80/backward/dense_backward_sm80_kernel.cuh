@@ -62,16 +62,19 @@ __device__ __forceinline__ int load_acquire(const std::int32_t* pointer) {
 
 // The rows of one sequence and the band of (query, key) pairs it lets through.
 struct SequenceView {
+  // All int (the host keeps every extent below 2^31 - 1024): 64-bit members would hold two registers
+  // each through the whole kernel, which has none to spare.
   int len_q = 0;
   int len_k = 0;
-  std::int64_t q_row0 = 0;  // first row of the sequence in q / dO / lse (varlen: cu_seqlens_q[b]; BSHD: 0)
-  std::int64_t k_row0 = 0;  // first row in k / v / dk / dv
-  std::int64_t accum_row0 = 0;  // first row in delta / dq_accum (varlen: cu_seqlens_q[b]; BSHD: b * Sq)
-  // visible iff diag_lo <= j - i <= diag_hi; unbounded sides are +-2^40 (past any j - i).
-  std::int64_t diag_lo = 0;
-  std::int64_t diag_hi = 0;
+  int q_row0 = 0;      // first row of the sequence in q / dO / lse (varlen: cu_seqlens_q[b]; BSHD: 0)
+  int k_row0 = 0;      // first row in k / v / dk / dv
+  int accum_row0 = 0;  // first row in delta / dq_accum (varlen: cu_seqlens_q[b]; BSHD: b * Sq)
+  // visible iff diag_lo <= j - i <= diag_hi. Both are clamped to [-len_q, len_k], which changes no
+  // test since j - i lies in [-(len_q - 1), len_k - 1]; an unbounded side is its clamp.
+  int diag_lo = 0;
+  int diag_hi = 0;
 
-  __device__ SequenceView(const DenseBackwardParams& p, int b) {
+  __host__ __device__ SequenceView(const DenseBackwardParams& p, int b) {
     if (p.cu_seqlens_q != nullptr) {
       // Device-resident offsets are not validated on the host: clamp so that no index leaves the tensors.
       const int q_begin = min(max(p.cu_seqlens_q[b], 0), p.total_q);
@@ -86,39 +89,49 @@ struct SequenceView {
     } else {
       len_q = p.seqlen_q;
       len_k = p.seqlen_k;
-      accum_row0 = static_cast<std::int64_t>(b) * p.seqlen_q;
+      accum_row0 = b * p.seqlen_q;
     }
-    constexpr std::int64_t kUnbounded = std::int64_t{1} << 40;
     const std::int64_t offset = static_cast<std::int64_t>(len_k) - len_q;  // bottom-right alignment
-    diag_lo = p.window_left < 0 ? -kUnbounded : offset - p.window_left;
-    diag_hi = p.window_right < 0 ? kUnbounded : offset + p.window_right;
+    const std::int64_t lo = p.window_left < 0 ? -len_q : offset - p.window_left;
+    const std::int64_t hi = p.window_right < 0 ? len_k : offset + p.window_right;
+    diag_lo = static_cast<int>(min(max(lo, static_cast<std::int64_t>(-len_q)), static_cast<std::int64_t>(len_k)));
+    diag_hi = static_cast<int>(min(max(hi, static_cast<std::int64_t>(-len_q)), static_cast<std::int64_t>(len_k)));
   }
 
   // Query tiles [first, last] (of kBlockM rows) that see at least one key of key tile n_block;
-  // first > last when none does. Both ends are non-decreasing in n_block.
+  // first > last when none does. Both ends are non-decreasing in n_block, also across empty ranges
+  // (the deterministic mode's turn order relies on it): rows below 0 give last = -1.
   template <int kBlockM, int kBlockN>
-  __device__ void query_tiles_for_key_tile(int n_block, int* first, int* last) const {
+  __host__ __device__ void query_tiles_for_key_tile(int n_block, int* first, int* last) const {
     const std::int64_t key_begin = static_cast<std::int64_t>(n_block) * kBlockN;
-    const std::int64_t key_end = min(key_begin + kBlockN, static_cast<std::int64_t>(len_k));
+    const std::int64_t key_end = key_begin + kBlockN < len_k ? key_begin + kBlockN : len_k;
     // key j is seen by queries i with j - diag_hi <= i <= j - diag_lo.
-    const std::int64_t row_min = max(std::int64_t{0}, key_begin - diag_hi);
-    const std::int64_t row_max = min(static_cast<std::int64_t>(len_q) - 1, key_end - 1 - diag_lo);
-    if (row_min > row_max) {
-      *first = 1;
-      *last = 0;
-      return;
-    }
+    const std::int64_t row_min = key_begin - diag_hi > 0 ? key_begin - diag_hi : 0;
+    const std::int64_t row_max_band = key_end - 1 - static_cast<std::int64_t>(diag_lo);
+    const std::int64_t row_max = row_max_band < len_q - 1 ? row_max_band : len_q - 1;
     *first = static_cast<int>(row_min / kBlockM);
-    *last = static_cast<int>(row_max / kBlockM);
+    *last = row_max < 0 ? -1 : static_cast<int>(row_max / kBlockM);
+  }
+
+  // The band in the coordinates (r, c) of tile (m_block, n_block): visible iff lo <= c - r <= hi
+  // (with r < len_q - row0, c < len_k - col0). c - r lies in [-(kBlockM - 1), kBlockN - 1], so the
+  // bounds are clamped to one past that range, which changes no test and fits int.
+  template <int kBlockM, int kBlockN>
+  __host__ __device__ void tile_band(int m_block, int n_block, int* lo, int* hi) const {
+    const std::int64_t shift = static_cast<std::int64_t>(n_block) * kBlockN - static_cast<std::int64_t>(m_block) * kBlockM;
+    const std::int64_t tile_lo = diag_lo - shift;
+    const std::int64_t tile_hi = diag_hi - shift;
+    *lo = static_cast<int>(tile_lo < -kBlockM ? -kBlockM : (tile_lo > kBlockN ? kBlockN : tile_lo));
+    *hi = static_cast<int>(tile_hi < -kBlockM ? -kBlockM : (tile_hi > kBlockN ? kBlockN : tile_hi));
   }
 
   // True when every (i, j) of the tile is inside the sequence and inside the band.
   template <int kBlockM, int kBlockN>
-  __device__ bool tile_fully_visible(int m_block, int n_block) const {
+  __host__ __device__ bool tile_fully_visible(int m_block, int n_block) const {
     const std::int64_t row0 = static_cast<std::int64_t>(m_block) * kBlockM;
     const std::int64_t col0 = static_cast<std::int64_t>(n_block) * kBlockN;
     if (row0 + kBlockM > len_q || col0 + kBlockN > len_k) return false;
-    return col0 - (row0 + kBlockM - 1) >= diag_lo && col0 + kBlockN - 1 - row0 <= diag_hi;
+    return col0 - (row0 + kBlockM - 1) >= diag_lo && col0 + kBlockN - 1 - row0 <= static_cast<std::int64_t>(diag_hi);
   }
 };
 
@@ -297,6 +310,95 @@ struct BackwardKernel {
     }
   }
 
+  // ---- Element-wise steps between the GEMMs (fragments of S / dP: rows m0 + tm*16 + lane/4 (+8),
+  //      cols n0 + tn*8 + 2 (lane%4) (+1)) ---------------------------------------------------------------
+
+  struct RowStats {
+    float lse_log2[kSdpTilesM][2];  // per (tm, row half)
+    float delta[kSdpTilesM][2];
+  };
+
+  struct TileMask {
+    int m0, n0;                 // the warp's offsets in the tile
+    int rows_valid, cols_valid;
+    int diag_lo, diag_hi;       // visible iff diag_lo <= c - r <= diag_hi
+    __device__ __forceinline__ bool visible(int tm, int tn, int e) const {
+      const int lane = static_cast<int>(threadIdx.x) & 31;
+      const int row = m0 + tm * 16 + (lane >> 2) + (e >> 1) * 8;
+      const int col = n0 + tn * 8 + (lane & 3) * 2 + (e & 1);
+      return row < rows_valid && col < cols_valid && col - row >= diag_lo && col - row <= diag_hi;
+    }
+  };
+
+  // S -> P = exp2(S * scale * log2(e) - lse * log2(e)), invisible entries 0.
+  template <bool kMasked>
+  static __device__ __forceinline__ void scores_to_probabilities(float (&acc)[kSdpTilesM][kSdpTilesN][4],
+                                                                 const RowStats& stats, const TileMask& mask,
+                                                                 float scale_log2) {
+#pragma unroll
+    for (int tm = 0; tm < kSdpTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kSdpTilesN; ++tn) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float prob = exp2_approx(acc[tm][tn][e] * scale_log2 - stats.lse_log2[tm][e >> 1]);
+          acc[tm][tn][e] = (!kMasked || mask.visible(tm, tn, e)) ? prob : 0.0f;
+        }
+      }
+    }
+  }
+
+  // dP -> dS = P (dP - delta).
+  static __device__ __forceinline__ void probabilities_to_ds(const float (&prob)[kSdpTilesM][kSdpTilesN][4],
+                                                             float (&acc_dp)[kSdpTilesM][kSdpTilesN][4],
+                                                             const RowStats& stats) {
+#pragma unroll
+    for (int tm = 0; tm < kSdpTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kSdpTilesN; ++tn) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          acc_dp[tm][tn][e] = prob[tm][tn][e] * (acc_dp[tm][tn][e] - stats.delta[tm][e >> 1]);
+        }
+      }
+    }
+  }
+
+  // Softcap c: S -> t = tanh(S * scale / c); s = c t.
+  static __device__ __forceinline__ void scores_to_tanh(float (&acc)[kSdpTilesM][kSdpTilesN][4],
+                                                        float scale_over_cap) {
+#pragma unroll
+    for (int tm = 0; tm < kSdpTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kSdpTilesN; ++tn) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[tm][tn][e] = tanhf(acc[tm][tn][e] * scale_over_cap);
+      }
+    }
+  }
+
+  // Softcap: t -> P = exp2(c t log2(e) - lse log2(e)) (invisible entries 0), and
+  // dP -> dS = P (dP - delta) (1 - t^2), the derivative of s = c tanh(scale S / c) over scale S.
+  template <bool kMasked>
+  static __device__ __forceinline__ void softcap_to_probabilities_and_ds(
+      float (&acc_t)[kSdpTilesM][kSdpTilesN][4], float (&acc_dp)[kSdpTilesM][kSdpTilesN][4],
+      const RowStats& stats, const TileMask& mask, float cap_log2) {
+#pragma unroll
+    for (int tm = 0; tm < kSdpTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kSdpTilesN; ++tn) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float t = acc_t[tm][tn][e];
+          float prob = exp2_approx(t * cap_log2 - stats.lse_log2[tm][e >> 1]);
+          if (kMasked && !mask.visible(tm, tn, e)) prob = 0.0f;
+          acc_dp[tm][tn][e] = prob * (acc_dp[tm][tn][e] - stats.delta[tm][e >> 1]) * (1.0f - t * t);
+          acc_t[tm][tn][e] = prob;
+        }
+      }
+    }
+  }
+
   // ---- The kernel body -------------------------------------------------------------------------------
 
   static __device__ __forceinline__ void run(const DenseBackwardParams& p) {
@@ -413,69 +515,75 @@ struct BackwardKernel {
       const std::uint32_t smem_q = smem + kSmemQ + stage * TileQ::kBytes;
       const std::uint32_t smem_dout = smem + kSmemDo + stage * TileQ::kBytes;
 
-      // S = Q K^T and dP = dO V^T.
+      // lse (as log2, with -inf -> +inf so that p = exp2(s - inf) = 0 in rows with no visible key) and
+      // delta of this thread's rows, read from shared memory only when needed (registers are scarce).
+      const float* tile_lse = reinterpret_cast<const float*>(smem_raw + kSmemLse) + stage * kBlockM;
+      const float* tile_delta = reinterpret_cast<const float*>(smem_raw + kSmemDelta) + stage * kBlockM;
+      RowStats stats;
+      auto read_lse = [&] {
+#pragma unroll
+        for (int tm = 0; tm < kSdpTilesM; ++tm) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const float lse = tile_lse[sdp_m0 + tm * 16 + (lane >> 2) + half * 8];
+            stats.lse_log2[tm][half] = lse == -INFINITY ? INFINITY : lse * kLog2e;
+          }
+        }
+      };
+      auto read_delta = [&] {
+#pragma unroll
+        for (int tm = 0; tm < kSdpTilesM; ++tm) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) stats.delta[tm][half] = tile_delta[sdp_m0 + tm * 16 + (lane >> 2) + half * 8];
+        }
+      };
+      // In tile coordinates (r, c), (row0 + r, key0 + c) is visible iff r < rows_valid, c < keys_here and
+      // the tile band holds c - r.
+      const bool masked = !seq.template tile_fully_visible<kBlockM, kBlockN>(m_block, n_block);
+      auto make_mask = [&] {
+        TileMask mask;
+        mask.m0 = sdp_m0;
+        mask.n0 = sdp_n0;
+        mask.rows_valid = seq.len_q - row0;
+        mask.cols_valid = keys_here;
+        seq.template tile_band<kBlockM, kBlockN>(m_block, n_block, &mask.diag_lo, &mask.diag_hi);
+        return mask;
+      };
+
+      // S = Q K^T, then P (or tanh with softcap) while the tensor cores run dP = dO V^T, then dS.
+      // The softcap and mask variants are separate instantiations of the element loops: a run-time
+      // test per element put a branch around every element and serialised the loop.
       float acc_s[kSdpTilesM][kSdpTilesN][4];
       float acc_dp[kSdpTilesM][kSdpTilesN][4];
       clear(acc_s);
-      clear(acc_dp);
       warp_gemm<kSdpTilesM, kSdpTilesN, kHeadDim / 16, false, false, TileQ, TileKV>(acc_s, smem_q, sdp_m0,
                                                                                    smem + kSmemK, sdp_n0);
-      warp_gemm<kSdpTilesM, kSdpTilesN, kHeadDim / 16, false, false, TileQ, TileKV>(
-          acc_dp, smem_dout, sdp_m0, smem + kSmemV, sdp_n0);
-
-      // lse (as log2, with -inf -> +inf so that p = exp2(s - inf) = 0 in rows with no visible key) and
-      // delta of this thread's rows.
-      const float* tile_lse = reinterpret_cast<const float*>(smem_raw + kSmemLse) + stage * kBlockM;
-      const float* tile_delta = reinterpret_cast<const float*>(smem_raw + kSmemDelta) + stage * kBlockM;
-      float lse_log2[kSdpTilesM][2];
-      float delta[kSdpTilesM][2];
-#pragma unroll
-      for (int tm = 0; tm < kSdpTilesM; ++tm) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int row = sdp_m0 + tm * 16 + (lane >> 2) + half * 8;
-          const float lse = tile_lse[row];
-          lse_log2[tm][half] = lse == -INFINITY ? INFINITY : lse * kLog2e;
-          delta[tm][half] = tile_delta[row];
+      // Each variant carries its own copy of the dP GEMM, so that ptxas can interleave the exp2 of P
+      // with the dP mma instructions (it does not move instructions across the variants' branches).
+      auto gemm_dp = [&] {
+        clear(acc_dp);
+        warp_gemm<kSdpTilesM, kSdpTilesN, kHeadDim / 16, false, false, TileQ, TileKV>(
+            acc_dp, smem_dout, sdp_m0, smem + kSmemV, sdp_n0);
+        read_delta();
+      };
+      if (!has_softcap) {
+        read_lse();
+        if (masked) {
+          scores_to_probabilities<true>(acc_s, stats, make_mask(), scale_log2);
+          gemm_dp();
+        } else {
+          scores_to_probabilities<false>(acc_s, stats, TileMask{}, scale_log2);
+          gemm_dp();
         }
-      }
-
-      // P and dS, in place of S and dP. In tile coordinates (r, c), (row0 + r, key0 + c) is visible
-      // iff r < rows_valid, c < cols_valid and diag_lo_tile <= c - r <= diag_hi_tile.
-      const bool masked = !seq.template tile_fully_visible<kBlockM, kBlockN>(m_block, n_block);
-      const int rows_valid = seq.len_q - row0;
-      const int diag_shift = key0 - row0;
-      // (c - r lies in [-kBlockM, kBlockN], so clamping to that range changes no test.)
-      const int diag_lo_tile = static_cast<int>(
-          min(max(seq.diag_lo - diag_shift, std::int64_t{-kBlockM}), std::int64_t{kBlockN + 1}));
-      const int diag_hi_tile = static_cast<int>(
-          min(max(seq.diag_hi - diag_shift, std::int64_t{-kBlockM - 1}), std::int64_t{kBlockN}));
-#pragma unroll
-      for (int tm = 0; tm < kSdpTilesM; ++tm) {
-#pragma unroll
-        for (int tn = 0; tn < kSdpTilesN; ++tn) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int half = e >> 1;
-            float prob;
-            float dtanh = 1.0f;
-            if (has_softcap) {
-              const float t = tanhf(acc_s[tm][tn][e] * scale_over_cap);
-              prob = exp2_approx(t * cap_log2 - lse_log2[tm][half]);
-              dtanh = 1.0f - t * t;
-            } else {
-              prob = exp2_approx(acc_s[tm][tn][e] * scale_log2 - lse_log2[tm][half]);
-            }
-            if (masked) {
-              const int row = sdp_m0 + tm * 16 + (lane >> 2) + half * 8;
-              const int col = sdp_n0 + tn * 8 + (lane & 3) * 2 + (e & 1);
-              const bool visible = row < rows_valid && col < keys_here && col - row >= diag_lo_tile &&
-                                   col - row <= diag_hi_tile;
-              if (!visible) prob = 0.0f;
-            }
-            acc_dp[tm][tn][e] = prob * (acc_dp[tm][tn][e] - delta[tm][half]) * dtanh;
-            acc_s[tm][tn][e] = prob;
-          }
+        probabilities_to_ds(acc_s, acc_dp, stats);
+      } else {
+        scores_to_tanh(acc_s, scale_over_cap);
+        gemm_dp();
+        read_lse();
+        if (masked) {
+          softcap_to_probabilities_and_ds<true>(acc_s, acc_dp, stats, make_mask(), cap_log2);
+        } else {
+          softcap_to_probabilities_and_ds<false>(acc_s, acc_dp, stats, TileMask{}, cap_log2);
         }
       }
       store_fragment<TileP>(smem + kSmemP, acc_s, sdp_m0, sdp_n0, 1.0f);
@@ -542,7 +650,7 @@ struct BackwardKernel {
             const bool row_inside = row < seq.len_q;
             // (row 0 stands in for rows past the sequence so that the pointer stays inside the buffer)
             float* accum = p.dq_accum +
-                           ((seq.accum_row0 + (row_inside ? row : 0)) * p.heads_q + head) * p.head_dim + pass_d0 +
+                           (static_cast<std::int64_t>(seq.accum_row0 + (row_inside ? row : 0)) * p.heads_q + head) * p.head_dim + pass_d0 +
                            (lane & 3) * 2;
 #pragma unroll
             for (int tn = 0; tn < kDqTilesN; ++tn) {
