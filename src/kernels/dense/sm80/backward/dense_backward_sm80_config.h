@@ -18,24 +18,25 @@ namespace attnkit::sm80::backward {
 template <int kHeadDimTier>
 struct BackwardTile;
 
-// D <= 64: 128 x 128 tiles. Shared memory: Q, dO 2 x 16 KiB each, K, V 16 KiB each, P, dS 32 KiB each
-// = 160 KiB (fits the A100's 163 KiB opt-in limit, not the 99 KiB of sm_86/sm_89 parts).
+// D <= 64: 128 x 128 tiles. Shared memory: Q, dO 2 x 16 KiB each, K, V 16 KiB each, P, dS 32 KiB each,
+// lse and delta 2 KiB = 162 KiB (fits the A100's 163 KiB opt-in limit, not the 99 KiB of sm_86/sm_89).
 template <>
 struct BackwardTile<64> {
   static constexpr int kHeadDim = 64, kBlockM = 128, kBlockN = 128, kWarps = 8;
   static constexpr int kWarpsMForSdP = 2, kWarpsNForDkv = 4, kWarpsMForDq = 4, kDqPasses = 1, kStages = 2;
 };
 
-// D <= 128: 64 x 128 tiles. Q, dO 2 x 16 KiB each, K, V 32 KiB each, P, dS 16 KiB each = 160 KiB.
+// D <= 128: 64 x 128 tiles. Q, dO 2 x 16 KiB each, K, V 32 KiB each, P, dS 16 KiB each, lse and delta
+// 1 KiB = 161 KiB.
 template <>
 struct BackwardTile<128> {
   static constexpr int kHeadDim = 128, kBlockM = 64, kBlockN = 128, kWarps = 8;
   static constexpr int kWarpsMForSdP = 2, kWarpsNForDkv = 4, kWarpsMForDq = 2, kDqPasses = 1, kStages = 2;
 };
 
-// D <= 256: 64 x 64 tiles, Q and dO single-buffered: Q, dO, K, V 32 KiB each, P, dS 8 KiB each
-// = 144 KiB (the A100 fits it; double-buffering would need 208 KiB). dQ in two 128-column passes keeps
-// its accumulator at 32 registers beside the 128 of dK and dV.
+// D <= 256: 64 x 64 tiles, Q and dO single-buffered: Q, dO, K, V 32 KiB each, P, dS 8 KiB each, lse
+// and delta 0.5 KiB = 144.5 KiB (the A100 fits it; double-buffering would need 209 KiB). dQ in two
+// 128-column passes keeps its accumulator at 32 registers beside the 128 of dK and dV.
 template <>
 struct BackwardTile<256> {
   static constexpr int kHeadDim = 256, kBlockM = 64, kBlockN = 64, kWarps = 8;

@@ -20,7 +20,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <climits>
 #include <cstdint>
 
 #include "device/backward_mma_sm80.cuh"
@@ -219,8 +218,8 @@ struct BackwardKernel {
   // acc (kTilesM*16 x kTilesN*8 at warp rows m0, cols n0) += A * B over k in [0, kSteps*16).
   // A(m, k) is stored at TA(m, k), or at TA(k, m) when kAStoredKMajor; B(k, n) is stored at TB(n, k),
   // or at TB(k, n) when kBStoredKMajor. Zero padding past D is multiplied like data: a run-time bound on
-  // k would put a branch between k-steps, which stops ptxas from overlapping one step's ldmatrix with
-  // the previous step's mma (measured: the whole kernel ran at about 0.5x of the branch-free version).
+  // k put a branch between k-steps in the SASS, which kept ptxas from overlapping one step's ldmatrix
+  // with the previous step's mma (seen in the disassembly of an earlier version).
   template <int kTilesM, int kTilesN, int kSteps, bool kAStoredKMajor, bool kBStoredKMajor, typename TA,
             typename TB>
   static __device__ __forceinline__ void warp_gemm(float (&acc)[kTilesM][kTilesN][4], std::uint32_t smem_a,
@@ -242,35 +241,33 @@ struct BackwardKernel {
 #pragma unroll
     for (int step = 0; step < kSteps; ++step) {
       const int k0 = step * 16;
-      {
-        std::uint32_t a[kTilesM][4];
+      std::uint32_t a[kTilesM][4];
 #pragma unroll
-        for (int tm = 0; tm < kTilesM; ++tm) {
-          if constexpr (kAStoredKMajor) {
-            ldmatrix_x4_trans(a[tm], TA::advance(a_lane, k0, tm * 16));
-          } else {
-            ldmatrix_x4(a[tm], TA::advance(a_lane, tm * 16, k0));
-          }
+      for (int tm = 0; tm < kTilesM; ++tm) {
+        if constexpr (kAStoredKMajor) {
+          ldmatrix_x4_trans(a[tm], TA::advance(a_lane, k0, tm * 16));
+        } else {
+          ldmatrix_x4(a[tm], TA::advance(a_lane, tm * 16, k0));
         }
-        std::uint32_t b[kTilesN][2];
+      }
+      std::uint32_t b[kTilesN][2];
 #pragma unroll
-        for (int tn = 0; tn < kTilesN; tn += 2) {
-          std::uint32_t r[4];
-          if constexpr (kBStoredKMajor) {
-            ldmatrix_x4_trans(r, TB::advance(b_lane, k0, tn * 8));
-          } else {
-            ldmatrix_x4(r, TB::advance(b_lane, tn * 8, k0));
-          }
-          b[tn][0] = r[0];
-          b[tn][1] = r[1];
-          b[tn + 1][0] = r[2];
-          b[tn + 1][1] = r[3];
+      for (int tn = 0; tn < kTilesN; tn += 2) {
+        std::uint32_t r[4];
+        if constexpr (kBStoredKMajor) {
+          ldmatrix_x4_trans(r, TB::advance(b_lane, k0, tn * 8));
+        } else {
+          ldmatrix_x4(r, TB::advance(b_lane, tn * 8, k0));
         }
+        b[tn][0] = r[0];
+        b[tn][1] = r[1];
+        b[tn + 1][0] = r[2];
+        b[tn + 1][1] = r[3];
+      }
 #pragma unroll
-        for (int tm = 0; tm < kTilesM; ++tm) {
+      for (int tm = 0; tm < kTilesM; ++tm) {
 #pragma unroll
-          for (int tn = 0; tn < kTilesN; ++tn) mma_16x8x16<Element>(acc[tm][tn], a[tm], b[tn][0], b[tn][1]);
-        }
+        for (int tn = 0; tn < kTilesN; ++tn) mma_16x8x16<Element>(acc[tm][tn], a[tm], b[tn][0], b[tn][1]);
       }
     }
   }
