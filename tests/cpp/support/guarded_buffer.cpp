@@ -24,9 +24,11 @@ void check_cuda(cudaError_t error, const char* what) {
 }
 #endif
 
+#if !ATTNKIT_ENABLE_CUDA
 [[noreturn]] void no_cuda() {
   throw std::runtime_error("GuardedBuffer: a CUDA buffer was asked for, but this build has no CUDA (ATTNKIT_ENABLE_CUDA=OFF)");
 }
+#endif
 
 }  // namespace
 
