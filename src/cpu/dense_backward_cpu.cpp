@@ -23,15 +23,6 @@
 namespace attnkit::cpu {
 namespace {
 
-float element_to_float(const std::byte* base, DType dtype, std::int64_t index) {
-  switch (dtype) {
-    case DType::kFloat32: return reinterpret_cast<const float*>(base)[index];
-    case DType::kFloat16: return fp16_to_float(reinterpret_cast<const std::uint16_t*>(base)[index]);
-    case DType::kBFloat16: return bf16_to_float(reinterpret_cast<const std::uint16_t*>(base)[index]);
-    default: return 0.0f;
-  }
-}
-
 // Query row t of the flattened [total_q] rows as (batch, token) of the views: BSHD t = b * Sq + i.
 struct RowAddress {
   std::int64_t batch;
@@ -43,35 +34,32 @@ RowAddress row_address(const host::DenseProblem& problem, std::int64_t row) {
   return {row / problem.seqlen_q, row % problem.seqlen_q};
 }
 
-// delta [total_q, Hq] (fp32, each a fixed-order sum over Dv), then dsinks.
+// delta [total_q, Hq] (ISA kernels, see backward_delta), then dsinks.
 void compute_delta_and_dsinks(const host::DenseProblem& problem, const DenseCpuContext& ctx,
-                              std::vector<float>& delta) {
-  const std::int64_t total_rows = problem.total_q;
-  const std::int64_t heads = ctx.heads_q;
-#pragma omp parallel for schedule(static)
-  for (std::int64_t row = 0; row < total_rows; ++row) {
-    const RowAddress at = row_address(problem, row);
-    for (std::int64_t head = 0; head < heads; ++head) {
-      const std::byte* dout = ctx.dout.row(at.batch, at.token, head);
-      const std::byte* out = ctx.out.row(at.batch, at.token, head);
-      float sum = 0.0f;
-      for (std::int64_t d = 0; d < ctx.head_dim_v; ++d) {
-        sum += element_to_float(dout, ctx.dtype, d) * element_to_float(out, ctx.dtype, d);
-      }
-      delta[static_cast<std::size_t>(row * heads + head)] = sum;
+                              const DenseCpuKernels& kernels) {
+  constexpr std::int64_t kQueriesPerItem = 64;
+  std::vector<QueryRange> ranges;
+  for (std::size_t s = 0; s < ctx.sequences.size(); ++s) {
+    for (std::int64_t begin = 0; begin < ctx.sequences[s].len_q; begin += kQueriesPerItem) {
+      ranges.push_back({static_cast<std::int64_t>(s), begin, std::min(begin + kQueriesPerItem, ctx.sequences[s].len_q)});
     }
   }
+  const auto count = static_cast<std::ptrdiff_t>(ranges.size());
+#pragma omp parallel for schedule(dynamic)
+  for (std::ptrdiff_t i = 0; i < count; ++i) kernels.backward_delta(ctx, ranges[static_cast<std::size_t>(i)]);
+
   if (ctx.dsinks == nullptr) return;
   // One head per thread, rows in order, in double: deterministic and accurate over long sequences.
+  const std::int64_t heads = ctx.heads_q;
 #pragma omp parallel for schedule(static)
   for (std::int64_t head = 0; head < heads; ++head) {
     const double sink = ctx.sinks[head * ctx.sinks_stride];
     double sum = 0.0;
-    for (std::int64_t row = 0; row < total_rows; ++row) {
+    for (std::int64_t row = 0; row < problem.total_q; ++row) {
       const RowAddress at = row_address(problem, row);
       const double lse = ctx.lse.at(at.batch, at.token, head);
       if (std::isinf(lse) && lse < 0) continue;  // nothing visible and no sink: the row has no gradient
-      sum += std::exp(sink - lse) * delta[static_cast<std::size_t>(row * heads + head)];
+      sum += std::exp(sink - lse) * ctx.delta[row * heads + head];
     }
     ctx.dsinks[head * ctx.dsinks_stride] = static_cast<float>(-sum);
   }
@@ -120,16 +108,16 @@ Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs
       ctx.dsinks = static_cast<float*>(args.dsinks.data);
       ctx.dsinks_stride = args.dsinks.strides[0];
     }
+    const DenseCpuKernels& kernels = dense_cpu_kernels(active_cpu_isa());
     std::vector<float> delta(static_cast<std::size_t>(problem.total_q * problem.heads_q));  // [total_q, Hq]
-    compute_delta_and_dsinks(problem, ctx, delta);
     ctx.delta = delta.data();
+    compute_delta_and_dsinks(problem, ctx, kernels);
     // [total_q, Hq, D] fp32, zero: rows that see no key get dq = 0.
     std::vector<float> dq_accumulator(static_cast<std::size_t>(problem.total_q * problem.heads_q * problem.head_dim));
     ctx.dq_accumulator = dq_accumulator.data();
     OrderedDq dq_order(ctx);
     ctx.dq_order = &dq_order;
 
-    const DenseCpuKernels& kernels = dense_cpu_kernels(active_cpu_isa());
     const std::vector<KeyTile> key_tiles = make_key_tiles(ctx);
     const bool ok = run_tiles_in_parallel(ctx, /*backward=*/true, key_tiles,
                                           [&](const KeyTile& tile, TileScratch& scratch) {

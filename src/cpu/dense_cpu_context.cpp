@@ -108,7 +108,7 @@ TileScratch::TileScratch(const DenseCpuContext& ctx, bool backward) {
     acc_k.resize(keys * d);
     acc_v.resize(keys * dv);
     dq_rows.resize(cols * d);
-    row_lse2.resize(cols);
+    row_lse.resize(cols);
     row_delta.resize(cols);
   }
 }

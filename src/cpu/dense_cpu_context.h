@@ -22,6 +22,7 @@ namespace attnkit::cpu {
 // 128 x 64 28, 64 x 128 27, 128 x 128 29, 32 x 64 24 (deeper GEMMs, fewer K/V reloads per query row).
 constexpr std::int64_t kBlockRows = 128;  // packed query rows per tile
 constexpr std::int64_t kBlockKeys = 128;  // keys per tile
+constexpr std::int64_t kMaxHeadDimV = host::kMaxHeadDim;  // stack buffers of one row
 // The vector axis of every tile is the packed query row; tiles are padded to a multiple of this width.
 constexpr std::int64_t kRowPad = 8;
 
@@ -86,7 +87,7 @@ struct DenseCpuContext {
   std::int64_t sinks_stride = 0;
   float* dsinks = nullptr;           // backward, [Hq]
   std::int64_t dsinks_stride = 0;
-  const float* delta = nullptr;      // backward: [total_q, Hq], delta_i = <dO_i, O_i> per (row, head)
+  float* delta = nullptr;            // backward: [total_q, Hq], delta_i = <dO_i, O_i> per (row, head)
 
   // Backward dq, accumulated in fp32 by the dk/dv work items in a fixed order (see OrderedDq).
   float* dq_accumulator = nullptr;   // [total_q, Hq, D], unscaled (dq = scale * this)
@@ -138,6 +139,13 @@ struct QueryTile {
   std::int64_t row_end = 0;
 };
 
+// A backward delta work item: queries [query_begin, query_end) of one sequence, every head.
+struct QueryRange {
+  std::int64_t sequence = 0;
+  std::int64_t query_begin = 0;
+  std::int64_t query_end = 0;
+};
+
 // A backward dk/dv work item: keys [key_begin, key_end) of one (sequence, kv head).
 struct KeyTile {
   std::int64_t sequence = 0;
@@ -162,10 +170,10 @@ struct TileScratch {
   std::vector<float> acc_k;      // (kBlockKeys, D): dK (backward)
   std::vector<float> acc_v;      // (kBlockKeys, Dv): dV (backward)
   std::vector<float> dq_rows;    // (cols, D): one query tile's dQ from one key tile (backward)
-  std::vector<float> row_max;    // [cols] running max, log2 domain
+  std::vector<float> row_max;    // [cols] running max of the scores
   std::vector<float> row_sum;    // [cols]
   std::vector<float> row_alpha;  // [cols] rescale factor of the current key tile
-  std::vector<float> row_lse2;   // [cols] lse * log2(e) (backward)
+  std::vector<float> row_lse;    // [cols] lse, +inf for rows with nothing visible (backward)
   std::vector<float> row_delta;  // [cols] (backward)
   std::vector<std::int32_t> row_lo;  // [cols] first visible key of the row
   std::vector<std::int32_t> row_hi;  // [cols] last visible key of the row

@@ -35,8 +35,9 @@ const char* cpu_isa_name(CpuIsa isa) {
 }
 
 const DenseCpuKernels& dense_cpu_kernels(CpuIsa isa) {
-  static const DenseCpuKernels portable_set{portable::forward_query_tile, portable::backward_key_tile};
-  static const DenseCpuKernels avx2_set{avx2::forward_query_tile, avx2::backward_key_tile};
+  static const DenseCpuKernels portable_set{portable::forward_query_tile, portable::backward_key_tile,
+                                            portable::backward_delta};
+  static const DenseCpuKernels avx2_set{avx2::forward_query_tile, avx2::backward_key_tile, avx2::backward_delta};
   return isa == CpuIsa::kAvx2Fma ? avx2_set : portable_set;
 }
 

@@ -21,13 +21,16 @@ struct DenseCpuKernels {
   // Backward of one key tile: its dk and dv, summed over every query row (all G heads) that sees it,
   // and its contribution to the dq accumulator of those rows (added in order, see OrderedDq).
   void (*backward_key_tile)(const DenseCpuContext&, const KeyTile&, TileScratch&);
+  // Backward delta_i = <dO_i, O_i> of a range of queries (every head), into ctx.delta.
+  void (*backward_delta)(const DenseCpuContext&, const QueryRange&);
 };
 
 const DenseCpuKernels& dense_cpu_kernels(CpuIsa isa);
 
 #define ATTNKIT_DENSE_CPU_KERNEL_DECLARATIONS                                               \
   void forward_query_tile(const DenseCpuContext&, const QueryTile&, TileScratch&);         \
-  void backward_key_tile(const DenseCpuContext&, const KeyTile&, TileScratch&);
+  void backward_key_tile(const DenseCpuContext&, const KeyTile&, TileScratch&);                \
+  void backward_delta(const DenseCpuContext&, const QueryRange&);
 
 namespace portable {
 ATTNKIT_DENSE_CPU_KERNEL_DECLARATIONS
