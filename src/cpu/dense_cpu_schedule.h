@@ -3,6 +3,9 @@
 // output, backward's fp32 dq accumulator, is summed in a fixed order (OrderedDq).
 #pragma once
 
+#include <omp.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -66,7 +69,10 @@ bool run_tiles_in_parallel(const DenseCpuContext& ctx, bool backward, const std:
                            RunItem run_item) {
   std::atomic<bool> allocation_failed{false};
   std::atomic<std::size_t> next_item{0};
-#pragma omp parallel
+  // No more threads than items: an idle team member only costs its start-up (and its scratch).
+  const int threads = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(omp_get_max_threads()),
+                                                             std::max<std::size_t>(items.size(), 1)));
+#pragma omp parallel num_threads(threads)
   {
     std::optional<TileScratch> scratch;
     try {
