@@ -9,13 +9,16 @@
 //     bf16 and fp32 inputs, causal and not.
 // FLOPs by the field's convention: forward 4 * B * H * Sq * Sk * D, halved when causal; backward 2.5x
 // the forward. Each figure is the median of --reps timed runs after one untimed warm-up run, on fresh
-// N(0, 1) inputs; outputs are poisoned with NaN before the runs and checked to be finite after.
+// N(0, 1) inputs; outputs are poisoned with NaN before the runs and checked to be finite after. Each
+// row also records cpu_busy, the process CPU time over wall time x threads: on a shared machine it drops
+// below 1 and says how far the wall-clock figures understate the code.
 // Writes bench/results/cpu-<host>-<date>-<short commit>.json (gpu-workflow.md format, "device" = the CPU
 // model) and prints a table.
 //
 // Usage: cpu_dense_vs_sgemm [--reps N] [--threads N] [--quick] [--out-dir DIR]
 //   --quick: S = 2048 only, 3 repetitions (a smoke run; its results file is still written).
 #include <omp.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -64,16 +67,32 @@ double median(std::vector<double> values) {
   return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
+double process_cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+struct Timing {
+  double ms = 0;        // median wall time of the timed runs
+  double cpu_busy = 0;  // process CPU time / (wall time x threads) over the timed runs: below ~0.95 the
+                        // machine was shared (or threads waited), and the figures understate the code
+};
+
 // Median wall time in ms of `reps` runs of `run`, after one untimed warm-up run.
-double time_ms(int reps, const std::function<void()>& run) {
+Timing time_runs(int reps, int threads, const std::function<void()>& run) {
   run();
   std::vector<double> ms;
+  double wall_total = 0;
+  const double cpu_start = process_cpu_seconds();
   for (int r = 0; r < reps; ++r) {
     const auto start = std::chrono::steady_clock::now();
     run();
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    wall_total += ms.back() * 1e-3;
   }
-  return median(ms);
+  return {median(ms), (process_cpu_seconds() - cpu_start) / (wall_total * threads)};
 }
 
 std::string read_command_output(const std::string& command) {
@@ -119,22 +138,22 @@ std::string file_safe(const std::string& text) {
 
 struct SgemmResult {
   int m, n, k;
-  double ms;
+  Timing timing;
   double gflops;
 };
 
 // Row-major C (m, n) = A (m, k) B (k, n) through the column-major interface: C^T = B^T A^T.
-SgemmResult time_sgemm(int m, int n, int k, int reps, std::mt19937& rng) {
+SgemmResult time_sgemm(int m, int n, int k, int reps, int threads, std::mt19937& rng) {
   std::normal_distribution<float> normal;
   std::vector<float> a(static_cast<std::size_t>(m) * k), b(static_cast<std::size_t>(k) * n),
       c(static_cast<std::size_t>(m) * n);
   for (float& x : a) x = normal(rng);
   for (float& x : b) x = normal(rng);
   const float alpha = 1.0f, beta = 0.0f;
-  const double ms = time_ms(reps, [&] {
+  const Timing timing = time_runs(reps, threads, [&] {
     sgemm_("N", "N", &n, &m, &k, &alpha, b.data(), &n, a.data(), &k, &beta, c.data(), &n);
   });
-  return {m, n, k, ms, 2.0 * m * n * k / (ms * 1e-3) / 1e9};
+  return {m, n, k, timing, 2.0 * m * n * k / (timing.ms * 1e-3) / 1e9};
 }
 
 // ---- attention ----------------------------------------------------------------------------------------
@@ -147,7 +166,7 @@ struct AttentionCase {
 
 struct AttentionResult {
   AttentionCase c;
-  double forward_ms = 0, backward_ms = 0;
+  Timing forward, backward;
   double forward_gflops = 0, backward_gflops = 0;
 };
 
@@ -201,7 +220,7 @@ double forward_flops(const AttentionCase& c) {
   return c.causal ? flops / 2 : flops;
 }
 
-bool run_attention(const AttentionCase& c, int reps, std::mt19937& rng, AttentionResult* result) {
+bool run_attention(const AttentionCase& c, int reps, int threads, std::mt19937& rng, AttentionResult* result) {
   const auto count = static_cast<std::size_t>(c.b * c.s * c.h * c.d);
   HostTensor q(c.dtype, count), k(c.dtype, count), v(c.dtype, count), out(c.dtype, count), dout(c.dtype, count);
   HostTensor dq(c.dtype, count), dk(c.dtype, count), dv(c.dtype, count);
@@ -228,13 +247,13 @@ bool run_attention(const AttentionCase& c, int reps, std::mt19937& rng, Attentio
 
   attnkit::Status status;
   result->c = c;
-  result->forward_ms = time_ms(reps, [&] { status = attnkit::forward(forward); });
+  result->forward = time_runs(reps, threads, [&] { status = attnkit::forward(forward); });
   if (!check(status, "forward")) return false;
   if (!out.all_finite()) {
     std::fprintf(stderr, "forward wrote a non-finite output\n");
     return false;
   }
-  result->forward_gflops = forward_flops(c) / (result->forward_ms * 1e-3) / 1e9;
+  result->forward_gflops = forward_flops(c) / (result->forward.ms * 1e-3) / 1e9;
 
   attnkit::DenseBackwardArgs backward;
   backward.q = forward.q;
@@ -250,13 +269,13 @@ bool run_attention(const AttentionCase& c, int reps, std::mt19937& rng, Attentio
   backward.options = forward.options;
   // The backward costs about 3.5x the forward: fewer repetitions keep the run to a few minutes.
   const int backward_reps = std::max(3, (reps + 1) / 2);
-  result->backward_ms = time_ms(backward_reps, [&] { status = attnkit::backward(backward); });
+  result->backward = time_runs(backward_reps, threads, [&] { status = attnkit::backward(backward); });
   if (!check(status, "backward")) return false;
   if (!dq.all_finite() || !dk.all_finite() || !dv.all_finite()) {
     std::fprintf(stderr, "backward wrote a non-finite gradient\n");
     return false;
   }
-  result->backward_gflops = 2.5 * forward_flops(c) / (result->backward_ms * 1e-3) / 1e9;
+  result->backward_gflops = 2.5 * forward_flops(c) / (result->backward.ms * 1e-3) / 1e9;
   return true;
 }
 
@@ -305,9 +324,9 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   };
   std::vector<SgemmResult> sgemm;
-  sgemm.push_back(time_sgemm(2048, 2048, 2048, options.reps, rng));
-  sgemm.push_back(time_sgemm(2048, 2048, 128, options.reps, rng));  // S = Q K^T of one head
-  sgemm.push_back(time_sgemm(2048, 128, 2048, options.reps, rng));  // O = P V of one head
+  sgemm.push_back(time_sgemm(2048, 2048, 2048, options.reps, threads, rng));
+  sgemm.push_back(time_sgemm(2048, 2048, 128, options.reps, threads, rng));  // S = Q K^T of one head
+  sgemm.push_back(time_sgemm(2048, 128, 2048, options.reps, threads, rng));  // O = P V of one head
   pause();
 
   // B and H chosen so a forward run takes about a second at ~60 GFLOP/s: 34 GFLOP at S = 2048
@@ -323,15 +342,15 @@ int main(int argc, char** argv) {
   std::vector<AttentionResult> results;
   for (const AttentionCase& c : cases) {
     AttentionResult r;
-    if (!run_attention(c, options.reps, rng, &r)) return 1;
+    if (!run_attention(c, options.reps, threads, rng, &r)) return 1;
     std::printf("  S %5lld  %s  %-6s  fwd %8.1f ms %6.1f GFLOP/s   bwd %8.1f ms %6.1f GFLOP/s\n",
-                static_cast<long long>(c.s), attnkit::dtype_name(c.dtype), c.causal ? "causal" : "full", r.forward_ms,
-                r.forward_gflops, r.backward_ms, r.backward_gflops);
+                static_cast<long long>(c.s), attnkit::dtype_name(c.dtype), c.causal ? "causal" : "full", r.forward.ms,
+                r.forward_gflops, r.backward.ms, r.backward_gflops);
     std::fflush(stdout);
     results.push_back(r);
   }
   pause();
-  const SgemmResult square_after = time_sgemm(2048, 2048, 2048, options.reps, rng);
+  const SgemmResult square_after = time_sgemm(2048, 2048, 2048, options.reps, threads, rng);
   const double sgemm_reference = std::max(sgemm[0].gflops, square_after.gflops);
 
   // ---- results file ----
@@ -353,21 +372,23 @@ int main(int argc, char** argv) {
   for (const SgemmResult& r : sgemm_rows) {
     row_separator();
     json << "    {\"op\": \"sgemm\", \"impl\": \"openblas\", \"m\": " << r.m << ", \"n\": " << r.n << ", \"k\": " << r.k
-         << ", \"dtype\": \"fp32\", \"ms\": " << r.ms << ", \"gflops\": " << r.gflops
-         << ", \"tflops\": " << r.gflops / 1e3 << ", \"ratio_to_sgemm\": " << r.gflops / sgemm_reference << "}";
+         << ", \"dtype\": \"fp32\", \"ms\": " << r.timing.ms << ", \"gflops\": " << r.gflops
+         << ", \"tflops\": " << r.gflops / 1e3 << ", \"ratio_to_sgemm\": " << r.gflops / sgemm_reference
+         << ", \"threads\": " << threads << ", \"cpu_busy\": " << r.timing.cpu_busy << "}";
   }
   for (const AttentionResult& r : results) {
     for (const char* op : {"dense_fwd", "dense_bwd"}) {
       const bool fwd = std::strcmp(op, "dense_fwd") == 0;
       const double gflops = fwd ? r.forward_gflops : r.backward_gflops;
+      const Timing& timing = fwd ? r.forward : r.backward;
       row_separator();
       json << "    {\"op\": \"" << op << "\", \"impl\": \"attnkit_cpu\", \"b\": " << r.c.b << ", \"sq\": " << r.c.s
            << ", \"sk\": " << r.c.s << ", \"hq\": " << r.c.h << ", \"hkv\": " << r.c.h << ", \"d\": " << r.c.d
            << ", \"dv\": " << r.c.d << ", \"causal\": " << (r.c.causal ? "true" : "false") << ", \"dtype\": \""
-           << attnkit::dtype_name(r.c.dtype) << "\", \"ms\": " << (fwd ? r.forward_ms : r.backward_ms)
+           << attnkit::dtype_name(r.c.dtype) << "\", \"ms\": " << timing.ms
            << ", \"gflops\": " << gflops << ", \"tflops\": " << gflops / 1e3
            << ", \"ratio_to_sgemm\": " << gflops / sgemm_reference << ", \"isa\": \"" << isa
-           << "\", \"threads\": " << threads << "}";
+           << "\", \"threads\": " << threads << ", \"cpu_busy\": " << timing.cpu_busy << "}";
     }
   }
   json << "\n  ]\n}\n";
@@ -380,16 +401,19 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::printf("\nsgemm (OpenBLAS, %d threads): 2048^3 %.1f GFLOP/s before, %.1f after; Q K^T shape %.1f, P V shape "
-              "%.1f\n",
-              threads, sgemm[0].gflops, square_after.gflops, sgemm[1].gflops, sgemm[2].gflops);
-  std::printf("%-6s %-5s %-7s %-4s %10s %9s %9s\n", "S", "dtype", "mask", "op", "ms", "GFLOP/s", "x sgemm");
+  std::printf("\nsgemm (OpenBLAS, %d threads): 2048^3 %.1f GFLOP/s before (cpu busy %.2f), %.1f after (%.2f); Q K^T "
+              "shape %.1f, P V shape %.1f\n",
+              threads, sgemm[0].gflops, sgemm[0].timing.cpu_busy, square_after.gflops, square_after.timing.cpu_busy,
+              sgemm[1].gflops, sgemm[2].gflops);
+  std::printf("%-6s %-5s %-7s %-4s %10s %9s %9s %9s\n", "S", "dtype", "mask", "op", "ms", "GFLOP/s", "x sgemm",
+              "cpu busy");
   for (const AttentionResult& r : results) {
     for (bool fwd : {true, false}) {
       const double gflops = fwd ? r.forward_gflops : r.backward_gflops;
-      std::printf("%-6lld %-5s %-7s %-4s %10.1f %9.1f %9.2f\n", static_cast<long long>(r.c.s),
-                  attnkit::dtype_name(r.c.dtype), r.c.causal ? "causal" : "full", fwd ? "fwd" : "bwd",
-                  fwd ? r.forward_ms : r.backward_ms, gflops, gflops / sgemm_reference);
+      const Timing& timing = fwd ? r.forward : r.backward;
+      std::printf("%-6lld %-5s %-7s %-4s %10.1f %9.1f %9.2f %9.2f\n", static_cast<long long>(r.c.s),
+                  attnkit::dtype_name(r.c.dtype), r.c.causal ? "causal" : "full", fwd ? "fwd" : "bwd", timing.ms, gflops,
+                  gflops / sgemm_reference, timing.cpu_busy);
     }
   }
   std::printf("results: %s\n", path.c_str());
