@@ -9,8 +9,11 @@
 // variant per mask would triple the instantiations of every kernel (build time, guide rule), and the
 // runtime cost is one integer test per key tile plus a per-element test on boundary tiles only.
 //
-// All indices are int: the host rejects lengths above 2^30 and clamps window bounds to Sq + Sk, so
-// i + (Sk - Sq) +- bound cannot overflow.
+// Host and device: tests/cpp/mask_policy_test.cu runs it on the host through the kernels' own fragment
+// partitions, against a brute-force predicate.
+//
+// All indices are int: the forward host code rejects lengths above 2^30 - 1 and turns a bound that
+// reaches past the sequence (left >= Sk, right >= Sq) into -1, so i + (Sk - Sq) +- bound cannot overflow.
 #pragma once
 
 #include <cmath>
@@ -23,7 +26,7 @@ namespace attnkit::device {
 struct TileRange {
   int begin = 0;
   int end = 0;
-  __device__ __forceinline__ bool empty() const { return begin >= end; }
+  CUTE_HOST_DEVICE bool empty() const { return begin >= end; }
 };
 
 struct WindowMask {
@@ -32,31 +35,25 @@ struct WindowMask {
   int window_left = -1;   // -1 = unbounded
   int window_right = -1;  // -1 = unbounded; 0 = causal
 
-  __device__ __forceinline__ int diagonal_offset() const { return seqlen_k - seqlen_q; }
-
-  __device__ __forceinline__ bool visible(int row, int col) const {
-    const int diagonal = row + diagonal_offset();
-    return col < seqlen_k && (window_left < 0 || col >= diagonal - window_left) &&
-           (window_right < 0 || col <= diagonal + window_right);
-  }
+  CUTE_HOST_DEVICE int diagonal_offset() const { return seqlen_k - seqlen_q; }
 
   // Key tiles of kBlockN keys that hold at least one key visible to a row in [row_begin, row_end)
   // (row_end is clipped to Sq). Empty when no row of the range sees any key.
   template <int kBlockN>
-  __device__ __forceinline__ TileRange key_tiles(int row_begin, int row_end) const {
+  CUTE_HOST_DEVICE TileRange key_tiles(int row_begin, int row_end) const {
     row_end = row_end < seqlen_q ? row_end : seqlen_q;
     if (row_begin >= row_end || seqlen_k <= 0) return {};
     int first_key = 0;
     int end_key = seqlen_k;
-    if (window_left >= 0) first_key = max(first_key, row_begin + diagonal_offset() - window_left);
-    if (window_right >= 0) end_key = min(end_key, row_end - 1 + diagonal_offset() + window_right + 1);
+    if (window_left >= 0) first_key = cute::max(first_key, row_begin + diagonal_offset() - window_left);
+    if (window_right >= 0) end_key = cute::min(end_key, row_end - 1 + diagonal_offset() + window_right + 1);
     if (first_key >= end_key) return {};
     return {first_key / kBlockN, (end_key + kBlockN - 1) / kBlockN};
   }
 
   // True when every (row, col) of the tile rows [row_begin, row_end) x cols [col_begin, col_end) is
   // visible (rows past Sq are ignored: nothing of theirs is stored), so apply() can be skipped.
-  __device__ __forceinline__ bool tile_fully_visible(int row_begin, int row_end, int col_begin, int col_end) const {
+  CUTE_HOST_DEVICE bool tile_fully_visible(int row_begin, int row_end, int col_begin, int col_end) const {
     row_end = row_end < seqlen_q ? row_end : seqlen_q;
     if (row_begin >= row_end) return true;
     return col_end <= seqlen_k &&
@@ -64,16 +61,30 @@ struct WindowMask {
            (window_right < 0 || col_end - 1 <= row_begin + diagonal_offset() + window_right);
   }
 
-  // scores: a (rows, cols) or any fragment; coords: the same-shaped partition of an identity tensor of
-  // the tile, holding (row, col) within the tile. Invisible scores become -inf.
+  // scores: a (rows, cols) view of a score tile (rows_cols_view); coords: the same view of the partition
+  // of an identity tensor of the tile, holding (row, col) within the tile. Invisible scores become -inf.
+  // Per row the visible keys are one interval, computed once; per element that leaves two compares
+  // against the interval, with the column offsets of the element compile-time constants (the
+  // identity layout is static; only the thread's own first column is a run-time value).
   template <class ScoreTensor, class CoordTensor>
-  __device__ __forceinline__ void apply(ScoreTensor&& scores, const CoordTensor& coords, int row_base,
+  CUTE_HOST_DEVICE void apply(ScoreTensor&& scores, const CoordTensor& coords, int row_base,
                                         int col_base) const {
     using namespace cute;
+    static_assert(decltype(rank(scores))::value == 2 && decltype(rank(coords))::value == 2, "(rows, cols) views");
     static_assert(decltype(size(scores))::value == decltype(size(coords))::value);
+    const int thread_col = get<1>(coords(0, 0));
     CUTE_UNROLL
-    for (int i = 0; i < size(scores); ++i) {
-      if (!visible(row_base + get<0>(coords(i)), col_base + get<1>(coords(i)))) scores(i) = -INFINITY;
+    for (int r = 0; r < size<0>(scores); ++r) {
+      const int diagonal = row_base + get<0>(coords(r, 0)) + diagonal_offset();
+      // Visible columns of this row: [first, end), relative to this thread's first column.
+      const int first = (window_left >= 0 ? diagonal - window_left : 0) - col_base - thread_col;
+      const int end = (window_right >= 0 ? cute::min(seqlen_k, diagonal + window_right + 1) : seqlen_k) - col_base -
+                      thread_col;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) {
+        const int col = get<1>(coords(r, c)) - thread_col;
+        if (col < first || col >= end) scores(r, c) = -INFINITY;
+      }
     }
   }
 };

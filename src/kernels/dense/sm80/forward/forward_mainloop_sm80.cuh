@@ -117,7 +117,7 @@ struct ForwardMainloopSm80 {
         for (int i = 0; i < size(acc_s); ++i) acc_s(i) = tanhf(acc_s(i) * p.score_premultiplier);
       }
       if (!mask.tile_fully_visible(row_begin, row_begin + kBlockM, n * kBlockN, (n + 1) * kBlockN)) {
-        mask.apply(acc_s, tScS, row_begin, n * kBlockN);
+        mask.apply(device::rows_cols_view(acc_s), device::rows_cols_view(tScS), row_begin, n * kBlockN);
       }
       cp_async_wait<0>();
       __syncthreads();

@@ -47,8 +47,8 @@ struct ForwardParams {
   float score_premultiplier = 1.0f;  // scale / c, used only when softcap > 0
   float softmax_scale_log2 = 0.0f;
   bool softcap = false;
-  int window_left = -1;   // -1 = unbounded; clamped to Sq + Sk on the host
-  int window_right = -1;  // -1 = unbounded; 0 = causal
+  int window_left = -1;   // -1 = unbounded (also for any bound >= Sk, which leaves no key out)
+  int window_right = -1;  // -1 = unbounded (also for any bound >= Sq); 0 = causal
 
   // Work decomposition.
   int num_m_blocks = 0;    // ceil(seqlen_q / kBlockM)
