@@ -132,23 +132,4 @@ class OnlineSoftmax {
   float row_sum_[kRows];  // running sum of exp2(u * scale_log2 - reference) over this thread's columns
 };
 
-// For kernels that already know each row's LSE (the backward pass recomputes P = exp(s - lse)):
-// overwrites `scores` (rows, cols, in score units) with probabilities. An empty row (lse = -inf)
-// gets p = 0, not exp(s + inf).
-template <class ScoreTensor, int kRows>
-__device__ __forceinline__ void probabilities_from_lse(ScoreTensor&& scores, const float (&lse)[kRows],
-                                                       float scale_log2) {
-  using namespace cute;
-  static_assert(size<0>(std::decay_t<ScoreTensor>{}) == kRows);
-  CUTE_UNROLL
-  for (int r = 0; r < kRows; ++r) {
-    const bool empty = lse[r] == -INFINITY;
-    const float lse_log2 = empty ? 0.0f : lse[r] * kLog2e;
-    CUTE_UNROLL
-    for (int c = 0; c < size<1>(scores); ++c) {
-      scores(r, c) = empty ? 0.0f : fast_exp2(scores(r, c) * scale_log2 - lse_log2);
-    }
-  }
-}
-
 }  // namespace attnkit::device

@@ -179,7 +179,6 @@ ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardA
   }
   p.batch = static_cast<int>(problem.batch);
   p.heads_q = static_cast<int>(problem.heads_q);
-  p.heads_kv = static_cast<int>(problem.heads_kv);
   p.group = static_cast<int>(problem.group);
   p.seqlen_q = static_cast<int>(problem.seqlen_q);
   p.seqlen_k = static_cast<int>(problem.seqlen_k);

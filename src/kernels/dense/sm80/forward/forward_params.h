@@ -33,7 +33,6 @@ struct ForwardParams {
   bool varlen = false;
   int batch = 0;
   int heads_q = 0;
-  int heads_kv = 0;
   int group = 1;  // Hq / Hkv: query head h reads kv head h / group
   int seqlen_q = 0;
   int seqlen_k = 0;

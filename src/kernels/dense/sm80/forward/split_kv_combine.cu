@@ -54,8 +54,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32) split_kv_combine_kernel(co
       sum = warp_allreduce_sum(sum);
       sum += expf(sink - max);
     }
-    device::StateMerger merger;
-    merger.set(max, sum);
+    const device::StateMerger merger(max, sum);
 
     // Token -> (batch, row) of the caller's tensors.
     std::int64_t out_offset = 0;
