@@ -34,7 +34,8 @@ struct ForwardConfig {
   // B operands four 8x8 matrices at a time (x4).
   using MmaAtom = std::conditional_t<kDType == DType::kBFloat16, cute::SM80_16x8x16_F32BF16BF16F32_TN,
                                      cute::SM80_16x8x16_F32F16F16F32_TN>;
-  using TiledMma = cute::TiledMMA<cute::MMA_Atom<MmaAtom>, cute::Layout<cute::Shape<cute::Int<kWarps>, cute::_1, cute::_1>>,
+  using TiledMma = cute::TiledMMA<cute::MMA_Atom<MmaAtom>,
+                                  cute::Layout<cute::Shape<cute::Int<kWarps>, cute::_1, cute::_1>>,
                                   cute::Tile<cute::Int<16 * kWarps>, cute::_16, cute::_16>>;
 
   using SmemLayoutQ = decltype(device::swizzled_smem_layout<Element, kBlockM, kHeadDim>());   // (kBlockM, D)

@@ -202,7 +202,8 @@ ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardA
   p.heavy_first = p.window_left >= 0 || p.window_right >= 0;
   if (plan.num_splits > 1) {
     p.o_partial = static_cast<float*>(args.workspace);
-    p.lse_partial = p.o_partial + std::int64_t{plan.num_splits} * problem.total_q * problem.heads_q * problem.head_dim_v;
+    p.lse_partial =
+        p.o_partial + std::int64_t{plan.num_splits} * problem.total_q * problem.heads_q * problem.head_dim_v;
   }
   return p;
 }
@@ -259,7 +260,8 @@ Status dense_forward(const host::DenseProblem& problem, const DenseForwardArgs& 
   ScopedDevice device(problem.device.index);
   if (device.status() != cudaSuccess) {
     return {StatusCode::kCudaError, std::string("sm80 forward: cannot select cuda:") +
-                                        std::to_string(problem.device.index) + ": " + cudaGetErrorString(device.status())};
+                                        std::to_string(problem.device.index) + ": " +
+                                        cudaGetErrorString(device.status())};
   }
   void* stream = args.options.stream;
   Status launched = problem.dtype == DType::kBFloat16 ? launch_shape<DType::kBFloat16>(plan.shape_index, params, stream)

@@ -49,7 +49,8 @@ struct DenseForwardKernel {
 };
 
 template <class Kernel>
-__global__ void __launch_bounds__(Kernel::kThreads) dense_forward_sm80_kernel(const __grid_constant__ ForwardParams params) {
+__global__ void __launch_bounds__(Kernel::kThreads)
+    dense_forward_sm80_kernel(const __grid_constant__ ForwardParams params) {
   extern __shared__ __align__(128) char shared_memory[];
   Kernel{}(params, shared_memory);
 }

@@ -55,20 +55,23 @@ struct ForwardMainloopSm80 {
 
     // Global tiles at row 0 of their sequence; a key tile n is the same view moved by n * kBlockN rows.
     const Element* q_rows = static_cast<const Element*>(p.q) + seq.q_offset + head * p.q_head_stride +
-                            std::int64_t{row_begin} * p.q_row_stride;
-    const Element* k_rows = static_cast<const Element*>(p.k) + seq.k_offset + kv_head * p.k_head_stride;
-    const Element* v_rows = static_cast<const Element*>(p.v) + seq.v_offset + kv_head * p.v_head_stride;
+                            std::int64_t{row_begin} * p.q_row_stride;  // [Sq - row_begin rows, D], row stride
+    const Element* k_rows =
+        static_cast<const Element*>(p.k) + seq.k_offset + kv_head * p.k_head_stride;  // [Sk rows, D]
+    const Element* v_rows =
+        static_cast<const Element*>(p.v) + seq.v_offset + kv_head * p.v_head_stride;  // [Sk rows, Dv]
     Tensor gQ = make_tensor(make_gmem_ptr(q_rows), Shape<Int<kBlockM>, Int<kHeadDim>>{},
                             make_stride(p.q_row_stride, _1{}));  // (kBlockM, D)
 
     typename Config::GmemTileCopy gmem_copy;
     auto gmem_thread = gmem_copy.get_thread_slice(tid);
     Tensor tQsQ = gmem_thread.partition_D(sQ);  // (CPY, CPY_M, CPY_D)
-    Tensor tKsK = gmem_thread.partition_D(sK);
-    Tensor tVsV = gmem_thread.partition_D(sV);
-    Tensor tQcQ = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    Tensor tKcK = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-    Tensor tVcV = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDimV>>{}));
+    Tensor tKsK = gmem_thread.partition_D(sK);  // (CPY, CPY_N, CPY_D)
+    Tensor tVsV = gmem_thread.partition_D(sV);  // (CPY, CPY_N, CPY_Dv)
+    // (row, col) within the tile of the first element of each of this thread's 16-byte chunks.
+    Tensor tQcQ = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));   // like tQsQ
+    Tensor tKcK = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));   // like tKsK
+    Tensor tVcV = gmem_thread.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDimV>>{}));  // like tVsV
 
     auto load_k = [&](int n) {
       Tensor gK = make_tensor(make_gmem_ptr(k_rows + std::int64_t{n} * kBlockN * p.k_row_stride),
@@ -130,7 +133,8 @@ struct ForwardMainloopSm80 {
       } else {
         softmax.template update<false>(device::rows_cols_view(acc_s), device::rows_cols_view(acc_o));
       }
-      Tensor p_regs = device::convert_fragment<Element>(acc_s);
+      Tensor p_regs = device::convert_fragment<Element>(acc_s);  // (MMA, MMA_M, MMA_N), P rounded to Element
+      // The same registers as the A operand of O += P V: (MMA, MMA_M, MMA_N / 2), k running over keys.
       Tensor tOrP = make_tensor(p_regs.data(), device::accumulator_as_operand_a(p_regs.layout()));
       device::gemm_regs_smem(mma, acc_o, tOrP, tOrVt, tOsVt, smem_copy_v);
     }

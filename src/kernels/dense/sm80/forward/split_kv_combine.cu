@@ -96,10 +96,11 @@ Status launch_split_kv_combine(const ForwardParams& params, DType dtype, void* s
   const std::int64_t blocks = std::min<std::int64_t>((rows + kCombineWarps - 1) / kCombineWarps, 1 << 20);
   if (blocks == 0) return Status::ok();
   auto* cuda_stream = static_cast<cudaStream_t>(stream);
+  const auto grid = static_cast<unsigned>(blocks);
   if (dtype == DType::kBFloat16) {
-    split_kv_combine_kernel<cute::bfloat16_t><<<static_cast<unsigned>(blocks), kCombineWarps * 32, 0, cuda_stream>>>(params);
+    split_kv_combine_kernel<cute::bfloat16_t><<<grid, kCombineWarps * 32, 0, cuda_stream>>>(params);
   } else {
-    split_kv_combine_kernel<cute::half_t><<<static_cast<unsigned>(blocks), kCombineWarps * 32, 0, cuda_stream>>>(params);
+    split_kv_combine_kernel<cute::half_t><<<grid, kCombineWarps * 32, 0, cuda_stream>>>(params);
   }
   const cudaError_t error = cudaGetLastError();
   if (error != cudaSuccess) {
