@@ -367,14 +367,18 @@ DenseForwardResult dense_forward_reference(const DenseReferenceInputs& inputs) {
   DenseForwardResult result;
   result.out.assign(static_cast<std::size_t>(s.rows_q * s.heads_q * s.head_dim_v), 0.0);
   result.lse.assign(static_cast<std::size_t>(s.rows_q * s.heads_q), kNegInf);
+  double max_abs_score = 0.0;
   // Every (sequence, query head) writes its own rows: one task each.
-#pragma omp parallel for collapse(2) schedule(dynamic) if (worth_threads(s))
+#pragma omp parallel for collapse(2) schedule(dynamic) if (worth_threads(s)) reduction(max : max_abs_score)
   for (std::int64_t n = 0; n < s.sequences; ++n) {
     for (std::int64_t h = 0; h < s.heads_q; ++h) {
       const std::int64_t kv_head = h / s.group;
       for (std::int64_t i = 0; i < s.q_len[n]; ++i) {
         const ScoreRow r = score_row_f64(s, g.q, g.k, g.sinks, n, h, i);
         result.lse[static_cast<std::size_t>(s.lse_index(n, h, i))] = r.lse;
+        for (double score : r.score) {
+          if (score != kNegInf) max_abs_score = std::max(max_abs_score, std::abs(score));
+        }
         if (r.lse == kNegInf) continue;  // empty row: o = 0
         double* o_i = &result.out[static_cast<std::size_t>(((s.q_begin[n] + i) * s.heads_q + h) * s.head_dim_v)];
         for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
@@ -387,6 +391,7 @@ DenseForwardResult dense_forward_reference(const DenseReferenceInputs& inputs) {
       }
     }
   }
+  result.max_abs_score = max_abs_score;
   return result;
 }
 

@@ -37,6 +37,7 @@ struct DenseReferenceInputs {
 struct DenseForwardResult {
   std::vector<double> out;  // [B, Sq, Hq, Dv] or [Tq, Hq, Dv]
   std::vector<double> lse;  // [B, Hq, Sq] or [Hq, Tq]; natural log, sink included; -inf for an empty row
+  double max_abs_score = 0.0;  // max |s_ij| over visible pairs (0 when none): the tolerance's score scale
 };
 
 struct DenseBackwardResult {

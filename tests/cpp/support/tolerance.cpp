@@ -1,12 +1,22 @@
 #include "tests/cpp/support/tolerance.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
 
 namespace attnkit::testing {
 
-double default_atol(DType stored_dtype, const std::vector<double>& reference) {
+double max_abs_finite(const std::vector<double>& values) {
+  double magnitude = 0.0;
+  for (double value : values) {
+    if (std::isfinite(value)) magnitude = std::max(magnitude, std::abs(value));
+  }
+  return magnitude;
+}
+
+double default_atol(DType stored_dtype, const std::vector<double>& reference, double max_abs_score,
+                    double term_magnitude) {
   double unit_roundoff = 0.0;
   switch (stored_dtype) {
     case DType::kBFloat16: unit_roundoff = std::ldexp(1.0, -8); break;
@@ -15,11 +25,9 @@ double default_atol(DType stored_dtype, const std::vector<double>& reference) {
     case DType::kFloat64: unit_roundoff = std::ldexp(1.0, -53); break;
     case DType::kInt32: throw std::invalid_argument("default_atol: int32 has no roundoff");
   }
-  double magnitude = 1.0;
-  for (double value : reference) {
-    if (std::isfinite(value)) magnitude = std::max(magnitude, std::abs(value));
-  }
-  return (2.0 * unit_roundoff + 16.0 * std::ldexp(1.0, -24)) * magnitude;
+  const double own_magnitude = std::max(1.0, max_abs_finite(reference));
+  const double terms = std::max({1.0, own_magnitude, term_magnitude});
+  return 2.0 * unit_roundoff * own_magnitude + 16.0 * std::ldexp(1.0, -24) * std::max(1.0, max_abs_score) * terms;
 }
 
 std::string format_index(std::int64_t index, const std::vector<std::int64_t>& shape) {

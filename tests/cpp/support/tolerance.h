@@ -15,15 +15,24 @@ namespace attnkit::testing {
 constexpr double kOutputFactor = 2.0;
 constexpr double kGradientFactor = 3.0;
 
-// atol = (2 u_stored + 16 u_fp32) * max(max|ref|, 1): rounding noise at the values' magnitude.
-//   2 u_stored: one ulp of the stored dtype (u = 2^-8 bf16, 2^-11 fp16, 2^-24 fp32); rounding the result
-//               into its dtype alone costs up to half of that.
-//   16 u_fp32:  fp32 accumulation noise of sums of a few hundred terms (about sqrt(256) roundoffs), which
-//               the naive formula can miss: a row with one visible key has p = 1 exactly in the naive
-//               formula and dq = 0 exactly, while an exp2-based kernel gets p = 1 - 2^-24 and dq ~ 1e-7.
-//   The floor 1: inputs are drawn with unit variance, so 1 is the magnitude of the terms that meet in
-//               every sum, also where the result cancels to 0.
-double default_atol(DType stored_dtype, const std::vector<double>& reference);
+// atol: rounding noise at the values' magnitude,
+//   atol = 2 u_stored max(1, max|ref|)  +  16 u_fp32 max(1, max|s|) max(1, term_magnitude)
+//   2 u_stored:  one ulp of the stored dtype (u = 2^-8 bf16, 2^-11 fp16, 2^-24 fp32) at the tensor's own
+//                magnitude; rounding the result into its dtype alone costs up to half of that.
+//   16 u_fp32:   fp32 accumulation noise of sums of a few hundred terms (about sqrt(256) roundoffs),
+//                which the naive formula can miss: a row with one visible key has p = 1 exactly in the
+//                naive formula and dq = 0 exactly, while an exp2-based kernel gets p = 1 - 2^-24 and
+//                dq ~ 1e-7 per row, summed into dk over every row that sees the key.
+//   max|s|:      the largest visible score; rounding a score of magnitude |s| (or |s| log2 e) moves
+//                p = exp(s - lse) by about u |s| relative, so that noise grows with the scores.
+//   term_magnitude: the magnitude of the terms that meet in the sums, where the result can cancel far
+//                below them: for dq, dk and dv the largest of the three references (default: max|ref|).
+//   The floors 1: inputs are drawn with unit variance, so 1 is the magnitude of the terms in every sum.
+double default_atol(DType stored_dtype, const std::vector<double>& reference, double max_abs_score = 1.0,
+                    double term_magnitude = 0.0);
+
+// max |x| over the finite elements (0 when there are none).
+double max_abs_finite(const std::vector<double>& values);
 
 struct ToleranceReport {
   std::string name;
