@@ -83,34 +83,48 @@ DenseCpuContext make_dense_cpu_context(const host::DenseProblem& problem, const 
   return ctx;
 }
 
-TileScratch::TileScratch(const DenseCpuContext& ctx, bool backward) {
+namespace {
+
+template <typename T>
+void grow(std::vector<T>& buffer, std::size_t size) {
+  if (buffer.size() < size) buffer.resize(size);
+}
+
+}  // namespace
+
+void TileScratch::reserve_for(const DenseCpuContext& ctx, bool backward) {
   const auto d = static_cast<std::size_t>(ctx.head_dim);
   const auto dv = static_cast<std::size_t>(ctx.head_dim_v);
   const auto cols = static_cast<std::size_t>(kBlockRows);
   const auto keys = static_cast<std::size_t>(kBlockKeys);
-  q_t.resize(d * cols);
-  k_tile.resize(keys * d);
-  v_tile.resize(keys * dv);
-  scores.resize(keys * cols);
-  acc_t.resize(dv * cols);
-  row_max.resize(cols);
-  row_sum.resize(cols);
-  row_alpha.resize(cols);
-  row_lo.resize(cols);
-  row_hi.resize(cols);
-  convert_row.resize(std::max(d, dv));
+  grow(q_t, d * cols);
+  grow(k_tile, keys * d);
+  grow(v_tile, keys * dv);
+  grow(scores, keys * cols);
+  grow(acc_t, dv * cols);
+  grow(row_max, cols);
+  grow(row_sum, cols);
+  grow(row_alpha, cols);
+  grow(row_lo, cols);
+  grow(row_hi, cols);
+  grow(convert_row, std::max(d, dv));
   if (backward) {
-    q_rows.resize(cols * d);
-    dout_t.resize(dv * cols);
-    dout_rows.resize(cols * dv);
-    if (ctx.softcap > 0.0f) tanh_values.resize(keys * cols);
-    dscores.resize(keys * cols);
-    acc_k.resize(keys * d);
-    acc_v.resize(keys * dv);
-    dq_rows.resize(cols * d);
-    row_lse.resize(cols);
-    row_delta.resize(cols);
+    grow(q_rows, cols * d);
+    grow(dout_t, dv * cols);
+    grow(dout_rows, cols * dv);
+    if (ctx.softcap > 0.0f) grow(tanh_values, keys * cols);
+    grow(dscores, keys * cols);
+    grow(acc_k, keys * d);
+    grow(acc_v, keys * dv);
+    grow(dq_rows, cols * d);
+    grow(row_lse, cols);
+    grow(row_delta, cols);
   }
+}
+
+TileScratch& thread_scratch() {
+  thread_local TileScratch scratch;
+  return scratch;
 }
 
 }  // namespace attnkit::cpu

@@ -10,7 +10,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
-#include <optional>
 #include <thread>
 #include <vector>
 
@@ -60,10 +59,10 @@ struct OrderedDq {
   }
 };
 
-// Runs run_item(item, scratch) for every item on the OpenMP threads, each thread with its own scratch
-// allocated once per call, before any item runs. Items are handed out one at a time in list order
+// Runs run_item(item, scratch) for every item on the OpenMP threads, each with its own scratch
+// (thread_scratch(), grown before any item runs). Items are handed out one at a time in list order
 // (an atomic counter: OrderedDq relies on the order). Returns false, having run nothing, when a thread
-// could not allocate its scratch.
+// could not grow its scratch.
 template <typename Item, typename RunItem>
 bool run_tiles_in_parallel(const DenseCpuContext& ctx, bool backward, const std::vector<Item>& items,
                            RunItem run_item) {
@@ -74,16 +73,16 @@ bool run_tiles_in_parallel(const DenseCpuContext& ctx, bool backward, const std:
                                                              std::max<std::size_t>(items.size(), 1)));
 #pragma omp parallel num_threads(threads)
   {
-    std::optional<TileScratch> scratch;
+    TileScratch& scratch = thread_scratch();
     try {
-      scratch.emplace(ctx, backward);
+      scratch.reserve_for(ctx, backward);
     } catch (const std::bad_alloc&) {
       allocation_failed.store(true);
     }
 #pragma omp barrier
     if (!allocation_failed.load()) {
       for (std::size_t i = next_item.fetch_add(1); i < items.size(); i = next_item.fetch_add(1)) {
-        run_item(items[i], *scratch);
+        run_item(items[i], scratch);
       }
     }
   }
