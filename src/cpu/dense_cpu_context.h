@@ -159,10 +159,10 @@ struct KeyTile {
 // Per-thread scratch, grown (never shrunk) at the start of a call to fit the problem's head dims, never
 // resized in a loop. Each thread keeps its own between calls (thread_scratch()), so that repeated small
 // calls (decode) do not pay for allocation and page faults every time: at D = Dv = 128 that is about
-// 330 KiB per thread after a forward and 1.3 MiB after a backward, held until the thread exits.
+// 330 KiB per thread after a forward and 0.8 MiB after a backward, held until the thread exits.
 // Shapes in floats; "cols" is a query tile's padded packed-row count (<= kBlockRows).
 struct TileScratch {
-  std::vector<float> q_t;        // (D, cols): q of the tile, transposed, pre-multiplied (see q_prescale)
+  std::vector<float> q_t;        // (D, cols): q of the tile, transposed, pre-multiplied (query_prescale)
   std::vector<float> q_rows;     // (cols, D): q rows (backward dk)
   std::vector<float> dout_t;     // (Dv, cols): dO transposed (backward)
   std::vector<float> dout_rows;  // (cols, Dv): dO rows (backward dv)

@@ -48,8 +48,8 @@ struct OrderedDq {
   }
 
   static void wait_for(const std::atomic<std::int64_t>& turn, std::int64_t key_tile) {
-    // Spin briefly (the previous key tile is usually a few microseconds from done), then yield the core:
-    // on an oversubscribed machine the thread we wait for may need it.
+    // Spin briefly, then yield the core: a wait is for at most one (query tile, key tile) step of the
+    // thread ahead (about half a millisecond), and on an oversubscribed machine that thread may need it.
     for (int spins = 0; turn.load(std::memory_order_acquire) != key_tile; ++spins) {
       if (spins >= 256) std::this_thread::yield();
     }
