@@ -504,16 +504,20 @@ DenseForwardResult dense_forward_naive_lowp(const DenseReferenceInputs& inputs) 
   return result;
 }
 
-DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs, const TensorRef& dout) {
+DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs, const TensorRef& dout,
+                                              const TensorRef& out) {
   require_one_dtype(inputs);
   const DType dtype = inputs.q.dtype;
   if (dtype == DType::kFloat64) return dense_backward_reference(inputs, dout);
   const Shape s = resolve_shape(inputs);
   require_dout_like(dout, inputs.q, s);
+  require_dout_like(out, inputs.q, s);
   const GatheredLowp g = gather_lowp(inputs, s);
-  // dout in the input precision, as eager autograd would hold it.
+  // dout and o in the input precision, as the backward API receives them.
   std::vector<float> dout_t = gather<float>(dout, s.varlen);
   for (float& value : dout_t) value = round_to(dtype, value);
+  std::vector<float> out_t = gather<float>(out, s.varlen);
+  for (float& value : out_t) value = round_to(dtype, value);
   const std::int64_t D = s.head_dim, Dv = s.head_dim_v;
   const float scale = static_cast<float>(s.scale);
   const float cap = static_cast<float>(s.softcap);
@@ -531,26 +535,22 @@ DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs
           const std::int64_t row = s.q_begin[n] + i;
           const float* q_i = &g.q[static_cast<std::size_t>((row * s.heads_q + h) * D)];
           const float* do_i = &dout_t[static_cast<std::size_t>((row * s.heads_q + h) * Dv)];
+          const float* o_i = &out_t[static_cast<std::size_t>((row * s.heads_q + h) * Dv)];
           auto key_offset = [&](std::int64_t j, std::int64_t dim) {
             return static_cast<std::size_t>(((s.k_begin[n] + j) * s.heads_kv + kv_head) * dim);
           };
-          // o_i = round_T(fp32 sum_j p_ij v_j), as the naive forward wrote it, and dp_ij.
-          std::vector<float> o_i(static_cast<std::size_t>(Dv), 0.0f);
           std::vector<float> dp(static_cast<std::size_t>(s.k_len[n]), 0.0f);
           for (std::int64_t j = 0; j < s.k_len[n]; ++j) {
             if (r.score[static_cast<std::size_t>(j)] == -std::numeric_limits<float>::infinity()) continue;
             const float* v_j = &g.v[key_offset(j, Dv)];
             float dot = 0.0f;
-            for (std::int64_t d = 0; d < Dv; ++d) {
-              dot += do_i[d] * v_j[d];
-              o_i[static_cast<std::size_t>(d)] += r.prob[static_cast<std::size_t>(j)] * v_j[d];
-            }
+            for (std::int64_t d = 0; d < Dv; ++d) dot += do_i[d] * v_j[d];
             dp[static_cast<std::size_t>(j)] = round_to(dtype, dot);
           }
           float delta = 0.0f;
-          for (std::int64_t d = 0; d < Dv; ++d) delta += do_i[d] * round_to(dtype, o_i[static_cast<std::size_t>(d)]);
+          for (std::int64_t d = 0; d < Dv; ++d) delta += do_i[d] * o_i[d];
           if (s.has_sinks) {
-            const float sink_prob = std::exp(g.sinks[static_cast<std::size_t>(h)] - r.row_max) / r.denominator;
+            const float sink_prob = std::exp(g.sinks[static_cast<std::size_t>(h)] - r.lse);
             dsinks_per_sequence[static_cast<std::size_t>(n * s.heads_q + h)] -= sink_prob * delta;
           }
           float* dq_i = &dq_acc[static_cast<std::size_t>((row * s.heads_q + h) * D)];

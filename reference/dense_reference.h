@@ -94,19 +94,25 @@ DenseBackwardResult dense_backward_reference(const DenseReferenceInputs& inputs,
 // Results are returned as doubles that are exactly representable in T (fp32 for lse).
 DenseForwardResult dense_forward_naive_lowp(const DenseReferenceInputs& inputs);
 
-// Backward in the input precision, the textbook attention backward on the forward above (s, p, o are
-// the naive forward's rounded tensors, T as above, dout rounded to T, fp32 accumulation everywhere):
+// Backward in the input precision: the textbook attention backward given what the backward API
+// receives, o (`out`, the shape of out) and dout, both rounded to T; s and p are the naive forward's
+// rounded tensors, T as above, fp32 accumulation everywhere. Taking the caller's o (not the naive
+// forward's) gives delta the same o rounding the backend sees, which dominates dsinks.
 //   dv_j  = round_T(fp32 sum_{i, h} p_ij dout_i)             rounded once, after the GQA sum
 //   dp_ij = round_T(fp32_dot(dout_i, v_j))
-//   delta_i = fp32_dot(dout_i, o_i)                          o_i in T: the backward API receives o in T
+//   delta_i = fp32_dot(dout_i, o_i)
 //   ds_ij = round_T(p_ij (dp_ij - delta_i))
 //   dx_ij = round_T(ds_ij (1 - t_ij^2)), t_ij = tanhf(x_ij / c)   softcap, when on
 //   dq_i  = round_T(scale fp32 sum_j dx_ij k_j);  dk_j = round_T(scale fp32 sum_{i, h} dx_ij q_i)
-//   dsink_h = fp32 - sum_i (expf(sink_h - m_i) / l_i) delta_i     (dsinks are fp32; one partial sum per
-//             sequence, the partials added in sequence order)
+//   dsink_h = fp32 - sum_i expf(sink_h - lse_i) delta_i, with the naive forward's fp32 lse (dsinks are
+//             fp32, computed from the fp32 lse as numerics.md writes it; from the rounded scores instead,
+//             a ~2^-9 |s| error in exp(sink - lse) could cancel the error that o's rounding puts into
+//             delta and make the bound of this handful of numbers too tight by chance). One partial sum
+//             per sequence, the partials added in sequence order.
 // The references run (sequence, head) tasks on OpenMP threads; every sum keeps one fixed order, so
 // results do not depend on the number of threads.
-DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs, const TensorRef& dout);
+DenseBackwardResult dense_backward_naive_lowp(const DenseReferenceInputs& inputs, const TensorRef& dout,
+                                              const TensorRef& out);
 
 // Merge of two attention states over disjoint key sets (semantics.md section 3), row by row.
 // o_a, o_b, o: [rows, dv]; lse_a, lse_b, lse: [rows].

@@ -515,9 +515,9 @@ TEST(ReferenceInvariants, ThreadCountDoesNotChangeTheResult) {
   const int saved = omp_get_max_threads();
   for (int threads : {1, 4}) {
     omp_set_num_threads(threads);
-    const DenseForwardResult f = dense_forward_reference(p.inputs());
+    DenseForwardResult f = dense_forward_reference(p.inputs());
     const DenseBackwardResult b = dense_backward_reference(p.inputs(), p.dout_view());
-    const DenseBackwardResult n = dense_backward_naive_lowp(p.inputs(), p.dout_view());
+    const DenseBackwardResult n = dense_backward_naive_lowp(p.inputs(), p.dout_view(), p.view(f.out, 8, 32));
     results[threads == 1 ? 0 : 1] = {f.out, f.lse, b.dq, b.dk, b.dv, b.dsinks, n.dq, n.dk, n.dv, n.dsinks};
   }
   omp_set_num_threads(saved);
@@ -626,8 +626,9 @@ TEST(ReferenceNaiveLowp, ErrorGrowsAsPrecisionDrops) {
   for (auto* values : {&p.q, &p.k, &p.v, &p.dout}) {
     for (double& x : *values) x = bf16_to_float(float_to_bf16(static_cast<float>(x)));
   }
-  const DenseForwardResult ref = dense_forward_reference(p.inputs());
+  DenseForwardResult ref = dense_forward_reference(p.inputs());
   const DenseBackwardResult ref_grad = dense_backward_reference(p.inputs(), p.dout_view());
+  const TensorRef out = p.view(ref.out, 2, 16);  // the o a backward call receives (rounded to T inside)
   auto max_error = [](const std::vector<double>& a, const std::vector<double>& b) {
     double error = 0.0;
     for (std::size_t e = 0; e < a.size(); ++e) error = std::max(error, std::abs(a[e] - b[e]));
@@ -659,7 +660,7 @@ TEST(ReferenceNaiveLowp, ErrorGrowsAsPrecisionDrops) {
       }
     }
     const DenseForwardResult naive = dense_forward_naive_lowp(in);
-    const DenseBackwardResult naive_grad = dense_backward_naive_lowp(in, dout);
+    const DenseBackwardResult naive_grad = dense_backward_naive_lowp(in, dout, out);
     if (dtype == DType::kBFloat16) {
       for (double x : naive.out) EXPECT_EQ(x, bf16_to_float(float_to_bf16(static_cast<float>(x))));
       for (double x : naive_grad.dq) EXPECT_EQ(x, bf16_to_float(float_to_bf16(static_cast<float>(x))));

@@ -181,7 +181,8 @@ DenseCheckResult check_dense_backward(const cases::DenseCase& dense_case, const 
     const reference::DenseReferenceInputs inputs = tensors.reference_inputs();
     const TensorRef dout = tensors.host_view(DenseTensor::kDout);
     const reference::DenseBackwardResult ref = reference::dense_backward_reference(inputs, dout);
-    const reference::DenseBackwardResult naive = reference::dense_backward_naive_lowp(inputs, dout);
+    const reference::DenseBackwardResult naive =
+        reference::dense_backward_naive_lowp(inputs, dout, tensors.host_view(DenseTensor::kOut));
     // dq and dk can cancel far below the terms they sum (a row with one visible key: dq = 0); those
     // terms are as large as the largest gradient, so that sets the accumulation noise of all three.
     const double gradients = std::max({max_abs_finite(ref.dq), max_abs_finite(ref.dk), max_abs_finite(ref.dv)});
