@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <array>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -86,6 +87,17 @@ std::vector<double> to_doubles(const std::vector<std::uint16_t>& values, DType d
   std::vector<double> result(values.size());
   for (std::size_t e = 0; e < values.size(); ++e) result[e] = to_float(values[e], dtype);
   return result;
+}
+
+// The o the naive backward's delta reads: the naive forward's own o, rounded to the input dtype like the
+// o a backend receives (the bench does not keep the backend's o on the host). Its values are exact in
+// float64, which the reference accepts. `shape` is (B, Sq, Hq) of the problem the result belongs to.
+// The view points into per-thread storage that lives until the thread's next call.
+TensorRef naive_out_view(const cases::DenseCase& c, reference::DenseForwardResult&& naive,
+                         std::array<std::int64_t, 3> shape) {
+  thread_local std::vector<double> storage;
+  storage = std::move(naive.out);
+  return TensorRef::contiguous(storage.data(), DType::kFloat64, {shape[0], shape[1], shape[2], c.head_dim_v});
 }
 
 // dout (1, 1, 1, Dv) of row (b, i, h).
@@ -234,7 +246,8 @@ BackwardCheck check_backward(const cases::DenseCase& c, const HostInputs& inputs
     const TensorRef dout = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.dout.data()), c.dtype,
                                                  {c.batch, c.seqlen_q, c.heads_q, c.head_dim_v});
     const reference::DenseBackwardResult ref = reference::dense_backward_reference(whole, dout);
-    const reference::DenseBackwardResult naive = reference::dense_backward_naive_lowp(whole, dout);
+    const reference::DenseBackwardResult naive = reference::dense_backward_naive_lowp(
+        whole, dout, naive_out_view(c, reference::dense_forward_naive_lowp(whole), {c.batch, c.seqlen_q, c.heads_q}));
     auto report = [&](const char* name, const std::vector<std::int64_t>& shape,
                       const std::vector<std::uint16_t>& actual, const std::vector<double>& reference_values,
                       const std::vector<double>& naive_values) {
@@ -256,7 +269,8 @@ BackwardCheck check_backward(const cases::DenseCase& c, const HostInputs& inputs
     const reference::DenseReferenceInputs sub = row_problem(c, inputs, rows[n]);
     const TensorRef dout = dout_row(c, inputs, rows[n]);
     refs[n] = reference::dense_backward_reference(sub, dout);
-    naives[n] = reference::dense_backward_naive_lowp(sub, dout);
+    naives[n] = reference::dense_backward_naive_lowp(sub, dout,
+                                                     naive_out_view(c, reference::dense_forward_naive_lowp(sub), {1, 1, 1}));
   });
   std::vector<double> actual, reference_values, naive_values;
   for (std::size_t n = 0; n < rows.size(); ++n) {
