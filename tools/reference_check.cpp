@@ -69,19 +69,6 @@ reference::DenseReferenceInputs row_problem(const cases::DenseCase& c, const Hos
   return sub;
 }
 
-reference::DenseReferenceInputs whole_problem(const cases::DenseCase& c, const HostInputs& inputs) {
-  reference::DenseReferenceInputs whole;
-  whole.q = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.q.data()), c.dtype,
-                                  {c.batch, c.seqlen_q, c.heads_q, c.head_dim});
-  whole.k = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.k.data()), c.dtype,
-                                  {c.batch, c.seqlen_k, c.heads_kv, c.head_dim});
-  whole.v = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.v.data()), c.dtype,
-                                  {c.batch, c.seqlen_k, c.heads_kv, c.head_dim_v});
-  if (c.sinks)
-    whole.sinks = TensorRef::contiguous(const_cast<float*>(inputs.sinks.data()), DType::kFloat32, {c.heads_q});
-  whole.options = case_options(c, Backend::kAuto);
-  return whole;
-}
 
 std::vector<double> to_doubles(const std::vector<std::uint16_t>& values, DType dtype) {
   std::vector<double> result(values.size());
@@ -142,6 +129,20 @@ std::set<Row> sample(const cases::DenseCase& c, std::int64_t count, std::uint64_
 
 }  // namespace
 
+reference::DenseReferenceInputs reference_problem(const cases::DenseCase& c, const HostInputs& inputs) {
+  reference::DenseReferenceInputs whole;
+  whole.q = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.q.data()), c.dtype,
+                                  {c.batch, c.seqlen_q, c.heads_q, c.head_dim});
+  whole.k = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.k.data()), c.dtype,
+                                  {c.batch, c.seqlen_k, c.heads_kv, c.head_dim});
+  whole.v = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.v.data()), c.dtype,
+                                  {c.batch, c.seqlen_k, c.heads_kv, c.head_dim_v});
+  if (c.sinks)
+    whole.sinks = TensorRef::contiguous(const_cast<float*>(inputs.sinks.data()), DType::kFloat32, {c.heads_q});
+  whole.options = case_options(c, Backend::kAuto);
+  return whole;
+}
+
 reference::DenseReferenceInputs one_row_problem(const cases::DenseCase& c, const HostInputs& inputs, std::int64_t b,
                                                 std::int64_t i, std::int64_t h) {
   return row_problem(c, inputs, {b, i, h});
@@ -174,7 +175,7 @@ ForwardCheck check_forward(const cases::DenseCase& c, const HostInputs& inputs, 
   std::vector<std::int64_t> out_shape, lse_shape;
   std::vector<Row> rows;
   if (check.whole_problem) {
-    const reference::DenseReferenceInputs whole = whole_problem(c, inputs);
+    const reference::DenseReferenceInputs whole = reference_problem(c, inputs);
     reference::DenseForwardResult ref = reference::dense_forward_reference(whole);
     reference::DenseForwardResult naive = reference::dense_forward_naive_lowp(whole);
     out_actual = to_doubles(out, c.dtype);
@@ -242,7 +243,7 @@ BackwardCheck check_backward(const cases::DenseCase& c, const HostInputs& inputs
   check.whole_problem = sample_rows <= 0 || sample_rows >= check.rows_total;
   const std::int64_t d = c.head_dim;
   if (check.whole_problem) {
-    const reference::DenseReferenceInputs whole = whole_problem(c, inputs);
+    const reference::DenseReferenceInputs whole = reference_problem(c, inputs);
     const TensorRef dout = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.dout.data()), c.dtype,
                                                  {c.batch, c.seqlen_q, c.heads_q, c.head_dim_v});
     const reference::DenseBackwardResult ref = reference::dense_backward_reference(whole, dout);

@@ -57,6 +57,9 @@ BackwardCheck check_backward(const cases::DenseCase& c, const HostInputs& inputs
 
 // The one-row problem of row (b, i, h) of `c` over `inputs`: its single output row and lse equal row
 // (b, i, h) of the full problem. Exposed for its test.
+// The whole case as reference inputs over the host buffers (BSHD, contiguous), with the case's options.
+reference::DenseReferenceInputs reference_problem(const cases::DenseCase& c, const HostInputs& inputs);
+
 reference::DenseReferenceInputs one_row_problem(const cases::DenseCase& c, const HostInputs& inputs, std::int64_t b,
                                                 std::int64_t i, std::int64_t h);
 

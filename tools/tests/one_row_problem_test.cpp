@@ -36,16 +36,7 @@ bool same(double a, double b) { return a == b || std::abs(a - b) <= 1e-12 * std:
 void expect_rows_match(const cases::DenseCase& c) {
   SCOPED_TRACE(c.name + (c.sinks ? " sinks" : "") + (c.softcap > 0 ? " softcap" : ""));
   const HostInputs inputs = make_host_inputs(c, 11, true);
-  reference::DenseReferenceInputs whole;
-  whole.q = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.q.data()), c.dtype,
-                                  {c.batch, c.seqlen_q, c.heads_q, c.head_dim});
-  whole.k = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.k.data()), c.dtype,
-                                  {c.batch, c.seqlen_k, c.heads_kv, c.head_dim});
-  whole.v = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.v.data()), c.dtype,
-                                  {c.batch, c.seqlen_k, c.heads_kv, c.head_dim_v});
-  if (c.sinks)
-    whole.sinks = TensorRef::contiguous(const_cast<float*>(inputs.sinks.data()), DType::kFloat32, {c.heads_q});
-  whole.options = case_options(c, Backend::kAuto);
+  const reference::DenseReferenceInputs whole = reference_problem(c, inputs);
   const reference::DenseForwardResult full = reference::dense_forward_reference(whole);
   const TensorRef dout = TensorRef::contiguous(const_cast<std::uint16_t*>(inputs.dout.data()), c.dtype,
                                                {c.batch, c.seqlen_q, c.heads_q, c.head_dim_v});
