@@ -2,6 +2,7 @@
 #pragma once
 
 #include "attnkit/dense.h"
+#include "attnkit/linear.h"
 #include "attnkit/numeric.h"
 #include "attnkit/types.h"
 #include "attnkit/version.h"
