@@ -7,6 +7,7 @@
 
 #include "attnkit/build_config.h"
 #include "attnkit/linear.h"
+#include "cpu/linear_cpu.h"
 #include "host/cuda_runtime.h"
 #include "host/linear_backend.h"
 #include "host/linear_problem.h"
@@ -85,9 +86,17 @@ BackendTable linear_backends() {
 #endif
   if (!ATTNKIT_HAVE_LINEAR_SM90) sm90.missing_build_option = missing_gpu_option(ATTNKIT_ARCH_90A);
   if (!ATTNKIT_HAVE_LINEAR_SM80) sm80.missing_build_option = missing_gpu_option(ATTNKIT_ARCH_80);
-  // The CPU backend (src/cpu/linear_*) is wired in by the commit that adds it.
-  LinearBackendOps cpu_backend{Backend::kCPU, "", nullptr, nullptr, nullptr, nullptr, nullptr,
-                               nullptr,       nullptr, nullptr, nullptr};
+  LinearBackendOps cpu_backend{Backend::kCPU,
+                               "",
+                               cpu::linear_supports_forward,
+                               cpu::linear_supports_backward,
+                               cpu::linear_supports_decode,
+                               cpu::linear_forward_workspace_bytes,
+                               cpu::linear_backward_workspace_bytes,
+                               cpu::linear_decode_workspace_bytes,
+                               cpu::linear_forward,
+                               cpu::linear_backward,
+                               cpu::linear_decode};
   return {sm90, sm80, cpu_backend};
 }
 
