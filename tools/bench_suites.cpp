@@ -36,6 +36,11 @@ std::vector<BenchSuite> bench_suites() {
        cases::dense_bench_cases({64, 128, 256}, {1024, 4096, 16384})},
       {"issue3-quick", "the issue3 grid at D = 128 only (6 cases)",
        cases::dense_bench_cases({128}, {1024, 4096, 16384})},
+      {"issue5",
+       "Hopper forward bar: D in {64,128,256} x S in {1024,...,16384} x causal/not; bf16, B*S = 16384, H*D = 2048",
+       cases::dense_bench_cases({64, 128, 256}, {1024, 2048, 4096, 8192, 16384})},
+      {"issue5-quick", "the issue5 grid at D = 128, S in {1024, 4096, 16384} (6 cases)",
+       cases::dense_bench_cases({128}, {1024, 4096, 16384})},
       {"cpu-small", "B=1, H=4, D in {64,128} x S in {256,512} x causal/not; bf16 (for the CPU backend)",
        cpu_small_cases()},
   };

@@ -29,16 +29,28 @@ def rate(tflops):
     return "%.1f" % tflops if tflops >= 100 else "%.3g" % tflops
 
 
+def gemm_rate(results):
+    """TFLOP/s of the bf16 GEMM row (op "gemm") timed in the same run, or None."""
+    rates = [row["tflops"] for row in results["rows"] if row.get("op") == "gemm" and row.get("tflops")]
+    return max(rates) if rates else None
+
+
 def build_table(results):
-    """(header, rows) with one row per (case, op), cases in the order they first appear."""
+    """(header, rows) with one row per (case, op), cases in the order they first appear. With a GEMM
+    row in the file, a last column gives attnkit's rate as a fraction of the card's GEMM rate."""
     peers = []
     groups = {}
+    gemm = gemm_rate(results)
     for row in results["rows"]:
+        if row.get("op") == "gemm":
+            continue
         key = (tuple(row.get(k) for k in SHAPE_KEYS), row["op"])
         groups.setdefault(key, {})[row["impl"]] = row
         if row["impl"] != "attnkit" and row["impl"] not in peers:
             peers.append(row["impl"])
     header = ["case", "op", "attnkit TF/s"] + ["%s TF/s" % p for p in peers] + ["vs %s" % p for p in peers]
+    if gemm:
+        header.append("attnkit / GEMM")
     lines = []
     for (_, op), impls in groups.items():
         first = next(iter(impls.values()))
@@ -50,6 +62,8 @@ def build_table(results):
                 line.append("%.2fx" % (impls[p]["ms"] / mine["ms"]))
             else:
                 line.append("-")
+        if gemm:
+            line.append("%.2f" % (mine["tflops"] / gemm) if mine else "-")
         lines.append(line)
     return header, lines
 
@@ -74,6 +88,8 @@ def main(argv):
         results = json.load(stream)
     header, lines = build_table(results)
     print("%s, commit %s, %s" % (results.get("device"), results.get("commit"), results.get("date")))
+    if gemm_rate(results):
+        print("bf16 GEMM (8192^3) in the same run: %.1f TFLOP/s" % gemm_rate(results))
     print(format_table(header, lines, args.markdown))
     return 0
 

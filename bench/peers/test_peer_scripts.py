@@ -70,6 +70,14 @@ class AppendAndTable(unittest.TestCase):
             self.assertEqual(header, ["case", "op", "attnkit TF/s", "cudnn TF/s", "vs cudnn"])
             self.assertEqual(lines, [["b2 s1024 h16 d128 causal bf16", "dense_fwd", "100.0", "200.0", "0.50x"]])
 
+    def test_gemm_row_gives_the_fraction_of_the_gemm_rate(self):
+        results = {"rows": [attnkit_row("dense_fwd", 2.0, 100.0),
+                            {"op": "gemm", "impl": "torch_matmul", "m": 8192, "n": 8192, "k": 8192,
+                             "dtype": "bf16", "ms": 1.0, "tflops": 400.0}]}
+        header, lines = results_table.build_table(results)
+        self.assertEqual(header, ["case", "op", "attnkit TF/s", "attnkit / GEMM"])
+        self.assertEqual(lines, [["b2 s1024 h16 d128 causal bf16", "dense_fwd", "100.0", "0.25"]])
+
 
 if __name__ == "__main__":
     unittest.main()

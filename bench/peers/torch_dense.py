@@ -21,6 +21,8 @@ Usage:
   torch_dense.py --results FILE            time every attnkit case of FILE and append the peer rows
   torch_dense.py --b 2 --s 1024 --h 16 --d 128 --causal --out FILE
                                            time one shape and write a new results file
+On the GPU it first times the card's bf16 GEMM rate (torch.matmul 8192^3, row op "gemm", impl
+"torch_matmul"; --no-gemm skips it), so that results_table.py can quote attention as a fraction of it.
 Needs only Python 3.12 and torch (2.11 with CUDA on the device). `--device cpu` runs torch's CPU flash
 kernel (impl "torch_flash_cpu") for a quick check where there is no GPU.
 """
@@ -159,6 +161,23 @@ def bench_case(torch, case, impl, backend, args):
     return rows
 
 
+GEMM_SIZE = 8192  # the card's bf16 tensor-core ceiling, as gpu-workflow.md measures it
+
+
+def bench_gemm(torch, args):
+    """The bf16 GEMM rate of the card in this run (torch.matmul, cuBLAS, 8192^3), so that attention
+    figures can be quoted as a fraction of it from data rather than from a remembered number."""
+    n = GEMM_SIZE
+    generator = torch.Generator(device=args.device).manual_seed(2)
+    a = torch.randn(n, n, generator=generator, device=args.device, dtype=torch.float32).to(torch.bfloat16)
+    b = torch.randn(n, n, generator=generator, device=args.device, dtype=torch.float32).to(torch.bfloat16)
+    out = torch.empty(n, n, device=args.device, dtype=torch.bfloat16)
+    ms = time_calls(torch, args.device, args.warmup, args.iters, lambda i: torch.matmul(a, b, out=out))
+    flops = 2.0 * n * n * n
+    return {"op": "gemm", "impl": "torch_matmul", "m": n, "n": n, "k": n, "dtype": "bf16", "ms": ms,
+            "tflops": flops / (ms * 1e-3) * 1e-12, "backend": "cublas"}
+
+
 def make_row(shape, op, impl, ms, flops):
     row = {"op": op, "impl": impl}
     row.update(shape)
@@ -192,6 +211,8 @@ def parse_args(argv):
     parser.add_argument("--hkv", type=int, help="one shape: key/value heads (default --h)")
     parser.add_argument("--causal", action="store_true", help="one shape: causal")
     parser.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    parser.add_argument("--no-gemm", action="store_true",
+                        help="skip the bf16 GEMM-rate row (op \"gemm\", torch.matmul 8192^3) timed before the cases")
     args = parser.parse_args(argv)
     if args.results is None and args.out is None:
         parser.error("give --results FILE (append to attnkit's file) or --out FILE (one shape)")
@@ -236,6 +257,11 @@ def main(argv):
     results.setdefault("peer_versions", {})["torch_dense.py"] = versions
     failures = 0
     start = time.monotonic()
+    if args.device == "cuda" and not args.no_gemm:
+        gemm = bench_gemm(torch, args)
+        log("  %-12s gemm %dx%dx%d bf16  %.4f ms  %.1f TFLOP/s" % (gemm["impl"], GEMM_SIZE, GEMM_SIZE, GEMM_SIZE,
+                                                                 gemm["ms"], gemm["tflops"]))
+        results["rows"] = [row for row in results["rows"] if row.get("op") != "gemm"] + [gemm]
     for index, case in enumerate(cases):
         label = "b%(b)d sq%(sq)d sk%(sk)d hq%(hq)d hkv%(hkv)d d%(d)d dv%(dv)d causal=%(causal)s %(dtype)s" % case["shape"]
         log("[%d/%d] %s  elapsed %.0f s" % (index + 1, len(cases), label, time.monotonic() - start))

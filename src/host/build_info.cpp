@@ -16,6 +16,9 @@ BuildInfo build_info() {
 #if ATTNKIT_HAVE_DENSE_SM80_BACKWARD
   info.compiled_backends += " sm80-backward";
 #endif
+#if ATTNKIT_HAVE_DENSE_SM90_FORWARD
+  info.compiled_backends += " sm90-forward";
+#endif
 #if defined(__clang__)
   info.compiler = "clang " __clang_version__;
 #elif defined(__GNUC__)

@@ -16,6 +16,11 @@
 #if ATTNKIT_HAVE_DENSE_SM80_FORWARD || ATTNKIT_HAVE_DENSE_SM80_BACKWARD
 #include "kernels/dense/sm80/dense_sm80.h"
 #endif
+// The sm90 forward, announced by src/kernels/dense/sm90/CMakeLists.txt when 90a is built. There is no
+// sm90 backward kernel: its row answers "no backward kernel yet" and sm80 runs the backward.
+#if ATTNKIT_HAVE_DENSE_SM90_FORWARD
+#include "kernels/dense/sm90/dense_sm90.h"
+#endif
 
 namespace attnkit {
 
@@ -36,9 +41,15 @@ constexpr std::size_t kBackendCount = 3;
 
 // In order of preference: the first usable one runs under Backend::kAuto.
 std::array<DenseBackendOps, kBackendCount> dense_backends() {
+#if ATTNKIT_HAVE_DENSE_SM90_FORWARD
+  DenseBackendOps sm90{Backend::kSm90, "", sm90::dense_supports_forward, nullptr, sm90::dense_forward_workspace_bytes,
+                       nullptr, sm90::dense_forward, nullptr};
+#else
   DenseBackendOps sm90{Backend::kSm90,
-                       "a Hopper (sm_90a) dense kernel; none exists in this version of attnkit",
+                       ATTNKIT_ENABLE_CUDA ? "ATTNKIT_CUDA_ARCHS including 90a (and ATTNKIT_OP_DENSE=ON)"
+                                           : "ATTNKIT_ENABLE_CUDA=ON with ATTNKIT_CUDA_ARCHS including 90a",
                        nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+#endif
 #if ATTNKIT_HAVE_DENSE_SM80_FORWARD || ATTNKIT_HAVE_DENSE_SM80_BACKWARD
   DenseBackendOps sm80{Backend::kSm80, "", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 #if ATTNKIT_HAVE_DENSE_SM80_FORWARD

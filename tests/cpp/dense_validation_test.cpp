@@ -239,8 +239,18 @@ std::vector<BadInput> bad_inputs() {
          c.fwd.lse = TensorRef::contiguous(c.lse.data(), DType::kFloat32, {kBatch, kHeadsQ, kSeqQ});
        },
        StatusCode::kInvalidArgument, "lse: expected rank 2"},
+#if ATTNKIT_HAVE_DENSE_SM90_FORWARD
+      // Compiled: the explicit sm90 forward and backward refuse host tensors, naming the reason.
+      {"sm90_on_cpu_tensors", [](ValidCall& c) { c.fwd.options.backend = Backend::kSm90; },
+       StatusCode::kNotImplemented, "backend sm90 cannot run this call: tensors are on the CPU"},
+      {"sm90_backward_on_cpu_tensors", [](ValidCall& c) { c.bwd.options.backend = Backend::kSm90; },
+       StatusCode::kNotImplemented, "backend sm90 cannot run this call: tensors are on the CPU", true},
+#else
       {"sm90_not_compiled", [](ValidCall& c) { c.fwd.options.backend = Backend::kSm90; },
        StatusCode::kNotCompiled, "backend sm90 cannot run this call"},
+      {"sm90_backward_not_compiled", [](ValidCall& c) { c.bwd.options.backend = Backend::kSm90; },
+       StatusCode::kNotCompiled, "backend sm90 cannot run this call", true},
+#endif
   };
 }
 

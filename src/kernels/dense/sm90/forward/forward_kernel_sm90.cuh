@@ -1,0 +1,544 @@
+// The Hopper (sm_90a) dense forward: a warp-specialised kernel with TMA loads and wgmma, assembled as
+// Kernel<Mainloop, Epilogue, TileScheduler> (architecture.md, convention 1), and the launch that
+// forward_instance_sm90_*.cu instantiate. docs/design/hopper-forward.md draws the pipeline.
+//
+// One CTA computes one query tile of block_m rows of one head:
+//   warpgroup 0, the producer (24 registers): one thread issues the TMA loads of Q (once) and of K[n],
+//     V[n] for every key tile n, from the last tile to the first, into `stages` buffers each;
+//   warpgroups 1 .. block_m / 64, the consumers (240 registers): each owns 64 query rows, runs
+//     S = Q K^T (wgmma, both operands in shared memory), the online softmax in registers, and
+//     O += P V (wgmma, P from registers), then writes O and LSE.
+// K and V have a pipeline each (full barrier: TMA transaction bytes; empty barrier: consumer arrivals),
+// so that S = Q K[n]^T starts as soon as K[n] lands. Intra-warpgroup overlap (FlashAttention-3): the
+// GEMM S[n] = Q K[n]^T and O += P[n+1] V[n+1] are issued back to back; the softmax of S[n] runs while
+// the second is still on the tensor cores, and O is rescaled once it retires.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "device/mask_policy.cuh"
+#include "device/mma_fragment_sm80.cuh"
+#include "device/tile_copy_sm80.cuh"
+#include "kernels/dense/sm90/forward/forward_params_sm90.h"
+#include "kernels/dense/sm90/forward/forward_softmax_sm90.cuh"
+
+namespace attnkit::sm90 {
+
+template <DType kDType>
+using CuteElement = std::conditional_t<kDType == DType::kBFloat16, cute::bfloat16_t, cute::half_t>;
+
+template <int kShapeIndex, DType kDType>
+struct ForwardConfig {
+  static_assert(kDType == DType::kFloat16 || kDType == DType::kBFloat16);
+  static constexpr ForwardTileShape kShape = kForwardTileShapesSm90[kShapeIndex];
+  using Element = CuteElement<kDType>;
+
+  static constexpr int kHeadDim = kShape.head_dim;
+  static constexpr int kHeadDimV = kShape.head_dim_v;
+  static constexpr int kBlockM = kShape.block_m;
+  static constexpr int kBlockN = kShape.block_n;
+  static constexpr int kStages = kShape.stages;
+  static constexpr int kConsumerWarpgroups = kBlockM / 64;
+  static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
+  static constexpr int kThreads = 128 + kConsumerThreads;
+  static_assert(kBlockM % 64 == 0 && kBlockN % 16 == 0);
+  static_assert(kHeadDim % 64 == 0 && kHeadDimV % 64 == 0, "padded head dims are multiples of the 128-byte swizzle");
+
+  using TileShapeQK = cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>, cute::Int<kHeadDim>>;   // (M, N, D)
+  using TileShapePV = cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDimV>, cute::Int<kBlockN>>;  // (M, Dv, N)
+  // One 64-row wgmma atom per consumer warpgroup, stacked along M.
+  using AtomLayout = cute::Layout<cute::Shape<cute::Int<kConsumerWarpgroups>, cute::_1, cute::_1>>;
+  using TiledMmaQK = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float, TileShapeQK>(), AtomLayout{}));
+  // B = V seen as (Dv, N): Dv is contiguous, the MN-major (transposed) B operand of 16-bit wgmma.
+  using TiledMmaPV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float, TileShapePV, cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+      AtomLayout{}));
+
+  // 128-byte swizzled, K-major: the layout TMA writes and wgmma reads without conflicts.
+  using SmemAtom = cute::GMMA::Layout_K_SW128_Atom<Element>;  // (8, 64)
+  using SmemLayoutQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
+  using SmemLayoutK = decltype(cute::tile_to_shape(
+      SmemAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));  // (N, D, PIPE)
+  using SmemLayoutV = decltype(cute::tile_to_shape(
+      SmemAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDimV>, cute::Int<kStages>>{}));  // (N, Dv, PIPE)
+  // The same bytes as (Dv, N, PIPE).
+  using SmemLayoutVt = decltype(cute::composition(
+      SmemLayoutV{}, cute::make_ordered_layout(
+                         cute::make_shape(cute::Int<kHeadDimV>{}, cute::Int<kBlockN>{}, cute::Int<kStages>{}),
+                         cute::Step<cute::_2, cute::_1, cute::_3>{})));
+  // O goes where Q was, through generic (not wgmma) copies.
+  using SmemLayoutO = decltype(device::swizzled_smem_layout<Element, kBlockM, kHeadDimV>());  // (M, Dv)
+  static_assert(cute::cosize_v<SmemLayoutO> <= cute::cosize_v<SmemLayoutQ>);
+
+  using PipelineK = cutlass::PipelineTmaAsync<kStages>;
+  using PipelineV = cutlass::PipelineTmaAsync<kStages>;
+
+  struct SharedStorage {
+    cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>, 1024> q;  // also O at the end
+    cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>, 1024> k;
+    cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>, 1024> v;
+    cutlass::arch::ClusterTransactionBarrier::ValueType barrier_q;
+    typename PipelineK::SharedStorage pipeline_k;
+    typename PipelineV::SharedStorage pipeline_v;
+  };
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+  static constexpr std::uint32_t kBytesQ = kBlockM * kHeadDim * sizeof(Element);
+  static constexpr std::uint32_t kBytesK = kBlockN * kHeadDim * sizeof(Element);
+  static constexpr std::uint32_t kBytesV = kBlockN * kHeadDimV * sizeof(Element);
+
+  // Global tensors as TMA sees them: (rows, D, heads, batch), rows of a varlen tensor being all tokens.
+  using GmemShape = cute::Shape<int, int, int, int>;
+  using GmemStride = cute::Stride<std::int64_t, cute::_1, std::int64_t, std::int64_t>;
+  using GmemTensor = decltype(cute::make_tensor(cute::make_gmem_ptr(static_cast<const Element*>(nullptr)),
+                                                GmemShape{}, GmemStride{}));
+  using TmaQ = decltype(cute::make_tma_copy(cute::SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutQ{},
+                                            cute::select<0, 2>(TileShapeQK{}), cute::_1{}));
+  using TmaK = decltype(cute::make_tma_copy(cute::SM90_TMA_LOAD{}, GmemTensor{}, cute::take<0, 2>(SmemLayoutK{}),
+                                            cute::select<1, 2>(TileShapeQK{}), cute::_1{}));
+  using TmaV = decltype(cute::make_tma_copy(cute::SM90_TMA_LOAD{}, GmemTensor{}, cute::take<0, 2>(SmemLayoutV{}),
+                                            cute::select<2, 1>(TileShapePV{}), cute::_1{}));
+
+  // Register budget per thread (65,536 per SM, one CTA): 128 x 24 + 256 x 240 = 64,512.
+  static constexpr int kProducerRegisters = 24;
+  static constexpr int kConsumerRegisters = kConsumerWarpgroups == 2 ? 240 : 160;
+};
+
+template <class Config>
+struct KernelParams {
+  ForwardParams args;
+  typename Config::TmaQ tma_q;
+  typename Config::TmaK tma_k;
+  typename Config::TmaV tma_v;
+};
+
+struct ForwardWork {
+  int m_block;  // query tile
+  int head;     // query head
+  int batch;    // batch entry or varlen sequence
+};
+
+// Uniform tiles: the query tiles of one head are adjacent, so CTAs running together share K/V in L2.
+// Causal / window: the tiles with the most key tiles go first, across all heads, so the last wave
+// holds the shortest tiles.
+struct ForwardTileScheduler {
+  static std::int64_t grid_size(const ForwardParams& p) { return std::int64_t{p.num_m_blocks} * p.batch * p.heads_q; }
+
+  __device__ static ForwardWork work(const ForwardParams& p, int linear) {
+    ForwardWork w;
+    if (p.heavy_first) {
+      w.head = linear % p.heads_q;
+      linear /= p.heads_q;
+      w.batch = linear % p.batch;
+      w.m_block = p.num_m_blocks - 1 - linear / p.batch;
+    } else {
+      w.m_block = linear % p.num_m_blocks;
+      linear /= p.num_m_blocks;
+      w.head = linear % p.heads_q;
+      w.batch = linear / p.heads_q;
+    }
+    return w;
+  }
+};
+
+// Where one batch entry (or varlen sequence) starts: token indices for TMA coordinates and element
+// offsets for the stores. Varlen offsets come from device memory the host cannot check without a sync:
+// they are clamped into [0, total] and lengths to their max_seqlen bound, so bad metadata gives wrong
+// numbers at worst, never an access out of bounds (TMA clips reads at total; stores are predicated).
+struct SequenceSpan {
+  int seqlen_q;
+  int seqlen_k;
+  int first_token_q;  // varlen: first row of the sequence among all tokens; BSHD: 0
+  int first_token_k;
+  std::int64_t out_offset;
+  std::int64_t lse_offset;
+};
+
+__device__ __forceinline__ SequenceSpan sequence_span(const ForwardParams& p, int batch) {
+  SequenceSpan s;
+  if (p.varlen) {
+    const std::int64_t q_begin = min(max(std::int64_t{p.cu_seqlens_q[batch]}, std::int64_t{0}), p.total_q);
+    const std::int64_t q_end = min(max(std::int64_t{p.cu_seqlens_q[batch + 1]}, q_begin), p.total_q);
+    const std::int64_t k_begin = min(max(std::int64_t{p.cu_seqlens_k[batch]}, std::int64_t{0}), p.total_k);
+    const std::int64_t k_end = min(max(std::int64_t{p.cu_seqlens_k[batch + 1]}, k_begin), p.total_k);
+    s.seqlen_q = static_cast<int>(min(q_end - q_begin, std::int64_t{p.seqlen_q}));
+    s.seqlen_k = static_cast<int>(min(k_end - k_begin, std::int64_t{p.seqlen_k}));
+    s.first_token_q = static_cast<int>(q_begin);
+    s.first_token_k = static_cast<int>(k_begin);
+    s.out_offset = q_begin * p.out_row_stride;
+    s.lse_offset = q_begin * p.lse_row_stride;
+  } else {
+    s.seqlen_q = p.seqlen_q;
+    s.seqlen_k = p.seqlen_k;
+    s.first_token_q = 0;
+    s.first_token_k = 0;
+    s.out_offset = batch * p.out_batch_stride;
+    s.lse_offset = batch * p.lse_batch_stride;
+  }
+  return s;
+}
+
+// Issues one warpgroup-wide wgmma chain C (+)= A B over the k blocks of A and B, without waiting.
+// kZeroInit: C = A B (the first k block overwrites C).
+template <bool kZeroInit, class TiledMma, class TensorA, class TensorB, class TensorC>
+__device__ __forceinline__ void wgmma_issue(TiledMma& mma, TensorA& a, const TensorB& b, TensorC& c) {
+  using namespace cute;
+  // A in registers (P of O += P V) rather than a shared-memory descriptor (Q of S = Q K^T).
+  constexpr bool kRegisterA = !is_same_v<typename TensorA::iterator, GMMA::DescriptorIterator>;
+  if constexpr (kRegisterA) warpgroup_fence_operand(a);
+  warpgroup_fence_operand(c);
+  warpgroup_arrive();
+  mma.accumulate_ = kZeroInit ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+  CUTE_UNROLL
+  for (int k = 0; k < size<2>(a); ++k) {
+    gemm(mma, a(_, _, k), b(_, _, k), c);
+    mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+  warpgroup_commit_batch();
+  warpgroup_fence_operand(c);
+  if constexpr (kRegisterA) warpgroup_fence_operand(a);
+}
+
+// The producer: thread 0 of warpgroup 0 issues every TMA load of the tile.
+template <class Config>
+struct ForwardProducerSm90 {
+  template <class SharedStorage, class PipelineK, class PipelineV>
+  __device__ static void run(const KernelParams<Config>& params, const ForwardWork& work, const SequenceSpan& seq,
+                             device::TileRange tiles, SharedStorage& shared, PipelineK& pipeline_k,
+                             PipelineV& pipeline_v) {
+    using namespace cute;
+    const ForwardParams& p = params.args;
+    const int kv_head = work.head / p.group;
+    const int batch = p.varlen ? 0 : work.batch;
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Config::SmemLayoutQ{});  // (M, D)
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Config::SmemLayoutK{});  // (N, D, PIPE)
+    Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Config::SmemLayoutV{});  // (N, Dv, PIPE)
+
+    // Coordinate tensors of the TMA descriptors, moved to row 0 of this sequence.
+    Tensor mQ = domain_offset(make_coord(seq.first_token_q, _0{}),
+                              params.tma_q.get_tma_tensor(make_shape(int(p.varlen ? p.total_q : p.seqlen_q), p.head_dim,
+                                                                     p.heads_q, p.varlen ? 1 : p.batch))(
+                                  _, _, work.head, batch));  // (rows, D)
+    Tensor mK = domain_offset(make_coord(seq.first_token_k, _0{}),
+                              params.tma_k.get_tma_tensor(make_shape(int(p.varlen ? p.total_k : p.seqlen_k), p.head_dim,
+                                                                     p.heads_kv, p.varlen ? 1 : p.batch))(
+                                  _, _, kv_head, batch));  // (keys, D)
+    Tensor mV = domain_offset(make_coord(seq.first_token_k, _0{}),
+                              params.tma_v.get_tma_tensor(make_shape(int(p.varlen ? p.total_k : p.seqlen_k),
+                                                                     p.head_dim_v, p.heads_kv, p.varlen ? 1 : p.batch))(
+                                  _, _, kv_head, batch));  // (keys, Dv)
+    Tensor gQ = local_tile(mQ, select<0, 2>(typename Config::TileShapeQK{}), make_coord(work.m_block, _0{}));  // (M, D)
+    Tensor gK = local_tile(mK, select<1, 2>(typename Config::TileShapeQK{}), make_coord(_, _0{}));  // (N, D, n)
+    Tensor gV = local_tile(mV, select<2, 1>(typename Config::TileShapePV{}), make_coord(_, _0{}));  // (N, Dv, n)
+
+    auto [tQgQ, tQsQ] = tma_partition(params.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+    auto [tKgK, tKsK] = tma_partition(params.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+    auto [tVgV, tVsV] = tma_partition(params.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+
+    using Barrier = cutlass::arch::ClusterTransactionBarrier;
+    Barrier::arrive_and_expect_tx(&shared.barrier_q, Config::kBytesQ);
+    copy(params.tma_q.with(shared.barrier_q, 0), tQgQ, tQsQ);
+
+    // The buffers start empty: the producer's first wait on each empty barrier must pass at once.
+    auto state = cutlass::make_producer_start_state<PipelineK>();
+    for (int n = tiles.end - 1; n >= tiles.begin; --n) {
+      pipeline_k.producer_acquire(state);
+      copy(params.tma_k.with(*pipeline_k.producer_get_barrier(state), 0), tKgK(_, n), tKsK(_, state.index()));
+      pipeline_v.producer_acquire(state);
+      copy(params.tma_v.with(*pipeline_v.producer_get_barrier(state), 0), tVgV(_, n), tVsV(_, state.index()));
+      ++state;
+    }
+  }
+};
+
+// One consumer warpgroup's share: 64 rows of the tile, walked over the key tiles from last to first
+// (the masked boundary tiles of causal attention and of the key tail come first).
+template <class Config>
+struct ForwardMainloopSm90 {
+  static constexpr int kSchedulerBarrier = 2;  // and 3: named barriers of the pingpong (1: epilogue)
+  using Element = typename Config::Element;
+  static constexpr int kBlockM = Config::kBlockM;
+  static constexpr int kBlockN = Config::kBlockN;
+
+  template <class SharedStorage, class PipelineK, class PipelineV, class AccO, class Softmax>
+  __device__ static void run(const ForwardParams& p, int row_begin, device::TileRange tiles,
+                             const device::WindowMask& mask, SharedStorage& shared, PipelineK& pipeline_k,
+                             PipelineV& pipeline_v, AccO& acc_o, Softmax& softmax) {
+    using namespace cute;
+    const int thread = threadIdx.x - 128;  // among the consumers
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Config::SmemLayoutQ{});    // (M, D)
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Config::SmemLayoutK{});    // (N, D, PIPE)
+    Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Config::SmemLayoutVt{});  // (Dv, N, PIPE)
+
+    typename Config::TiledMmaQK mma_qk;
+    typename Config::TiledMmaPV mma_pv;
+    auto thread_qk = mma_qk.get_thread_slice(thread);
+    auto thread_pv = mma_pv.get_thread_slice(thread);
+    Tensor tSrQ = thread_qk.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_D) descriptors
+    Tensor tSrK = thread_qk.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_D, PIPE)
+    Tensor tOrV = thread_pv.partition_fragment_B(sVt);  // (MMA, MMA_Dv, MMA_N, PIPE)
+    // (row, col) within the (M, N) score tile of each of this thread's accumulators.
+    Tensor tScS = thread_qk.partition_C(make_identity_tensor(select<0, 1>(typename Config::TileShapeQK{})));
+    Tensor acc_s = partition_fragment_C(mma_qk, select<0, 1>(typename Config::TileShapeQK{}));  // (MMA, MMA_M, MMA_N)
+    // P in the input dtype, laid out as the A operand of O += P V.
+    Tensor tOrP = make_tensor<Element>(wgmma_accumulator_as_operand_a(acc_s.layout()));
+
+    auto score_mod = [&](int n) {
+      if (p.softcap) {
+        CUTE_UNROLL
+        for (int i = 0; i < size(acc_s); ++i) acc_s(i) = tanhf(acc_s(i) * p.score_premultiplier);
+      }
+      if (!mask.tile_fully_visible(row_begin, row_begin + kBlockM, n * kBlockN, (n + 1) * kBlockN)) {
+        mask.apply(wgmma_rows_cols_view(acc_s), wgmma_rows_cols_view(tScS), row_begin, n * kBlockN);
+      }
+    };
+    auto convert_p = [&]() {
+      Tensor converted = device::convert_fragment<Element>(acc_s);
+      CUTE_UNROLL
+      for (int i = 0; i < size(converted); ++i) tOrP(i) = converted(i);
+    };
+
+    cutlass::PipelineState<Config::kStages> read_k;  // index 0, phase 0
+    cutlass::PipelineState<Config::kStages> read_v;
+    float correction[Softmax::kRowCount];
+
+    // Pingpong (FlashAttention-3's warp scheduler barriers): the consumer warpgroups take turns to
+    // issue their GEMMs, so that one's softmax runs while the other's GEMMs hold the tensor cores.
+    // Warpgroup w waits on barrier kSchedulerBarrier + w before issuing and then lets the next one go;
+    // the second warpgroup lets the first start.
+    const int consumer = thread / 128;
+    const bool pingpong = p.pingpong && Config::kConsumerWarpgroups == 2;
+    auto scheduler_wait = [&]() {
+      if (pingpong) cutlass::arch::NamedBarrier::sync(Config::kConsumerThreads, kSchedulerBarrier + consumer);
+    };
+    auto scheduler_release = [&]() {
+      if (pingpong) cutlass::arch::NamedBarrier::arrive(Config::kConsumerThreads, kSchedulerBarrier + (1 - consumer));
+    };
+    if (pingpong && consumer == 1) cutlass::arch::NamedBarrier::arrive(Config::kConsumerThreads, kSchedulerBarrier);
+
+    // First (last in key order) tile: S, softmax, P; its O += P V is issued with the next S.
+    int n = tiles.end - 1;
+    pipeline_k.consumer_wait(read_k);
+    scheduler_wait();
+    wgmma_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+    scheduler_release();
+    warpgroup_wait<0>();
+    pipeline_k.consumer_release(read_k);
+    ++read_k;
+    score_mod(n);
+    softmax.template update<true>(wgmma_rows_cols_view(acc_s), correction);
+    convert_p();
+
+    for (--n; n >= tiles.begin; --n) {
+      pipeline_k.consumer_wait(read_k);
+      pipeline_v.consumer_wait(read_v);
+      scheduler_wait();
+      wgmma_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+      wgmma_issue<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+      scheduler_release();
+      warpgroup_wait<1>();  // S[n] is ready; O += P V[n + 1] may still run
+      pipeline_k.consumer_release(read_k);
+      ++read_k;
+      score_mod(n);
+      softmax.template update<false>(wgmma_rows_cols_view(acc_s), correction);
+      warpgroup_wait<0>();
+      pipeline_v.consumer_release(read_v);
+      ++read_v;
+      Softmax::rescale(wgmma_rows_cols_view(acc_o), correction);
+      convert_p();
+    }
+
+    pipeline_v.consumer_wait(read_v);
+    scheduler_wait();
+    wgmma_issue<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+    scheduler_release();
+    warpgroup_wait<0>();
+    pipeline_v.consumer_release(read_v);
+  }
+};
+
+// Normalise O, write it through shared memory (16-byte rows, predicated on the sequence's length and
+// Dv) and write LSE.
+template <class Config>
+struct ForwardEpilogueSm90 {
+  using Element = typename Config::Element;
+  static constexpr int kBlockM = Config::kBlockM;
+  static constexpr int kHeadDimV = Config::kHeadDimV;
+  static constexpr int kEpilogueBarrier = 1;  // named barrier of the consumer warpgroups
+
+  template <class SharedStorage, class AccO, class Softmax>
+  __device__ static void store(const ForwardParams& p, const SequenceSpan& seq, const ForwardWork& work,
+                               SharedStorage& shared, AccO& acc_o, Softmax& softmax) {
+    using namespace cute;
+    const int thread = threadIdx.x - 128;
+    const int row_begin = work.m_block * kBlockM;
+    const int valid_rows = seq.seqlen_q - row_begin;
+    typename Config::TiledMmaPV mma_pv;
+    auto thread_pv = mma_pv.get_thread_slice(thread);
+    Tensor tOcO = thread_pv.partition_C(make_identity_tensor(select<0, 1>(typename Config::TileShapePV{})));
+    Tensor tOcO_rows = wgmma_rows_cols_view(tOcO);  // (rows, cols)
+
+    constexpr int kRows = decltype(size<0>(tOcO_rows))::value;
+    float lse[kRows];
+    const float sink = p.sinks != nullptr ? p.sinks[work.head] : -INFINITY;
+    softmax.finalize(wgmma_rows_cols_view(acc_o), sink, lse);
+
+    // Every consumer warpgroup must be past its last wgmma read of Q before O overwrites it.
+    cutlass::arch::NamedBarrier::sync(Config::kConsumerThreads, kEpilogueBarrier);
+    Tensor sO = make_tensor(make_smem_ptr(shared.q.data()), typename Config::SmemLayoutO{});  // (M, Dv)
+    Tensor rO = device::convert_fragment<Element>(acc_o);
+    auto smem_copy_o = make_tiled_copy_C(Copy_Atom<AutoVectorizingCopyWithAssumedAlignment<32>, Element>{}, mma_pv);
+    auto smem_thread_o = smem_copy_o.get_thread_slice(thread);
+    copy(smem_copy_o, smem_thread_o.retile_S(rO), smem_thread_o.partition_D(sO));
+    cutlass::arch::NamedBarrier::sync(Config::kConsumerThreads, kEpilogueBarrier);
+
+    Element* out_rows = static_cast<Element*>(p.out) + seq.out_offset + work.head * p.out_head_stride +
+                        std::int64_t{row_begin} * p.out_row_stride;
+    Tensor gO = make_tensor(make_gmem_ptr(out_rows), Shape<Int<kBlockM>, Int<kHeadDimV>>{},
+                            make_stride(p.out_row_stride, _1{}));  // (M, Dv)
+    auto store_copy = device::make_vector_tile_copy<Element, Config::kConsumerThreads>();
+    auto store_thread = store_copy.get_thread_slice(thread);
+    device::store_tile(store_copy, store_thread.partition_S(sO), store_thread.partition_D(gO),
+                       store_thread.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDimV>>{})),
+                       valid_rows, p.head_dim_v);
+
+    // The first lane of each quad holds column 0 of its rows and writes their LSE.
+    if (p.lse != nullptr && get<1>(tOcO_rows(0, 0)) == 0) {
+      float* lse_head = p.lse + seq.lse_offset + work.head * p.lse_head_stride;
+      CUTE_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        const int row = get<0>(tOcO_rows(r, 0));
+        if (row < valid_rows) lse_head[std::int64_t{row_begin + row} * p.lse_row_stride] = lse[r];
+      }
+    }
+  }
+};
+
+template <class Config, class Mainloop, class Epilogue, class TileScheduler>
+struct DenseForwardKernelSm90 {
+  using SharedStorage = typename Config::SharedStorage;
+
+  __device__ void operator()(const KernelParams<Config>& params, char* smem) const {
+    using namespace cute;
+    const ForwardParams& p = params.args;
+    SharedStorage& shared = *reinterpret_cast<SharedStorage*>(smem);
+    const int warp = cutlass::canonical_warp_idx_sync();
+    const int warpgroup = cutlass::canonical_warp_group_idx();
+    const bool lane_leader = cute::elect_one_sync();
+
+    if (warp == 0 && lane_leader) {
+      prefetch_tma_descriptor(params.tma_q.get_tma_descriptor());
+      prefetch_tma_descriptor(params.tma_k.get_tma_descriptor());
+      prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
+      cutlass::arch::ClusterTransactionBarrier::init(&shared.barrier_q, 1);
+    }
+    using PipelineK = typename Config::PipelineK;
+    using PipelineV = typename Config::PipelineV;
+    typename PipelineK::Params pipeline_params;
+    pipeline_params.role = warpgroup == 0 ? PipelineK::ThreadCategory::Producer : PipelineK::ThreadCategory::Consumer;
+    pipeline_params.is_leader = warpgroup == 0 && threadIdx.x % 128 == 0;
+    pipeline_params.num_consumers = Config::kConsumerThreads;
+    pipeline_params.transaction_bytes = Config::kBytesK;
+    PipelineK pipeline_k(shared.pipeline_k, pipeline_params, Shape<_1, _1, _1>{});
+    typename PipelineV::Params pipeline_params_v = pipeline_params;
+    pipeline_params_v.transaction_bytes = Config::kBytesV;
+    PipelineV pipeline_v(shared.pipeline_v, pipeline_params_v, Shape<_1, _1, _1>{});
+    __syncthreads();  // barriers initialised and visible to every warp
+
+    const ForwardWork work = TileScheduler::work(p, static_cast<int>(blockIdx.x));
+    const SequenceSpan seq = sequence_span(p, work.batch);
+    const int row_begin = work.m_block * Config::kBlockM;
+    // Varlen: the grid covers max_seqlen_q rows; shorter sequences have nothing in this tile.
+    if (row_begin >= seq.seqlen_q) return;
+    const device::WindowMask mask{seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right};
+    const device::TileRange tiles =
+        mask.template key_tiles<Config::kBlockN>(row_begin, row_begin + Config::kBlockM);
+
+    if (warpgroup == 0) {
+      cutlass::arch::warpgroup_reg_dealloc<Config::kProducerRegisters>();
+      // Thread 0: the pipelines' leader, which also posts the expected transaction bytes.
+      if (threadIdx.x == 0 && !tiles.empty()) {
+        ForwardProducerSm90<Config>::run(params, work, seq, tiles, shared, pipeline_k, pipeline_v);
+      }
+      return;
+    }
+    cutlass::arch::warpgroup_reg_alloc<Config::kConsumerRegisters>();
+    typename Config::TiledMmaPV mma_pv;
+    Tensor acc_o = partition_fragment_C(mma_pv, select<0, 1>(typename Config::TileShapePV{}));  // (MMA, MMA_M, MMA_Dv)
+    clear(acc_o);
+    constexpr int kRows = decltype(size<0>(wgmma_rows_cols(acc_o.layout())))::value;
+    SplitOnlineSoftmax<kRows> softmax(p.softmax_scale_log2);
+    if (!tiles.empty()) {
+      cutlass::arch::ClusterTransactionBarrier::wait(&shared.barrier_q, 0);
+      Mainloop::run(p, row_begin, tiles, mask, shared, pipeline_k, pipeline_v, acc_o, softmax);
+    }
+    Epilogue::store(p, seq, work, shared, acc_o, softmax);
+  }
+};
+
+template <class Kernel, class Config>
+__global__ void __launch_bounds__(Config::kThreads, 1)
+    dense_forward_sm90_kernel(const __grid_constant__ KernelParams<Config> params) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(1024) char shared_memory[];
+  Kernel{}(params, shared_memory);
+#endif
+}
+
+template <int kShapeIndex, DType kDType>
+Status launch_dense_forward_sm90(const ForwardParams& p, void* stream) {
+  using namespace cute;
+  using Config = ForwardConfig<kShapeIndex, kDType>;
+  using Element = typename Config::Element;
+  using Kernel = DenseForwardKernelSm90<Config, ForwardMainloopSm90<Config>, ForwardEpilogueSm90<Config>,
+                                        ForwardTileScheduler>;
+  // (rows, D, heads, batch); a varlen tensor is one batch entry of all tokens. The host made every
+  // stride of an axis of extent 1 a valid TMA stride, and points K and V at q's memory when there is
+  // no key row (forward_host_sm90.cu): a descriptor needs at least one row of real memory.
+  const int batch = p.varlen ? 1 : p.batch;
+  auto gmem = [&](const void* data, std::int64_t rows, int cols, int heads, std::int64_t row_stride,
+                  std::int64_t head_stride, std::int64_t batch_stride) {
+    return make_tensor(make_gmem_ptr(static_cast<const Element*>(data)),
+                       make_shape(static_cast<int>(std::max<std::int64_t>(rows, 1)), cols, heads, batch),
+                       make_stride(row_stride, _1{}, head_stride, batch_stride));
+  };
+  const auto mQ = gmem(p.q, p.varlen ? p.total_q : p.seqlen_q, p.head_dim, p.heads_q, p.q_row_stride, p.q_head_stride,
+                       p.q_batch_stride);
+  const auto mK = gmem(p.k, p.varlen ? p.total_k : p.seqlen_k, p.head_dim, p.heads_kv, p.k_row_stride,
+                       p.k_head_stride, p.k_batch_stride);
+  const auto mV = gmem(p.v, p.varlen ? p.total_k : p.seqlen_k, p.head_dim_v, p.heads_kv, p.v_row_stride,
+                       p.v_head_stride, p.v_batch_stride);
+  const KernelParams<Config> params{
+      p,
+      make_tma_copy(SM90_TMA_LOAD{}, mQ, typename Config::SmemLayoutQ{}, select<0, 2>(typename Config::TileShapeQK{}),
+                    _1{}),
+      make_tma_copy(SM90_TMA_LOAD{}, mK, take<0, 2>(typename Config::SmemLayoutK{}),
+                    select<1, 2>(typename Config::TileShapeQK{}), _1{}),
+      make_tma_copy(SM90_TMA_LOAD{}, mV, take<0, 2>(typename Config::SmemLayoutV{}),
+                    select<2, 1>(typename Config::TileShapePV{}), _1{})};
+
+  auto* kernel = &dense_forward_sm90_kernel<Kernel, Config>;
+  cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config::kSmemBytes);
+  if (error == cudaSuccess) {
+    const auto blocks = static_cast<unsigned>(ForwardTileScheduler::grid_size(p));
+    kernel<<<blocks, Config::kThreads, Config::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(params);
+    error = cudaGetLastError();
+  }
+  if (error != cudaSuccess) {
+    return {StatusCode::kCudaError, std::string("sm90 dense forward launch: ") + cudaGetErrorString(error)};
+  }
+  return Status::ok();
+}
+
+}  // namespace attnkit::sm90

@@ -1,0 +1,129 @@
+// Register views of the Hopper wgmma fragments, and the online softmax split into the two halves the
+// overlapped mainloop needs.
+//
+// A wgmma m64nNk16 accumulator gives each thread of the warpgroup the value mode (2, 2, N / 8)
+// (PTX ISA, "wgmma register fragments"): a column pair, a row pair (rows r and r + 8 of the warp's 16),
+// and N / 8 column chunks of 8. That is the m16n8 accumulator of mma.sync repeated along N, so the
+// columns of one row are still spread over the 4 lanes of a quad and the row reductions of
+// device::quad_allreduce apply unchanged.
+#pragma once
+
+#include <cmath>
+
+#include <cute/tensor.hpp>
+
+#include "device/online_softmax.cuh"
+
+namespace attnkit::sm90 {
+
+// Accumulator layout ((2, 2, N / 8), MMA_M, MMA_N) -> ((2, MMA_M), (2, N / 8, MMA_N)): (rows, cols).
+template <class AccumulatorLayout>
+CUTE_HOST_DEVICE constexpr auto wgmma_rows_cols(AccumulatorLayout layout) {
+  using namespace cute;
+  static_assert(rank(AccumulatorLayout{}) == 3 && rank<0>(AccumulatorLayout{}) == 3,
+                "expected a wgmma accumulator layout ((2, 2, N / 8), MMA_M, MMA_N)");
+  return make_layout(make_layout(get<0, 1>(layout), get<1>(layout)),
+                     make_layout(get<0, 0>(layout), get<0, 2>(layout), get<2>(layout)));
+}
+
+template <class Tensor>
+CUTE_HOST_DEVICE auto wgmma_rows_cols_view(Tensor&& accumulators) {
+  return cute::make_tensor(accumulators.data(), wgmma_rows_cols(accumulators.layout()));
+}
+
+// Accumulator layout ((2, 2, N / 8), MMA_M, MMA_N) of S -> register A-operand layout
+// ((2, 2, 2), MMA_M, N / 16 * MMA_N) of O += P V, whose k runs over S's columns: a 16-bit A atom
+// (64 x 16) holds (column pair, row pair, k half), and the two k halves are two neighbouring column
+// chunks of the accumulator, value for value.
+template <class AccumulatorLayout>
+CUTE_HOST_DEVICE constexpr auto wgmma_accumulator_as_operand_a(AccumulatorLayout layout) {
+  using namespace cute;
+  static_assert(size<0, 2>(AccumulatorLayout{}) % 2 == 0, "N / 8 must be even to pair chunks into k16");
+  auto chunks = logical_divide(get<0, 2>(layout), Tile<_2>{});  // ((2, N / 16))
+  return make_layout(make_layout(get<0, 0>(layout), get<0, 1>(layout), get<0, 0>(chunks)), get<1>(layout),
+                     coalesce(make_layout(get<0, 1>(chunks), get<2>(layout))));
+}
+
+// The online softmax of device::OnlineSoftmax (same units, same empty-row rule, same finalize), with
+// the update split in two: update() turns a score tile into probabilities and returns each row's
+// correction exp(m_old - m_new) while O += P V of the previous tile is still in flight on the tensor
+// cores; rescale() applies it to O once that GEMM has retired.
+template <int kRows>
+class SplitOnlineSoftmax {
+ public:
+  static constexpr int kRowCount = kRows;
+
+  __device__ explicit SplitOnlineSoftmax(float scale_log2) : scale_log2_(scale_log2) {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      row_max_[r] = -INFINITY;
+      row_sum_[r] = 0.0f;
+    }
+  }
+
+  // scores (rows, cols): overwritten with exp(s - m_new). correction: exp(m_old - m_new) per row
+  // (unused on the first tile, where O is still zero).
+  template <bool kFirstTile, class ScoreTensor>
+  __device__ __forceinline__ void update(ScoreTensor&& scores, float (&correction)[kRows]) {
+    using namespace cute;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float tile_max = row_max_[r];
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) tile_max = fmaxf(tile_max, scores(r, c));
+      tile_max = device::quad_allreduce(tile_max, device::MaxOp{});
+      const float reference = exponent_reference(tile_max);
+      correction[r] = kFirstTile ? 1.0f : device::fast_exp2(row_max_[r] * scale_log2_ - reference);
+      row_max_[r] = tile_max;
+      float tile_sum = 0.0f;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) {
+        const float p = device::fast_exp2(scores(r, c) * scale_log2_ - reference);
+        scores(r, c) = p;
+        tile_sum += p;
+      }
+      row_sum_[r] = (kFirstTile ? 0.0f : row_sum_[r] * correction[r]) + tile_sum;
+    }
+  }
+
+  template <class OutputTensor>
+  __device__ __forceinline__ static void rescale(OutputTensor&& output, const float (&correction)[kRows]) {
+    using namespace cute;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(output); ++c) output(r, c) *= correction[r];
+    }
+  }
+
+  // As device::OnlineSoftmax::finalize: normalises output (rows, cols_v) in place and returns each row's
+  // natural-log LSE; sink_logit is the head's sink in logit units or -inf.
+  template <class OutputTensor>
+  __device__ __forceinline__ void finalize(OutputTensor&& output, float sink_logit, float (&lse)[kRows]) {
+    using namespace cute;
+    const float sink_log2 = sink_logit * device::kLog2e;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      const float sum = device::quad_allreduce(row_sum_[r], device::SumOp{});
+      const float reference = exponent_reference(row_max_[r]);
+      const float merged_max = fmaxf(reference, sink_log2);
+      const float keys_weight = exp2f(reference - merged_max);
+      const float total = sum * keys_weight + exp2f(sink_log2 - merged_max);
+      const float output_scale = total > 0.0f ? keys_weight / total : 0.0f;
+      lse[r] = total > 0.0f ? (merged_max + log2f(total)) * device::kLn2 : -INFINITY;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(output); ++c) output(r, c) *= output_scale;
+    }
+  }
+
+ private:
+  __device__ __forceinline__ float exponent_reference(float row_max) const {
+    return row_max == -INFINITY ? 0.0f : row_max * scale_log2_;
+  }
+
+  float scale_log2_;
+  float row_max_[kRows];
+  float row_sum_[kRows];
+};
+
+}  // namespace attnkit::sm90
