@@ -94,12 +94,24 @@ Status cuda_status(cudaError_t error, const char* what) {
   return {StatusCode::kCudaError, std::string("sm80 dense backward: ") + what + ": " + cudaGetErrorString(error)};
 }
 
+// Opt-in shared memory per block of a device (bytes).
+Status shared_memory_limit(int device_index, std::size_t* bytes) {
+  int limit = 0;
+  const cudaError_t error = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_index);
+  if (error != cudaSuccess) return cuda_status(error, "cannot query the shared-memory limit");
+  *bytes = static_cast<std::size_t>(limit);
+  return Status::ok();
+}
+
 template <typename Element>
-Status launch_main_for_tier(int tier, const DenseBackwardParams& params, cudaStream_t stream) {
+Status launch_main_for_tier(int tier, int stages, const DenseBackwardParams& params, cudaStream_t stream) {
+  using backward::BackwardTile;
   switch (tier) {
-    case 64: return backward::launch_dense_backward_main<Element, 64>(params, stream);
-    case 128: return backward::launch_dense_backward_main<Element, 128>(params, stream);
-    default: return backward::launch_dense_backward_main<Element, 256>(params, stream);
+    case 64: return backward::launch_dense_backward_main<Element, BackwardTile<64, 2>>(params, stream);
+    case 128: return backward::launch_dense_backward_main<Element, BackwardTile<128, 2>>(params, stream);
+    default:
+      return stages == 2 ? backward::launch_dense_backward_main<Element, BackwardTile<256, 2>>(params, stream)
+                         : backward::launch_dense_backward_main<Element, BackwardTile<256, 1>>(params, stream);
   }
 }
 
@@ -135,12 +147,10 @@ Status dense_supports_backward(const host::DenseProblem& problem, const DenseBac
     add("the grid would need " + std::to_string(ctas) + " CTAs, more than 2^31 - 1");
   }
   if (problem.device.kind == DeviceKind::kCUDA) {
-    int smem_optin = 0;
-    const cudaError_t error =
-        cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, problem.device.index);
-    if (error != cudaSuccess) return cuda_status(error, "cannot query the shared-memory limit");
-    const std::size_t needed = backward::backward_smem_bytes_for_tier(tier);
-    if (static_cast<std::size_t>(smem_optin) < needed) {
+    std::size_t smem_optin = 0;
+    if (Status s = shared_memory_limit(problem.device.index, &smem_optin); !s) return s;
+    const std::size_t needed = backward::backward_min_smem_bytes_for_tier(tier);
+    if (smem_optin < needed) {
       add("head dims (" + std::to_string(problem.head_dim) + ", " + std::to_string(problem.head_dim_v) +
           ") need " + std::to_string(needed) + " bytes of shared memory per block; " +
           device_name(problem.device) + " allows " + std::to_string(smem_optin));
@@ -229,8 +239,11 @@ Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs
   if (problem.has_sinks) {
     if (Status s = backward::launch_dense_backward_sinks(p, stream); !s) return s;
   }
-  const Status main = p.fp16 ? launch_main_for_tier<__half>(tier, p, stream)
-                             : launch_main_for_tier<__nv_bfloat16>(tier, p, stream);
+  std::size_t smem_limit = 0;
+  if (Status s = shared_memory_limit(problem.device.index, &smem_limit); !s) return s;
+  const int stages = backward::backward_stages_for_tier(tier, smem_limit);
+  const Status main = p.fp16 ? launch_main_for_tier<__half>(tier, stages, p, stream)
+                             : launch_main_for_tier<__nv_bfloat16>(tier, stages, p, stream);
   if (!main) return main;
   return backward::launch_dense_backward_postprocess(p, stream);
 }

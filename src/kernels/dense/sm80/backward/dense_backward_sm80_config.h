@@ -1,5 +1,6 @@
-// Tile shapes of the sm_80+ dense backward kernel, one per head-dim tier, readable from host code (the
-// support check compares their shared-memory need with the device's limit). A head dim D (and Dv) that
+// Tile shapes of the sm_80+ dense backward kernel, one per head-dim tier and Q/dO buffer count, readable
+// from host code (the support check and the stage choice compare their shared-memory need with the
+// device's limit). A head dim D (and Dv) that
 // is a multiple of 8 runs on the smallest tier >= max(D, Dv); the kernel zero-fills the padding.
 #pragma once
 
@@ -15,32 +16,42 @@ namespace attnkit::sm80::backward {
 //                                         column slices to bound the live accumulator registers
 // kStages: 2 double-buffers Q and dO (the next tile loads during the whole step); 1 issues the next
 // Q after the last reader of Q and the next dO after the last reader of dO (less shared memory).
-template <int kHeadDimTier>
+// kMinCtasPerSm: the __launch_bounds__ minimum (2 caps the registers at 128 per thread).
+template <int kHeadDimTier, int kStages>
 struct BackwardTile;
 
 // D <= 64: 128 x 128 tiles. Shared memory: Q, dO 2 x 16 KiB each, K, V 16 KiB each, P, dS 32 KiB each,
 // lse and delta 2 KiB = 162 KiB (fits the A100's 163 KiB opt-in limit, not the 99 KiB of sm_86/sm_89).
 template <>
-struct BackwardTile<64> {
-  static constexpr int kHeadDim = 64, kBlockM = 128, kBlockN = 128, kWarps = 8;
+struct BackwardTile<64, 2> {
+  static constexpr int kHeadDim = 64, kBlockM = 128, kBlockN = 128, kWarps = 8, kMinCtasPerSm = 1;
   static constexpr int kWarpsMForSdP = 2, kWarpsNForDkv = 4, kWarpsMForDq = 4, kDqPasses = 1, kStages = 2;
 };
 
 // D <= 128: 64 x 128 tiles. Q, dO 2 x 16 KiB each, K, V 32 KiB each, P, dS 16 KiB each, lse and delta
 // 1 KiB = 161 KiB.
 template <>
-struct BackwardTile<128> {
-  static constexpr int kHeadDim = 128, kBlockM = 64, kBlockN = 128, kWarps = 8;
+struct BackwardTile<128, 2> {
+  static constexpr int kHeadDim = 128, kBlockM = 64, kBlockN = 128, kWarps = 8, kMinCtasPerSm = 1;
   static constexpr int kWarpsMForSdP = 2, kWarpsNForDkv = 4, kWarpsMForDq = 2, kDqPasses = 1, kStages = 2;
 };
 
-// D <= 256: 64 x 64 tiles, Q and dO single-buffered: Q, dO, K, V 32 KiB each, P, dS 8 KiB each, lse
-// and delta 0.5 KiB = 144.5 KiB (the A100 fits it; double-buffering would need 209 KiB). dQ in two
-// 128-column passes keeps its accumulator at 32 registers beside the 128 of dK and dV.
+// D <= 256: 64 x 64 tiles. dQ in two 128-column passes keeps its accumulator at 32 registers beside the
+// 128 of dK and dV. Q, dO single-buffered: Q, dO, K, V 32 KiB each, P, dS 8 KiB each, lse and delta
+// 0.5 KiB = 144.5 KiB, for the A100 (163 KiB).
 template <>
-struct BackwardTile<256> {
-  static constexpr int kHeadDim = 256, kBlockM = 64, kBlockN = 64, kWarps = 8;
+struct BackwardTile<256, 1> {
+  static constexpr int kHeadDim = 256, kBlockM = 64, kBlockN = 64, kWarps = 8, kMinCtasPerSm = 1;
   static constexpr int kWarpsMForSdP = 4, kWarpsNForDkv = 2, kWarpsMForDq = 2, kDqPasses = 2, kStages = 1;
+};
+
+// The same with Q and dO double-buffered, where the device allows 209 KiB per block (H100: 227 KiB).
+// With one buffer the 64 KiB of the next Q and dO can only fly during the dV and dQ GEMMs (a fifth of
+// the step), which at D = 256 is shorter than their latency from L2.
+template <>
+struct BackwardTile<256, 2> {
+  static constexpr int kHeadDim = 256, kBlockM = 64, kBlockN = 64, kWarps = 8, kMinCtasPerSm = 1;
+  static constexpr int kWarpsMForSdP = 4, kWarpsNForDkv = 2, kWarpsMForDq = 2, kDqPasses = 2, kStages = 2;
 };
 
 template <typename Tile>
@@ -58,18 +69,28 @@ constexpr int backward_head_dim_tier(long long head_dim, long long head_dim_v) {
   return widest <= 64 ? 64 : widest <= 128 ? 128 : 256;
 }
 
-constexpr std::size_t backward_smem_bytes_for_tier(int tier) {
-  return tier == 64 ? backward_smem_bytes<BackwardTile<64>>()
-         : tier == 128 ? backward_smem_bytes<BackwardTile<128>>()
-                       : backward_smem_bytes<BackwardTile<256>>();
+// Q/dO buffers of a tier's tiles: 2 where the device's per-block shared-memory limit allows, else 1
+// (only the 256 tier has a single-buffered tile; 64 and 128 need no more than the A100 has).
+constexpr int backward_stages_for_tier(int tier, std::size_t smem_per_block_limit) {
+  return tier != 256 || backward_smem_bytes<BackwardTile<256, 2>>() <= smem_per_block_limit ? 2 : 1;
 }
 
+// The least shared memory any tile of the tier needs.
+constexpr std::size_t backward_min_smem_bytes_for_tier(int tier) {
+  return tier == 64 ? backward_smem_bytes<BackwardTile<64, 2>>()
+         : tier == 128 ? backward_smem_bytes<BackwardTile<128, 2>>()
+                       : backward_smem_bytes<BackwardTile<256, 1>>();
+}
+
+// Query and key rows per tile; the same for every stage count of a tier.
 constexpr int backward_block_m_for_tier(int tier) {
-  return tier == 64 ? BackwardTile<64>::kBlockM : tier == 128 ? BackwardTile<128>::kBlockM : BackwardTile<256>::kBlockM;
+  return tier == 64 ? BackwardTile<64, 2>::kBlockM : tier == 128 ? BackwardTile<128, 2>::kBlockM : BackwardTile<256, 1>::kBlockM;
 }
 
 constexpr int backward_block_n_for_tier(int tier) {
-  return tier == 64 ? BackwardTile<64>::kBlockN : tier == 128 ? BackwardTile<128>::kBlockN : BackwardTile<256>::kBlockN;
+  return tier == 64 ? BackwardTile<64, 2>::kBlockN : tier == 128 ? BackwardTile<128, 2>::kBlockN : BackwardTile<256, 1>::kBlockN;
 }
+static_assert(BackwardTile<256, 1>::kBlockM == BackwardTile<256, 2>::kBlockM &&
+              BackwardTile<256, 1>::kBlockN == BackwardTile<256, 2>::kBlockN);
 
 }  // namespace attnkit::sm80::backward

@@ -2,5 +2,6 @@
 #include "kernels/dense/sm80/backward/dense_backward_sm80_kernel.cuh"
 
 namespace attnkit::sm80::backward {
-template Status launch_dense_backward_main<__half, 128>(const DenseBackwardParams& params, cudaStream_t stream);
+template Status launch_dense_backward_main<__half, BackwardTile<128, 2>>(const DenseBackwardParams& params,
+                                                                         cudaStream_t stream);
 }  // namespace attnkit::sm80::backward

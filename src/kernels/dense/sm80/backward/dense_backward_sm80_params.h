@@ -1,6 +1,6 @@
 // Device-ready parameters of the sm_80+ dense backward and the launch entry points of its kernels.
 // Host code (dense_backward_sm80.cu) fills DenseBackwardParams from the validated DenseProblem; the
-// main kernel has one explicit instantiation per (dtype, head-dim tier), each in its own .cu file.
+// main kernel has one explicit instantiation per (dtype, tile), each in its own .cu file.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -66,8 +66,9 @@ struct DenseBackwardParams {
   bool fp16 = false;  // element type of the pre/post kernels: fp16 when true, else bf16
 };
 
-// The main kernel (dK, dV, and dQ into dq_accum) for one element type and head-dim tier.
-template <typename Element, int kHeadDimTier>
+// The main kernel (dK, dV, and dQ into dq_accum) for one element type and tile (BackwardTile<tier,
+// stages> of dense_backward_sm80_config.h).
+template <typename Element, typename Tile>
 Status launch_dense_backward_main(const DenseBackwardParams& params, cudaStream_t stream);
 
 // delta = rowsum(dO * O); dq_accum and the semaphores must be zeroed before the main kernel.

@@ -70,14 +70,17 @@ struct ForwardTileShape {
 };
 
 // In order of cost: the host picks the first that covers (D, Dv) and fits the device's shared memory.
-// Tiles follow FlashAttention-2's A100/H100 choices: 128 query rows; 128 keys at D = 64 (48 KiB) and 64
-// keys above (D = 128: 64 KiB, two CTAs per SM); 8 warps where the output accumulator would otherwise
-// pass 128 registers per thread (D > 128).
+// D <= 192 follow FlashAttention-2's A100/H100 choices: 128 query rows; 128 keys at D = 64 (48 KiB) and
+// 64 keys above (D = 128: 64 KiB, two CTAs per SM); 8 warps at D = 192, where the output accumulator
+// would otherwise pass 128 registers per thread. D = 256 takes 64 x 64 tiles of 4 warps (96 KiB, two
+// CTAs per SM on the H100, so that one CTA's loads and softmax hide under the other's GEMMs): on the
+// H100 it ran 0.99-1.12x torch flash where 128 x 64 x 8 warps (128 KiB, one CTA per SM) ran 0.89-1.01x
+// (backward/README.md, same run); it also fits the 99 KiB of sm_86 / sm_89.
 inline constexpr ForwardTileShape kForwardTileShapes[] = {
     {64, 64, 128, 128, 4},
     {128, 128, 128, 64, 4},
     {192, 128, 128, 64, 8},
-    {256, 256, 128, 64, 8},
+    {256, 256, 64, 64, 4},
 };
 inline constexpr int kForwardTileShapeCount = sizeof(kForwardTileShapes) / sizeof(kForwardTileShapes[0]);
 
