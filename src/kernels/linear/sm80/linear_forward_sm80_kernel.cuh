@@ -1,0 +1,522 @@
+// Chunked forward of GDN and KDA on sm80+ tensor cores (WMMA bf16/fp16, fp32 accumulation), the whole
+// chunk pipeline fused in one kernel so that no intermediate leaves the SM.
+//
+// A CTA (8 warps) owns one (sequence, value head, slice of kValueSlice value columns) and walks its
+// sequence in chunks of C = 64 tokens with the state slice S [128, kValueSlice] in shared memory (fp32).
+// Value columns evolve independently, so the slices of a head run in parallel and stay exact; they
+// repeat the slice-independent work (K K^T, the solve, w), which is why the slice is 64 where the grid
+// is large enough and 32 only for few-head long sequences.
+//
+// Per chunk, with G the inclusive cumulative log decay inside the chunk (a scalar per token for GDN, a
+// [K] vector for KDA) and Gamma = exp(G), for t, s in the chunk:
+//   A[t][s] = beta_t sum_i k_t[i] k_s[i] exp(G_t[i] - G_s[i])   (s < t)
+//   P[t][s] = scale sum_i q_t[i] k_s[i] exp(G_t[i] - G_s[i])    (s <= t)
+//   T_beta  = (I + A)^-1 diag(beta)                              (unit lower-triangular solve, fp32)
+//   w       = T_beta (K . Gamma),   delta = T_beta V - w S       (the WY/UT form of the delta rule)
+//   O       = (scale Q . Gamma) S + P delta
+//   S      <- diag(Gamma_last) S + (K . exp(G_last - G))^T delta
+// Every exp above has a non-positive argument, except in the KDA A and P products, where the decay of a
+// channel is not one scalar per row: there the diagonal 16 x 16 blocks are summed on CUDA cores with a
+// running product of per-token decays (exact for any decay), and each off-diagonal block pair (t in a
+// later block than s's block b) goes through tensor cores split at the reference row r = 16 (b + 1):
+// exp(G_t - G_s) = exp(G_t - G_r) exp(G_r - G_s), both factors <= 1.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+
+#include "kernels/linear/sm80/linear_sm80_common.cuh"
+#include "kernels/linear/sm80/linear_sm80_kernels.h"
+
+namespace attnkit::sm80::linear_detail {
+
+template <typename Element>
+struct ElementConvert;
+template <>
+struct ElementConvert<__nv_bfloat16> {
+  __device__ static __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
+  __device__ static float to(__nv_bfloat16 x) { return __bfloat162float(x); }
+};
+template <>
+struct ElementConvert<__half> {
+  __device__ static __half from(float x) { return __float2half_rn(x); }
+  __device__ static float to(__half x) { return __half2float(x); }
+};
+
+constexpr int kForwardThreads = 256;
+constexpr int kForwardWarps = kForwardThreads / 32;
+constexpr int kChunk = kLinearChunk;              // 64 tokens
+constexpr int kKeyPad = kLinearForwardMaxKeyDim;  // K padded with zeros to 128
+constexpr int kTile = 16;                         // WMMA m = n = k = 16
+
+// Shared memory of one CTA. Leading dimensions carry 16 bytes (Element) or 16 bytes (fp32) of padding so
+// that the rows of a 16 x 16 tile fall in different banks.
+template <typename Element, bool kPerKeyGate, int kValueSlice>
+struct ForwardShared {
+  static constexpr int kLdKey = kKeyPad + 8;          // Element [64][128]
+  static constexpr int kLdChunk = kChunk + 8;         // Element [64][64]
+  static constexpr int kLdValue = kValueSlice + 8;    // Element [.][kValueSlice]
+  static constexpr int kLdChunkF = kChunk + 4;        // fp32 [64][64]
+  static constexpr int kLdValueF = kValueSlice + 4;   // fp32 [128][kValueSlice]
+
+  alignas(128) Element q[kChunk * kLdKey];      // q (L2-normalised), then scale q Gamma
+  alignas(128) Element k[kChunk * kLdKey];      // k (L2-normalised), then k exp(G_last - G)
+  // x and w are adjacent: KDA first lays its fp32 per-token decays exp(g) [64][128] over both.
+  alignas(128) Element x[kChunk * kLdKey];      // KDA off-diagonal operands, then k Gamma
+  alignas(128) Element w[kChunk * kLdKey];      // KDA off-diagonal operands, then -w
+  alignas(128) Element v[kChunk * kLdValue];    // the chunk's v slice
+  alignas(128) Element t_beta[kChunk * kLdChunk];
+  alignas(128) Element p[kChunk * kLdChunk];
+  alignas(128) Element delta[kChunk * kLdValue];
+  alignas(128) Element state_lowp[kKeyPad * kLdValue];  // S at the chunk start, for the tensor cores
+  alignas(128) float a[kChunk * kLdChunkF];     // A, fp32 (the solve reads it)
+  alignas(128) float p_raw[kChunk * kLdChunkF]; // P before its mask and conversion
+  alignas(128) float state[kKeyPad * kLdValueF];  // S, fp32: the running state of the slice
+  alignas(128) float stage[kForwardWarps][kTile * kTile];  // per-warp fp32 -> Element staging
+  alignas(128) float gate[kPerKeyGate ? kChunk * kKeyPad : kChunk];  // G, inclusive cumulative log decay
+  alignas(16) float beta[kChunk];
+};
+
+template <typename Element>
+using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, kTile, kTile, kTile, Element, nvcuda::wmma::row_major>;
+template <typename Element>
+using FragAT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
+template <typename Element>
+using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::row_major>;
+template <typename Element>
+using FragBT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
+using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, kTile, kTile, kTile, float>;
+
+// acc += X[rows of tile tr, all depth] Y^T[.., tile tc] where X and Y are row-major [., depth] (ld).
+template <typename Element, int kDepth>
+__device__ __forceinline__ void mma_abt(FragC& acc, const Element* x, const Element* y, int ld) {
+  FragA<Element> fa;
+  FragBT<Element> fb;
+#pragma unroll
+  for (int d = 0; d < kDepth; d += kTile) {
+    nvcuda::wmma::load_matrix_sync(fa, x + d, ld);
+    nvcuda::wmma::load_matrix_sync(fb, y + d, ld);
+    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
+// acc += X Y with X row-major [16][kDepth] (ldx) and Y row-major [kDepth][16] (ldy).
+template <typename Element, int kDepth>
+__device__ __forceinline__ void mma_ab(FragC& acc, const Element* x, int ldx, const Element* y, int ldy) {
+  FragA<Element> fa;
+  FragB<Element> fb;
+#pragma unroll
+  for (int d = 0; d < kDepth; d += kTile) {
+    nvcuda::wmma::load_matrix_sync(fa, x + d, ldx);
+    nvcuda::wmma::load_matrix_sync(fb, y + d * ldy, ldy);
+    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
+// Stores a 16 x 16 accumulator as Element (times `factor`) through the warp's fp32 staging tile.
+template <typename Element>
+__device__ __forceinline__ void store_tile_lowp(const FragC& acc, float* stage, Element* dst, int ld, float factor) {
+  nvcuda::wmma::store_matrix_sync(stage, acc, kTile, nvcuda::wmma::mem_row_major);
+  __syncwarp();
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int e = lane; e < kTile * kTile; e += 32) {
+    dst[(e / kTile) * ld + e % kTile] = ElementConvert<Element>::from(factor * stage[e]);
+  }
+  __syncwarp();
+}
+
+// Loads `rows` rows of a token-major tensor into Element smem [kChunk][ld], columns [col0, col0 + width)
+// of `cols` valid ones, zero elsewhere. `vectorized`: 16-byte loads (cols and strides multiples of 8).
+template <typename Element, int kWidth>
+__device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* src, std::int64_t token_stride,
+                                          int rows, int col0, int cols, bool vectorized) {
+  constexpr int kVectors = kWidth / 8;
+  for (int e = threadIdx.x; e < kChunk * kVectors; e += kForwardThreads) {
+    const int t = e / kVectors;
+    const int cb = (e % kVectors) * 8;
+    Element* d = dst + t * ld + cb;
+    const int col = col0 + cb;
+    if (t < rows && col < cols) {
+      const Element* s = src + t * token_stride + col;
+      if (vectorized) {
+        *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(s);
+      } else {
+#pragma unroll
+        for (int u = 0; u < 8; ++u) d[u] = col + u < cols ? s[u] : ElementConvert<Element>::from(0.0f);
+      }
+    } else {
+      *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// Rescales each of the 64 rows of q and k by its L2 factor (a warp per row, 4 columns per lane).
+template <typename Element>
+__device__ void l2_normalise_rows(Element* rows, int ld) {
+  const int lane = threadIdx.x & 31;
+  for (int r = threadIdx.x >> 5; r < kChunk; r += kForwardWarps) {
+    Element* row = rows + r * ld;
+    float x[4];
+    float sum = 0.0f;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      x[u] = ElementConvert<Element>::to(row[lane * 4 + u]);
+      sum += x[u] * x[u];
+    }
+    const float factor = l2norm_factor(warp_sum(sum));
+#pragma unroll
+    for (int u = 0; u < 4; ++u) row[lane * 4 + u] = ElementConvert<Element>::from(x[u] * factor);
+  }
+}
+
+template <typename Element, bool kPerKeyGate, int kValueSlice>
+__global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(LinearForwardParams params) {
+  using Shared = ForwardShared<Element, kPerKeyGate, kValueSlice>;
+  using Convert = ElementConvert<Element>;
+  namespace wmma = nvcuda::wmma;
+  constexpr int kLdKey = Shared::kLdKey;
+  constexpr int kLdChunk = Shared::kLdChunk;
+  constexpr int kLdValue = Shared::kLdValue;
+  constexpr int kLdChunkF = Shared::kLdChunkF;
+  constexpr int kLdValueF = Shared::kLdValueF;
+  constexpr int kValueTiles = kValueSlice / kTile;
+  constexpr int kChunkTiles = kChunk / kTile;  // 4
+  constexpr int kKeyTiles = kKeyPad / kTile;   // 8
+
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
+  const LinearCommonParams& c = params.common;
+  const int tid = threadIdx.x;
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+  float* stage = sm.stage[warp];
+
+  const int slices = (c.value_dim + kValueSlice - 1) / kValueSlice;
+  const int n = blockIdx.x / slices;
+  const int col0 = (blockIdx.x % slices) * kValueSlice;
+  const int hv = blockIdx.y;
+  const int h = hv / c.group;
+  const bool varlen = params.cu_seqlens != nullptr;
+  const std::int64_t batch = varlen ? 0 : n;
+  const std::int64_t bos = varlen ? params.cu_seqlens[n * params.cu_seqlens_stride] : 0;
+  const std::int64_t length = varlen ? params.cu_seqlens[(n + 1) * params.cu_seqlens_stride] - bos : params.seqlen;
+
+  const Element* q_base = static_cast<const Element*>(c.q.data) + batch * c.q.batch_stride + bos * c.q.token_stride + h * c.q.head_stride;
+  const Element* k_base = static_cast<const Element*>(c.k.data) + batch * c.k.batch_stride + bos * c.k.token_stride + h * c.k.head_stride;
+  const Element* v_base = static_cast<const Element*>(c.v.data) + batch * c.v.batch_stride + bos * c.v.token_stride + hv * c.v.head_stride;
+  Element* o_base = static_cast<Element*>(c.out_data) + batch * c.out.batch_stride + bos * c.out.token_stride + hv * c.out.head_stride;
+  const std::int64_t g_base = batch * c.g.batch_stride + bos * c.g.token_stride;
+  const std::int64_t b_base = batch * c.beta.batch_stride + bos * c.beta.token_stride + hv * c.beta.head_stride;
+
+  // S[i][j] of this slice lives at state[i][j - col0]; the [V, K] layout swaps the element's indices.
+  auto state_offset = [&](const LinearStateTensor& s, int i, int j) {
+    return n * s.sequence_stride + hv * s.head_stride + (c.state_vk ? j * s.row_stride + i : i * s.row_stride + j);
+  };
+  for (int e = tid; e < kKeyPad * kValueSlice; e += kForwardThreads) {
+    const int i = e / kValueSlice;
+    const int j = col0 + e % kValueSlice;
+    float value = 0.0f;
+    if (params.initial_state.data != nullptr && i < c.key_dim && j < c.value_dim) {
+      value = params.initial_state.data[state_offset(params.initial_state, i, j)];
+    }
+    sm.state[i * kLdValueF + e % kValueSlice] = value;
+  }
+  __syncthreads();
+
+  const std::int64_t chunks = (length + kChunk - 1) / kChunk;
+  for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const std::int64_t t0 = chunk * kChunk;
+    const int rows = static_cast<int>(length - t0 < kChunk ? length - t0 : kChunk);
+
+    // ---- Load: q, k, v slice, gates, beta; the state's low-precision copy ----------------------------
+    load_rows<Element, kKeyPad>(sm.q, kLdKey, q_base + t0 * c.q.token_stride, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+    load_rows<Element, kKeyPad>(sm.k, kLdKey, k_base + t0 * c.k.token_stride, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+    load_rows<Element, kValueSlice>(sm.v, kLdValue, v_base + t0 * c.v.token_stride, c.v.token_stride, rows, col0, c.value_dim, params.vectorized_io);
+    for (int e = tid; e < kKeyPad * kValueSlice; e += kForwardThreads) {
+      const int i = e / kValueSlice;
+      const int jj = e % kValueSlice;
+      sm.state_lowp[i * kLdValue + jj] = Convert::from(sm.state[i * kLdValueF + jj]);
+    }
+    if constexpr (kPerKeyGate) {
+      float* decay = reinterpret_cast<float*>(sm.x);  // [64][128] over x and w
+      for (int e = tid; e < kChunk * kKeyPad; e += kForwardThreads) {
+        const int t = e / kKeyPad;
+        const int i = e % kKeyPad;
+        const float g = (t < rows && i < c.key_dim) ? gate_at(c, g_base + (t0 + t) * c.g.token_stride, hv, i) : 0.0f;
+        sm.gate[e] = g;
+        decay[e] = __expf(g);
+      }
+    } else {
+      if (tid < kChunk) sm.gate[tid] = tid < rows ? gate_at(c, g_base + (t0 + tid) * c.g.token_stride, hv, 0) : 0.0f;
+    }
+    if (tid >= kForwardThreads - kChunk) {
+      const int t = tid - (kForwardThreads - kChunk);
+      sm.beta[t] = t < rows ? beta_value(c, load_element(c.beta.data, b_base + (t0 + t) * c.beta.token_stride, c.beta_element)) : 0.0f;
+    }
+    __syncthreads();
+
+    // ---- L2 norm and the cumulative log decay G ------------------------------------------------------
+    if (c.l2norm_qk) {
+      l2_normalise_rows(sm.q, kLdKey);
+      l2_normalise_rows(sm.k, kLdKey);
+    }
+    if constexpr (kPerKeyGate) {
+      if (tid < kKeyPad) {
+        float running = 0.0f;
+#pragma unroll 16
+        for (int t = 0; t < kChunk; ++t) {
+          running += sm.gate[t * kKeyPad + tid];
+          sm.gate[t * kKeyPad + tid] = running;
+        }
+      }
+    } else {
+      if (warp == 0) {
+        float lo = sm.gate[lane];
+        float hi = sm.gate[lane + 32];
+#pragma unroll
+        for (int offset = 1; offset < 32; offset <<= 1) {
+          const float lo_up = __shfl_up_sync(0xffffffffu, lo, offset);
+          const float hi_up = __shfl_up_sync(0xffffffffu, hi, offset);
+          if (lane >= offset) {
+            lo += lo_up;
+            hi += hi_up;
+          }
+        }
+        hi += __shfl_sync(0xffffffffu, lo, 31);
+        sm.gate[lane] = lo;
+        sm.gate[lane + 32] = hi;
+      }
+    }
+    __syncthreads();
+
+    // ---- A and P (raw sums; masks, beta and scale are applied below) ---------------------------------
+    if constexpr (kPerKeyGate) {
+      // Diagonal blocks on CUDA cores: thread (block, s, quarter) sums channels i = 4 ii + quarter.
+      const float* decay = reinterpret_cast<const float*>(sm.x);
+      const int block = tid >> 6;
+      const int s = (tid >> 2) & 15;
+      const int quarter = tid & 3;
+      const int row0 = block * kTile;
+      float sum_a[kTile], sum_p[kTile];
+#pragma unroll
+      for (int t = 0; t < kTile; ++t) sum_a[t] = sum_p[t] = 0.0f;
+      for (int ii = 0; ii < kKeyPad / 4; ++ii) {
+        const int i = ii * 4 + quarter;
+        const float ks = Convert::to(sm.k[(row0 + s) * kLdKey + i]);
+        float e = 1.0f;  // exp(G_t[i] - G_s[i]) for t >= s, by a running product of per-token decays
+#pragma unroll
+        for (int t = 0; t < kTile; ++t) {
+          e = t <= s ? 1.0f : e * decay[(row0 + t) * kKeyPad + i];
+          const float ke = ks * e;
+          sum_a[t] += Convert::to(sm.k[(row0 + t) * kLdKey + i]) * ke;
+          sum_p[t] += Convert::to(sm.q[(row0 + t) * kLdKey + i]) * ke;
+        }
+      }
+#pragma unroll
+      for (int t = 0; t < kTile; ++t) {
+        sum_a[t] += __shfl_xor_sync(0xffffffffu, sum_a[t], 1);
+        sum_a[t] += __shfl_xor_sync(0xffffffffu, sum_a[t], 2);
+        sum_p[t] += __shfl_xor_sync(0xffffffffu, sum_p[t], 1);
+        sum_p[t] += __shfl_xor_sync(0xffffffffu, sum_p[t], 2);
+        if ((t & 3) == quarter) {
+          sm.a[(row0 + t) * kLdChunkF + row0 + s] = sum_a[t];
+          sm.p_raw[(row0 + t) * kLdChunkF + row0 + s] = sum_p[t];
+        }
+      }
+      __syncthreads();
+      // Off-diagonal blocks, one column block b at a time, split at the reference row r = 16 (b + 1).
+      for (int b = 0; b < kChunkTiles - 1; ++b) {
+        const int ref = kTile * (b + 1);
+        const int left_rows = kChunk - ref;
+        Element* right = sm.x;                 // [16][128]: k_s exp(G_r - G_s), s in block b
+        Element* left_q = sm.x + kTile * kLdKey;  // [left_rows][128]: q_t exp(G_t - G_r), t >= r
+        Element* left_k = sm.w;                // [left_rows][128]: k_t exp(G_t - G_r)
+        for (int e = tid; e < (kTile + left_rows) * kKeyPad; e += kForwardThreads) {
+          const int r = e / kKeyPad;
+          const int i = e % kKeyPad;
+          const float g_ref = sm.gate[ref * kKeyPad + i];
+          if (r < kTile) {
+            const int s = b * kTile + r;
+            right[r * kLdKey + i] = Convert::from(Convert::to(sm.k[s * kLdKey + i]) * __expf(g_ref - sm.gate[s * kKeyPad + i]));
+          } else {
+            const int t = ref + r - kTile;
+            const float f = __expf(sm.gate[t * kKeyPad + i] - g_ref);
+            left_q[(r - kTile) * kLdKey + i] = Convert::from(Convert::to(sm.q[t * kLdKey + i]) * f);
+            left_k[(r - kTile) * kLdKey + i] = Convert::from(Convert::to(sm.k[t * kLdKey + i]) * f);
+          }
+        }
+        __syncthreads();
+        const int jobs = 2 * (left_rows / kTile);
+        for (int job = warp; job < jobs; job += kForwardWarps) {
+          const int row_tile = job >> 1;
+          const bool is_p = job & 1;
+          FragC acc;
+          wmma::fill_fragment(acc, 0.0f);
+          mma_abt<Element, kKeyPad>(acc, (is_p ? left_q : left_k) + row_tile * kTile * kLdKey, right, kLdKey);
+          float* dst = (is_p ? sm.p_raw : sm.a) + (ref + row_tile * kTile) * kLdChunkF + b * kTile;
+          wmma::store_matrix_sync(dst, acc, kLdChunkF, wmma::mem_row_major);
+        }
+        __syncthreads();
+      }
+    } else {
+      // GDN: the 10 lower tiles of K K^T and of Q K^T; the scalar decays are applied below.
+      for (int job = warp; job < 20; job += kForwardWarps) {
+        const bool is_p = job >= 10;
+        const int lower = is_p ? job - 10 : job;
+        int row_tile = 0;
+        while ((row_tile + 1) * (row_tile + 2) / 2 <= lower) ++row_tile;
+        const int col_tile = lower - row_tile * (row_tile + 1) / 2;
+        FragC acc;
+        wmma::fill_fragment(acc, 0.0f);
+        mma_abt<Element, kKeyPad>(acc, (is_p ? sm.q : sm.k) + row_tile * kTile * kLdKey, sm.k + col_tile * kTile * kLdKey, kLdKey);
+        float* dst = (is_p ? sm.p_raw : sm.a) + row_tile * kTile * kLdChunkF + col_tile * kTile;
+        wmma::store_matrix_sync(dst, acc, kLdChunkF, wmma::mem_row_major);
+      }
+      __syncthreads();
+    }
+    // Masks, decays (GDN), beta and scale; P to Element.
+    for (int e = tid; e < kChunk * kChunk; e += kForwardThreads) {
+      const int t = e / kChunk;
+      const int s = e % kChunk;
+      float decay = 1.0f;
+      if constexpr (!kPerKeyGate) decay = s <= t ? __expf(sm.gate[t] - sm.gate[s]) : 0.0f;
+      const float a = sm.a[t * kLdChunkF + s];
+      const float pr = sm.p_raw[t * kLdChunkF + s];
+      sm.a[t * kLdChunkF + s] = s < t ? sm.beta[t] * decay * a : 0.0f;
+      sm.p[t * kLdChunk + s] = Convert::from(s <= t ? c.scale * decay * pr : 0.0f);
+    }
+    __syncthreads();
+
+    // ---- Solve (warps 0-1) beside the gated operands (warps 2-7) -------------------------------------
+    const float g_last_scalar = kPerKeyGate ? 0.0f : sm.gate[kChunk - 1];
+    if (tid < kChunk) {
+      // Column j of T = (I + A)^-1 by forward substitution; A is strictly lower, so rows above j are 0.
+      const int j = tid;
+      float x[kChunk];
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int s = 0; s < i; ++s) sum += sm.a[i * kLdChunkF + s] * x[s];
+        x[i] = i == j ? 1.0f : -sum;
+      }
+      const float beta_j = sm.beta[j];
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) sm.t_beta[i * kLdChunk + j] = Convert::from(x[i] * beta_j);
+    } else {
+      for (int e = tid - kChunk; e < kChunk * kKeyPad; e += kForwardThreads - kChunk) {
+        const int t = e / kKeyPad;
+        const int i = e % kKeyPad;
+        const float g = kPerKeyGate ? sm.gate[t * kKeyPad + i] : sm.gate[t];
+        const float g_last = kPerKeyGate ? sm.gate[(kChunk - 1) * kKeyPad + i] : g_last_scalar;
+        const float kv = Convert::to(sm.k[t * kLdKey + i]);
+        const float gamma = __expf(g);
+        sm.x[t * kLdKey + i] = Convert::from(kv * gamma);
+        sm.k[t * kLdKey + i] = Convert::from(kv * __expf(g_last - g));
+        sm.q[t * kLdKey + i] = Convert::from(c.scale * gamma * Convert::to(sm.q[t * kLdKey + i]));
+      }
+      for (int e = tid - kChunk; e < kKeyPad * kValueSlice; e += kForwardThreads - kChunk) {
+        const int i = e / kValueSlice;
+        const float g_last = kPerKeyGate ? sm.gate[(kChunk - 1) * kKeyPad + i] : g_last_scalar;
+        sm.state[i * kLdValueF + e % kValueSlice] *= __expf(g_last);
+      }
+    }
+    __syncthreads();
+
+    // ---- -w = -T_beta (k Gamma) ------------------------------------------------------------------------
+    for (int job = warp; job < kChunkTiles * kKeyTiles; job += kForwardWarps) {
+      const int row_tile = job / kKeyTiles;
+      const int col_tile = job % kKeyTiles;
+      FragC acc;
+      wmma::fill_fragment(acc, 0.0f);
+      mma_ab<Element, kChunk>(acc, sm.t_beta + row_tile * kTile * kLdChunk, kLdChunk, sm.x + col_tile * kTile, kLdKey);
+      store_tile_lowp(acc, stage, sm.w + row_tile * kTile * kLdKey + col_tile * kTile, kLdKey, -1.0f);
+    }
+    __syncthreads();
+
+    // ---- delta = T_beta V - w S; O starts as (scale q Gamma) S --------------------------------------
+    constexpr int kOutTiles = kChunkTiles * kValueTiles;
+    constexpr int kOutPerWarp = (kOutTiles + kForwardWarps - 1) / kForwardWarps;
+    FragC out_acc[kOutPerWarp];
+#pragma unroll
+    for (int u = 0; u < kOutPerWarp; ++u) {
+      const int job = warp + u * kForwardWarps;
+      if (job >= kOutTiles) break;
+      const int row_tile = job / kValueTiles;
+      const int col_tile = job % kValueTiles;
+      FragC acc;
+      wmma::fill_fragment(acc, 0.0f);
+      mma_ab<Element, kChunk>(acc, sm.t_beta + row_tile * kTile * kLdChunk, kLdChunk, sm.v + col_tile * kTile, kLdValue);
+      mma_ab<Element, kKeyPad>(acc, sm.w + row_tile * kTile * kLdKey, kLdKey, sm.state_lowp + col_tile * kTile, kLdValue);
+      store_tile_lowp(acc, stage, sm.delta + row_tile * kTile * kLdValue + col_tile * kTile, kLdValue, 1.0f);
+      wmma::fill_fragment(out_acc[u], 0.0f);
+      mma_ab<Element, kKeyPad>(out_acc[u], sm.q + row_tile * kTile * kLdKey, kLdKey, sm.state_lowp + col_tile * kTile, kLdValue);
+    }
+    __syncthreads();
+
+    // ---- O += P delta (written out); S = diag(Gamma_last) S + (k exp(G_last - G))^T delta ------------
+#pragma unroll
+    for (int u = 0; u < kOutPerWarp; ++u) {
+      const int job = warp + u * kForwardWarps;
+      if (job >= kOutTiles) break;
+      const int row_tile = job / kValueTiles;
+      const int col_tile = job % kValueTiles;
+      mma_ab<Element, kChunk>(out_acc[u], sm.p + row_tile * kTile * kLdChunk, kLdChunk, sm.delta + col_tile * kTile, kLdValue);
+      wmma::store_matrix_sync(stage, out_acc[u], kTile, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < kTile * kTile; e += 32) {
+        const int t = row_tile * kTile + e / kTile;
+        const int j = col0 + col_tile * kTile + e % kTile;
+        if (t < rows && j < c.value_dim) o_base[(t0 + t) * c.out.token_stride + j] = Convert::from(stage[e]);
+      }
+      __syncwarp();
+    }
+    for (int job = warp; job < kKeyTiles * kValueTiles; job += kForwardWarps) {
+      const int row_tile = job / kValueTiles;
+      const int col_tile = job % kValueTiles;
+      float* s_tile = sm.state + row_tile * kTile * kLdValueF + col_tile * kTile;
+      FragC acc;
+      wmma::load_matrix_sync(acc, s_tile, kLdValueF, wmma::mem_row_major);
+      FragAT<Element> fa;
+      FragB<Element> fb;
+#pragma unroll
+      for (int d = 0; d < kChunk; d += kTile) {
+        // (k_decayed)^T as a column-major [128][64] matrix: element (i, s) at s * ld + i.
+        wmma::load_matrix_sync(fa, sm.k + d * kLdKey + row_tile * kTile, kLdKey);
+        wmma::load_matrix_sync(fb, sm.delta + d * kLdValue + col_tile * kTile, kLdValue);
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+      wmma::store_matrix_sync(s_tile, acc, kLdValueF, wmma::mem_row_major);
+    }
+    __syncthreads();
+  }
+
+  if (params.final_state.data == nullptr) return;
+  for (int e = tid; e < kKeyPad * kValueSlice; e += kForwardThreads) {
+    const int i = e / kValueSlice;
+    const int j = col0 + e % kValueSlice;
+    if (i < c.key_dim && j < c.value_dim) {
+      params.final_state.data[state_offset(params.final_state, i, j)] = sm.state[i * kLdValueF + e % kValueSlice];
+    }
+  }
+}
+
+template <typename Element, bool kPerKeyGate, int kValueSlice>
+cudaError_t launch_linear_forward_instance(const LinearForwardParams& params, cudaStream_t stream) {
+  using Shared = ForwardShared<Element, kPerKeyGate, kValueSlice>;
+  auto kernel = linear_forward_kernel<Element, kPerKeyGate, kValueSlice>;
+  const int bytes = static_cast<int>(sizeof(Shared));
+  cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (status != cudaSuccess) return status;
+  const int slices = (params.common.value_dim + kValueSlice - 1) / kValueSlice;
+  const dim3 grid(static_cast<unsigned>(params.num_sequences) * slices, params.common.heads_v);
+  kernel<<<grid, kForwardThreads, bytes, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace attnkit::sm80::linear_detail

@@ -1,0 +1,154 @@
+// LinearProblem -> kernel parameters for the sm80 linear-attention kernels, and what they support.
+#include "kernels/linear/sm80/linear_sm80.h"
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "kernels/linear/sm80/linear_sm80_kernels.h"
+
+namespace attnkit::sm80 {
+namespace {
+
+using host::LinearProblem;
+
+LinearElement element_of(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16: return LinearElement::kFloat16;
+    case DType::kBFloat16: return LinearElement::kBFloat16;
+    default: return LinearElement::kFloat32;
+  }
+}
+
+LinearTokenTensor token_tensor(const TensorRef& ref, const host::TokenStrides& strides) {
+  return {ref.data, strides.batch, strides.token, strides.head};
+}
+
+LinearStateTensor state_tensor(const TensorRef& ref, const host::StateStrides& strides) {
+  return {static_cast<float*>(ref.data), strides.sequence, strides.head, strides.row};
+}
+
+template <typename Args>
+LinearCommonParams common_params(const LinearProblem& problem, const Args& args) {
+  LinearCommonParams c;
+  c.q = token_tensor(args.q, problem.q);
+  c.k = token_tensor(args.k, problem.k);
+  c.v = token_tensor(args.v, problem.v);
+  c.g = token_tensor(args.g, problem.g);
+  c.beta = token_tensor(args.beta, problem.beta);
+  c.out = token_tensor(args.out, problem.out);
+  c.out_data = args.out.data;
+  c.A_log = static_cast<const float*>(args.A_log.data);
+  c.dt_bias = problem.has_dt_bias ? static_cast<const float*>(args.dt_bias.data) : nullptr;
+  c.io_element = element_of(problem.dtype);
+  c.gate_element = element_of(problem.gate_dtype);
+  c.beta_element = element_of(problem.beta_dtype);
+  switch (problem.gate_form) {
+    case LinearGateForm::kLogDecay: c.gate = LinearGate::kLogDecay; break;
+    case LinearGateForm::kSoftplus: c.gate = LinearGate::kSoftplus; break;
+    case LinearGateForm::kLowerBoundSigmoid: c.gate = LinearGate::kLowerBoundSigmoid; break;
+  }
+  switch (problem.beta_form) {
+    case LinearBetaForm::kValue: c.beta_form = LinearBeta::kValue; break;
+    case LinearBetaForm::kSigmoid: c.beta_form = LinearBeta::kSigmoid; break;
+    case LinearBetaForm::kTwoSigmoid: c.beta_form = LinearBeta::kTwoSigmoid; break;
+  }
+  c.gate_lower_bound = problem.gate_lower_bound;
+  c.scale = problem.scale;
+  c.l2norm_qk = problem.l2norm_qk;
+  c.per_key_gate = problem.per_key_gate();
+  c.state_vk = problem.state_layout == LinearStateLayout::kVK;
+  c.heads_v = static_cast<int>(problem.heads_v);
+  c.group = static_cast<int>(problem.group);
+  c.key_dim = static_cast<int>(problem.key_dim);
+  c.value_dim = static_cast<int>(problem.value_dim);
+  return c;
+}
+
+// Grid limits shared by both kernels: value heads on grid.y, (sequence, value slice) on grid.x.
+Status grid_fits(const LinearProblem& problem, std::int64_t slices) {
+  if (problem.heads_v > 65535) {
+    return {StatusCode::kNotImplemented, "HV = " + std::to_string(problem.heads_v) +
+                                             " value heads: the sm80 linear kernels put them on grid.y (at most 65535)"};
+  }
+  if (problem.num_sequences * slices > 0x7fffffff) {
+    return {StatusCode::kNotImplemented, "N = " + std::to_string(problem.num_sequences) +
+                                             " sequences times the value slices exceed grid.x (2^31 - 1)"};
+  }
+  return Status::ok();
+}
+
+bool aligned16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
+bool strides_multiple_of_8(const host::TokenStrides& s) { return s.batch % 8 == 0 && s.token % 8 == 0 && s.head % 8 == 0; }
+
+cudaStream_t stream_of(const LinearOptions& options) { return static_cast<cudaStream_t>(options.stream); }
+
+Status launch_status(cudaError_t error, const char* what) {
+  if (error == cudaSuccess) return Status::ok();
+  return {StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(error)};
+}
+
+}  // namespace
+
+Status linear_supports_forward(const LinearProblem& problem, const LinearForwardArgs&) {
+  if (problem.dtype != DType::kFloat16 && problem.dtype != DType::kBFloat16) {
+    return {StatusCode::kNotImplemented, std::string("the sm80 chunked forward takes fp16 or bf16 q/k/v, not ") +
+                                             dtype_name(problem.dtype)};
+  }
+  if (problem.key_dim > kLinearForwardMaxKeyDim) {
+    return {StatusCode::kNotImplemented, "K = " + std::to_string(problem.key_dim) +
+                                             ": the sm80 chunked forward pads K to 128 and supports K <= 128"};
+  }
+  return grid_fits(problem, (problem.value_dim + 31) / 32);
+}
+
+std::size_t linear_forward_workspace_bytes(const LinearProblem&) { return 0; }
+
+Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& args) {
+  LinearForwardParams params;
+  params.common = common_params(problem, args);
+  if (problem.has_initial_state) params.initial_state = state_tensor(args.initial_state, problem.initial_state);
+  if (problem.has_final_state) params.final_state = state_tensor(args.final_state, problem.final_state);
+  if (problem.varlen) {
+    params.cu_seqlens = static_cast<const std::int32_t*>(args.cu_seqlens.data);
+    params.cu_seqlens_stride = args.cu_seqlens.strides[0];
+  }
+  params.num_sequences = static_cast<int>(problem.num_sequences);
+  params.seqlen = problem.seqlen;
+  params.vectorized_io = problem.key_dim % 8 == 0 && problem.value_dim % 8 == 0 && aligned16(args.q.data) &&
+                         aligned16(args.k.data) && aligned16(args.v.data) && strides_multiple_of_8(problem.q) &&
+                         strides_multiple_of_8(problem.k) && strides_multiple_of_8(problem.v);
+  int sm_count = 0;
+  if (cudaError_t e = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, problem.device.index);
+      e != cudaSuccess) {
+    return launch_status(e, "cudaDeviceGetAttribute(multiprocessor count)");
+  }
+  const int slice = linear_forward_value_slice(params, sm_count);
+  return launch_status(launch_linear_forward(params, slice, stream_of(args.options)), "linear forward (sm80) launch");
+}
+
+Status linear_supports_decode(const LinearProblem& problem, const LinearDecodeArgs&) {
+  if (problem.key_dim > kLinearDecodeMaxKeyDim) {
+    return {StatusCode::kNotImplemented, "K = " + std::to_string(problem.key_dim) + ": the sm80 decode supports K <= 256"};
+  }
+  return grid_fits(problem, (problem.value_dim + 31) / 32);
+}
+
+std::size_t linear_decode_workspace_bytes(const LinearProblem&) { return 0; }
+
+Status linear_decode(const LinearProblem& problem, const LinearDecodeArgs& args) {
+  LinearDecodeParams params;
+  params.common = common_params(problem, args);
+  params.state = state_tensor(args.state, problem.state);
+  if (problem.has_state_indices) {
+    params.state_indices = static_cast<const std::int32_t*>(args.state_indices.data);
+    params.state_indices_stride = args.state_indices.strides[0];
+  }
+  params.state_pool = problem.state_pool;
+  params.num_sequences = static_cast<int>(problem.num_sequences);
+  params.tokens = static_cast<int>(problem.seqlen);
+  return launch_status(launch_linear_decode(params, stream_of(args.options)), "linear decode (sm80) launch");
+}
+
+}  // namespace attnkit::sm80

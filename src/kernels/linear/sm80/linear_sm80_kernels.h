@@ -1,0 +1,26 @@
+// Launchers of the sm80 linear-attention kernels (CUDA-facing; host glue is linear_sm80.cu).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "kernels/linear/sm80/linear_sm80_params.h"
+
+namespace attnkit::sm80 {
+
+// Decode keeps the per-token q, k and decays in shared memory and the state in registers
+// (64 floats per thread at K = 256): K up to 256, any V.
+constexpr int kLinearDecodeMaxKeyDim = 256;
+
+// The chunked forward pads K to 64 or 128 (tensor-core tiles of 16) and keeps one chunk's q, k and the
+// chunk's gated operands in shared memory: K up to 128, any V (in slices of 32 or 64 columns).
+constexpr int kLinearForwardMaxKeyDim = 128;
+constexpr int kLinearChunk = 64;
+
+cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t stream);
+
+// Value columns per CTA of the chunked forward: 64 halves the per-chunk work shared by the slices of a
+// head (K K^T, the solve, w) against 32; 32 doubles the CTAs of few-head, long-sequence problems.
+int linear_forward_value_slice(const LinearForwardParams& params, int sm_count);
+cudaError_t launch_linear_forward(const LinearForwardParams& params, int value_slice, cudaStream_t stream);
+
+}  // namespace attnkit::sm80
