@@ -515,6 +515,30 @@ void finish(LinearCheckResult* result) {
 
 }  // namespace
 
+namespace {
+
+template <typename Args>
+std::unique_ptr<GuardedBuffer> attach_workspace(Args* args, Device device) {
+  std::size_t bytes = 0;
+  if (!workspace_size(*args, &bytes) || bytes == 0) return nullptr;
+  auto workspace = std::make_unique<GuardedBuffer>(device, bytes);
+  args->workspace = workspace->payload();
+  args->workspace_bytes = bytes;
+  return workspace;
+}
+
+}  // namespace
+
+std::unique_ptr<GuardedBuffer> attach_linear_workspace(LinearForwardArgs* args, Device device) {
+  return attach_workspace(args, device);
+}
+std::unique_ptr<GuardedBuffer> attach_linear_workspace(LinearBackwardArgs* args, Device device) {
+  return attach_workspace(args, device);
+}
+std::unique_ptr<GuardedBuffer> attach_linear_workspace(LinearDecodeArgs* args, Device device) {
+  return attach_workspace(args, device);
+}
+
 LinearCheckResult check_linear_forward(const LinearCase& c, Backend backend, Device device, std::uint64_t seed) {
   LinearCheckResult result;
   LinearCaseTensors tensors(c, LinearCall::kForward, device, seed);
@@ -523,7 +547,8 @@ LinearCheckResult check_linear_forward(const LinearCase& c, Backend backend, Dev
   const reference::LinearForwardResult naive = reference::linear_forward_naive_lowp(inputs);
   const std::vector<LinearTensor> outputs{LinearTensor::kOut, LinearTensor::kFinalState};
   tensors.poison(outputs);
-  const LinearForwardArgs args = tensors.forward_args(backend);
+  LinearForwardArgs args = tensors.forward_args(backend);
+  const auto workspace = attach_linear_workspace(&args, device);
   const bool no_work = linear_expects_no_work(c, LinearCall::kForward);
   if (run_and_check_memory(&result, tensors, device, no_work, outputs, [&] { return forward(args); })) {
     compare(&result, tensors, LinearTensor::kOut, ref.out, naive.out, kOutputFactor);
@@ -545,7 +570,8 @@ LinearCheckResult check_linear_backward(const LinearCase& c, Backend backend, De
                                           LinearTensor::kDg,    LinearTensor::kDbeta, LinearTensor::kDInitialState,
                                           LinearTensor::kDALog, LinearTensor::kDdtBias};
   tensors.poison(outputs);
-  const LinearBackwardArgs args = tensors.backward_args(backend);
+  LinearBackwardArgs args = tensors.backward_args(backend);
+  const auto workspace = attach_linear_workspace(&args, device);
   const bool no_work = linear_expects_no_work(c, LinearCall::kBackward);
   if (run_and_check_memory(&result, tensors, device, no_work, outputs, [&] { return backward(args); })) {
     compare(&result, tensors, LinearTensor::kDq, ref.dq, naive.dq, kGradientFactor);
@@ -575,7 +601,8 @@ LinearCheckResult check_linear_decode(const LinearCase& c, Backend backend, Devi
   const reference::LinearForwardResult ref = reference::linear_decode_reference(inputs);
   const reference::LinearForwardResult naive = reference::linear_decode_naive_lowp(inputs);
   tensors.poison({LinearTensor::kOut});
-  const LinearDecodeArgs args = tensors.decode_args(backend);
+  LinearDecodeArgs args = tensors.decode_args(backend);
+  const auto workspace = attach_linear_workspace(&args, device);
   const bool no_work = linear_expects_no_work(c, LinearCall::kDecode);
   if (run_and_check_memory(&result, tensors, device, no_work, {LinearTensor::kOut, LinearTensor::kState},
                            [&] { return decode(args); })) {

@@ -105,6 +105,13 @@ RmsReport rms_ratio(const std::string& name, const std::vector<double>& actual, 
 // Zero-size work: nothing may be written.
 bool linear_expects_no_work(const cases::LinearCase& linear_case, LinearCall call);
 
+// Asks workspace_size() for the chosen backend's scratch and, when it needs some, points the call at a new
+// buffer on `device` (kept alive by the returned pointer; null when none is needed or the query fails,
+// which the call itself then reports).
+std::unique_ptr<GuardedBuffer> attach_linear_workspace(LinearForwardArgs* args, Device device);
+std::unique_ptr<GuardedBuffer> attach_linear_workspace(LinearBackwardArgs* args, Device device);
+std::unique_ptr<GuardedBuffer> attach_linear_workspace(LinearDecodeArgs* args, Device device);
+
 LinearCheckResult check_linear_forward(const cases::LinearCase& linear_case, Backend backend, Device device,
                                        std::uint64_t seed);
 LinearCheckResult check_linear_backward(const cases::LinearCase& linear_case, Backend backend, Device device,

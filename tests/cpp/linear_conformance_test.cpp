@@ -9,6 +9,8 @@
 // Environment: ATTNKIT_TEST_SEED (default 20260101) seeds all tensor contents.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <ostream>
@@ -133,6 +135,94 @@ TEST_P(LinearDecode, MatchesReference) { run_check(); }
 INSTANTIATE_TEST_SUITE_P(Linear, LinearForward, ::testing::ValuesIn(params(LinearCall::kForward)), param_name);
 INSTANTIATE_TEST_SUITE_P(Linear, LinearBackward, ::testing::ValuesIn(params(LinearCall::kBackward)), param_name);
 INSTANTIATE_TEST_SUITE_P(Linear, LinearDecode, ::testing::ValuesIn(params(LinearCall::kDecode)), param_name);
+
+// ---- decode equals forward ------------------------------------------------------------------------
+
+// Token t of a token-major view: the same strides, T = 1.
+TensorRef token_slice(TensorRef t, std::int64_t token) {
+  t.data = static_cast<char*>(t.data) + token * t.strides[1] * static_cast<std::int64_t>(dtype_size(t.dtype));
+  t.shape[1] = 1;
+  return t;
+}
+
+struct ChainParam {
+  Backend backend;
+  LinearVariant variant;
+};
+
+class LinearDecodeChain : public ::testing::TestWithParam<ChainParam> {};
+
+// T = 1 decode steps carried through one state reproduce the chunked forward over the same tokens: the
+// outputs to within bf16 rounding (both round an fp32 value; a different fp32 path can land on the
+// neighbouring bf16 value), the state to fp32 accumulation noise.
+TEST_P(LinearDecodeChain, StepsEqualForward) {
+  const ChainParam& p = GetParam();
+  if (test_device().kind == DeviceKind::kCUDA) {
+    std::string why_not;
+    if (!cuda_device_available(&why_not)) GTEST_SKIP() << why_not;
+  }
+  cases::LinearCase c;
+  c.name = "decode_chain";
+  c.variant = p.variant;
+  c.batch = 3, c.seqlen = 70, c.heads_qk = 2, c.heads_v = 4, c.key_dim = 64, c.value_dim = 64;
+  c.l2norm_qk = true, c.gate_form = LinearGateForm::kSoftplus, c.beta_form = LinearBetaForm::kSigmoid;
+  c.initial_state = true;
+  LinearCaseTensors tensors(c, LinearCall::kForward, test_device(), test_seed());
+  LinearForwardArgs whole = tensors.forward_args(p.backend);
+  const auto forward_workspace = attach_linear_workspace(&whole, test_device());
+  const Status forward_status = forward(whole);
+  if (p.backend != Backend::kCPU && is_unsupported(forward_status)) GTEST_SKIP() << forward_status.to_string();
+  ASSERT_TRUE(forward_status.is_ok()) << forward_status.to_string();
+  ASSERT_EQ(synchronize(test_device()), "");
+  const std::vector<double> out_forward = tensors.read_values(LinearTensor::kOut);
+  const std::vector<double> state_forward = tensors.read_values(LinearTensor::kFinalState);
+  // Decode over the same buffers: token t's views, the initial state updated in place, out overwritten.
+  for (std::int64_t t = 0; t < c.seqlen; ++t) {
+    LinearDecodeArgs step;
+    step.q = token_slice(tensors.device_view(LinearTensor::kQ), t);
+    step.k = token_slice(tensors.device_view(LinearTensor::kK), t);
+    step.v = token_slice(tensors.device_view(LinearTensor::kV), t);
+    step.g = token_slice(tensors.device_view(LinearTensor::kG), t);
+    step.beta = token_slice(tensors.device_view(LinearTensor::kBeta), t);
+    step.A_log = tensors.device_view(LinearTensor::kALog);
+    step.dt_bias = tensors.device_view(LinearTensor::kDtBias);
+    step.out = token_slice(tensors.device_view(LinearTensor::kOut), t);
+    step.state = tensors.device_view(LinearTensor::kInitialState);
+    step.options = c.options(p.backend);
+    const auto decode_workspace = attach_linear_workspace(&step, test_device());
+    const Status status = decode(step);
+    if (p.backend != Backend::kCPU && is_unsupported(status)) GTEST_SKIP() << status.to_string();
+    ASSERT_TRUE(status.is_ok()) << "token " << t << ": " << status.to_string();
+  }
+  ASSERT_EQ(synchronize(test_device()), "");
+  const std::vector<double> out_decode = tensors.read_values(LinearTensor::kOut);
+  const std::vector<double> state_decode = tensors.read_values(LinearTensor::kInitialState);
+  const double out_scale = max_abs_finite(out_forward);
+  double max_out_diff = 0.0;
+  for (std::size_t e = 0; e < out_forward.size(); ++e) {
+    max_out_diff = std::max(max_out_diff, std::abs(out_decode[e] - out_forward[e]));
+  }
+  EXPECT_LE(max_out_diff, 2.0 * std::ldexp(1.0, -8) * out_scale) << "two bf16 ulps of max|out| = " << out_scale;
+  const RmsReport out_rms = rms_ratio("out", out_decode, out_forward, 2e-3);
+  EXPECT_TRUE(out_rms.passed) << out_rms.text();
+  const RmsReport state_rms = rms_ratio("state", state_decode, state_forward, 1e-5);
+  EXPECT_TRUE(state_rms.passed) << state_rms.text();
+}
+
+std::vector<ChainParam> chain_params() {
+  std::vector<ChainParam> list;
+  for (Backend backend : tested_backends()) {
+    for (LinearVariant variant : {LinearVariant::kGatedDeltaNet, LinearVariant::kKimiDelta}) {
+      list.push_back({backend, variant});
+    }
+  }
+  return list;
+}
+
+INSTANTIATE_TEST_SUITE_P(Linear, LinearDecodeChain, ::testing::ValuesIn(chain_params()),
+                         [](const ::testing::TestParamInfo<ChainParam>& info) {
+                           return backend_label(info.param.backend) + "_" + linear_variant_name(info.param.variant);
+                         });
 
 }  // namespace
 }  // namespace attnkit::testing
