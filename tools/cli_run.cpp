@@ -25,6 +25,7 @@ constexpr std::int64_t kDefaultSampleRows = 512;
 std::vector<OptionSpec> run_options() {
   std::vector<OptionSpec> specs = problem_options();
   specs.push_back(backend_option());
+  specs.push_back({"--op", "OP", "dense (default) | gdn | kda: linear attention, see attnkit run --op gdn --help"});
   specs.push_back({"--seed", "N", "seed of the random inputs (default: drawn, and printed)"});
   specs.push_back(
       {"--check-rows", "N", "rows checked against the reference; 0 = all (default: all when small, else 512)"});
@@ -71,6 +72,10 @@ const char* run_usage() {
 }
 
 int run_command(const std::vector<std::string>& argv) {
+  // Linear attention has options of its own; its command line goes to tools/linear_run.cpp whole.
+  for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == "--op" && argv[i + 1] != "dense") return run_linear_command(argv);
+  }
   const std::vector<OptionSpec> specs = run_options();
   const ParsedArgs args(argv, specs);
   if (args.has("--help")) {
