@@ -42,6 +42,7 @@ std::vector<OptionSpec> linear_run_options() {
       {"--state-layout", "L", "kv (default: [N, HV, K, V]) or vk"},
       {"--backward", "", "also run, check and time the backward"},
       {"--no-check", "", "skip the float64 check (for shapes too large for it)"},
+      {"--issue-shapes", "", "time the four shapes of issue 6 instead (bf16, K = V = 128, fused options; not checked)"},
       backend_option(),
       {"--seed", "N", "seed of the random inputs (default: drawn, and printed)"},
       {"--warmup", "N", "untimed runs first (default 10 on a GPU, 1 on the CPU)"},
@@ -105,6 +106,43 @@ bool report_check(const char* what, const testing::LinearCheckResult& result) {
   return result.outcome == testing::CheckOutcome::kPassed;
 }
 
+// Forward (and with --backward, backward) of the issue-6 benchmark grid on one backend: the median of
+// --iters runs each, printed as a table. Not checked: the float64 recurrence of these shapes takes minutes.
+int time_issue_shapes(const ParsedArgs& args, Backend requested) {
+  const LinearVariant variant =
+      args.get_choice("--op", "gdn", {"gdn", "kda"}) == "kda" ? LinearVariant::kKimiDelta : LinearVariant::kGatedDeltaNet;
+  const Placement placement = place(requested);
+  const bool on_gpu = placement.device.kind == DeviceKind::kCUDA;
+  const int warmup = static_cast<int>(args.get_int("--warmup", on_gpu ? 10 : 0, 0, 1000000));
+  const int iterations = static_cast<int>(args.get_int("--iters", on_gpu ? 50 : 1, 1, 1000000));
+  const bool with_backward = args.has("--backward");
+  std::printf("device: %s (%s)\n%-28s %12s %12s\n", device_name(placement.device).c_str(), placement.why.c_str(),
+              "case", "forward ms", with_backward ? "backward ms" : "");
+  for (const cases::LinearCase& c : cases::linear_bench_cases(variant)) {
+    double forward_ms = 0.0, backward_ms = 0.0;
+    {
+      testing::LinearCaseTensors tensors(c, testing::LinearCall::kForward, placement.device, 1);
+      LinearForwardArgs call = tensors.forward_args(requested);
+      const auto workspace = testing::attach_linear_workspace(&call, placement.device);
+      forward_ms = time_calls(placement.device, warmup, iterations, [&](int) {
+                     if (Status status = forward(call); !status) throw std::runtime_error("forward: " + status.to_string());
+                   }).median_ms;
+    }
+    if (with_backward) {
+      testing::LinearCaseTensors tensors(c, testing::LinearCall::kBackward, placement.device, 1);
+      LinearBackwardArgs call = tensors.backward_args(requested);
+      const auto workspace = testing::attach_linear_workspace(&call, placement.device);
+      backward_ms = time_calls(placement.device, warmup, iterations, [&](int) {
+                      if (Status status = backward(call); !status) throw std::runtime_error("backward: " + status.to_string());
+                    }).median_ms;
+    }
+    std::printf("%-28s %12.3f %12s\n", c.name.c_str(), forward_ms,
+                with_backward ? std::to_string(backward_ms).c_str() : "");
+    std::fflush(stdout);
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 const char* run_linear_usage() {
@@ -123,8 +161,9 @@ int run_linear_command(const std::vector<std::string>& argv) {
     std::printf("%s\noptions:\n%s", run_linear_usage(), format_options(specs).c_str());
     return kExitOk;
   }
-  const cases::LinearCase c = linear_case_from_args(args);
   const Backend requested = backend_from_args(args);
+  if (args.has("--issue-shapes")) return time_issue_shapes(args, requested);
+  const cases::LinearCase c = linear_case_from_args(args);
   const std::uint64_t seed =
       static_cast<std::uint64_t>(args.get_int("--seed", static_cast<std::int64_t>(std::random_device{}() & 0x7fffffff),
                                               0, std::numeric_limits<std::int64_t>::max()));
