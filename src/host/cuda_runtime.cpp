@@ -1,5 +1,8 @@
 #include "host/cuda_runtime.h"
 
+#include <array>
+#include <atomic>
+
 #include "attnkit/build_config.h"
 
 #if ATTNKIT_ENABLE_CUDA
@@ -33,6 +36,14 @@ std::vector<CudaDeviceInfo> cuda_devices(std::string* why_none) {
 
 int cuda_compute_capability(int ordinal, std::string* why_unknown) {
 #if ATTNKIT_ENABLE_CUDA
+  // Dispatch asks on every call; a device's capability never changes, so a successful answer is kept
+  // (0 = not asked yet) instead of two cudaDeviceGetAttribute calls per GPU backend per call.
+  static std::array<std::atomic<int>, 64> known{};
+  const bool cacheable = ordinal >= 0 && ordinal < static_cast<int>(known.size());
+  if (cacheable) {
+    const int cached = known[static_cast<std::size_t>(ordinal)].load(std::memory_order_relaxed);
+    if (cached > 0) return cached;
+  }
   int major = 0;
   int minor = 0;
   cudaError_t error = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ordinal);
@@ -43,7 +54,9 @@ int cuda_compute_capability(int ordinal, std::string* why_unknown) {
     cudaGetLastError();
     return -1;
   }
-  return major * 10 + minor;
+  const int capability = major * 10 + minor;
+  if (cacheable) known[static_cast<std::size_t>(ordinal)].store(capability, std::memory_order_relaxed);
+  return capability;
 #else
   if (why_unknown) *why_unknown = "this build has no CUDA (ATTNKIT_ENABLE_CUDA=OFF)";
   return -1;

@@ -75,31 +75,51 @@ std::array<DenseBackendOps, kBackendCount> dense_backends() {
   return {sm90, sm80, cpu_backend};
 }
 
+// The table above, built once: dispatch runs on every call and the table never changes.
+const std::array<DenseBackendOps, kBackendCount>& backend_table() {
+  static const std::array<DenseBackendOps, kBackendCount> table = dense_backends();
+  return table;
+}
+
 // The device gate shared by forward and backward: where must the tensors live for this backend?
-Status device_gate(const DenseBackendOps& ops, const DenseProblem& problem) {
-  if (ops.missing_build_option[0] != '\0') {
-    return {StatusCode::kNotCompiled, std::string("not compiled: needs ") + ops.missing_build_option};
-  }
-  if (ops.backend == Backend::kCPU) {
-    if (problem.device.kind != DeviceKind::kCPU) {
-      return {StatusCode::kNotImplemented, "tensors are on " + device_name(problem.device) + ", not the CPU"};
-    }
-    return Status::ok();
-  }
-  if (problem.device.kind != DeviceKind::kCUDA) {
-    return {StatusCode::kNotImplemented, "tensors are on the CPU, not a CUDA device"};
-  }
-  std::string why;
-  const int capability = cuda_compute_capability(problem.device.index, &why);
-  if (capability < 0) return {StatusCode::kCudaError, why};
+// Answered without building a message (the success path of every call goes through it);
+// device_gate() turns a closed gate into its reason for explain() and errors.
+enum class Gate { kOpen, kNotCompiled, kNotOnCpu, kNotOnCuda, kCapabilityUnknown, kCapabilityTooLow };
+
+Gate device_gate_code(const DenseBackendOps& ops, const DenseProblem& problem, int* capability) {
+  if (ops.missing_build_option[0] != '\0') return Gate::kNotCompiled;
+  if (ops.backend == Backend::kCPU) return problem.device.kind == DeviceKind::kCPU ? Gate::kOpen : Gate::kNotOnCpu;
+  if (problem.device.kind != DeviceKind::kCUDA) return Gate::kNotOnCuda;
+  *capability = cuda_compute_capability(problem.device.index);
+  if (*capability < 0) return Gate::kCapabilityUnknown;
   const int needed = ops.backend == Backend::kSm90 ? 90 : 80;
-  if (capability < needed || (ops.backend == Backend::kSm90 && capability != 90)) {
-    return {StatusCode::kNotImplemented, device_name(problem.device) + " has compute capability " +
-                                             std::to_string(capability / 10) + "." +
-                                             std::to_string(capability % 10) + "; this backend needs " +
-                                             (ops.backend == Backend::kSm90 ? "exactly 9.0" : "8.0 or newer")};
+  if (*capability < needed || (ops.backend == Backend::kSm90 && *capability != 90)) return Gate::kCapabilityTooLow;
+  return Gate::kOpen;
+}
+
+Status device_gate(const DenseBackendOps& ops, const DenseProblem& problem) {
+  int capability = -1;
+  switch (device_gate_code(ops, problem, &capability)) {
+    case Gate::kOpen:
+      return Status::ok();
+    case Gate::kNotCompiled:
+      return {StatusCode::kNotCompiled, std::string("not compiled: needs ") + ops.missing_build_option};
+    case Gate::kNotOnCpu:
+      return {StatusCode::kNotImplemented, "tensors are on " + device_name(problem.device) + ", not the CPU"};
+    case Gate::kNotOnCuda:
+      return {StatusCode::kNotImplemented, "tensors are on the CPU, not a CUDA device"};
+    case Gate::kCapabilityUnknown: {
+      std::string why;
+      cuda_compute_capability(problem.device.index, &why);
+      return {StatusCode::kCudaError, why};
+    }
+    case Gate::kCapabilityTooLow:
+      return {StatusCode::kNotImplemented, device_name(problem.device) + " has compute capability " +
+                                               std::to_string(capability / 10) + "." +
+                                               std::to_string(capability % 10) + "; this backend needs " +
+                                               (ops.backend == Backend::kSm90 ? "exactly 9.0" : "8.0 or newer")};
   }
-  return Status::ok();
+  return {StatusCode::kInternal, "dispatch: unknown device gate"};
 }
 
 template <typename Args>
@@ -163,21 +183,53 @@ Selection select_backend(const Args& args, const std::array<DenseBackendOps, kBa
   return selection;
 }
 
+// The backend that select_backend() would choose, found without writing any verdict: the path of every
+// successful call. A backend's supports_* may still build its own message when it declines. nullptr when
+// none can run the call; select_backend() then says why.
 template <typename Args>
-std::size_t needed_workspace(const Selection& selection) {
+const DenseBackendOps* first_usable_backend(const Args& args, const DenseProblem& problem,
+                                            const std::array<DenseBackendOps, kBackendCount>& backends) {
+  const Backend requested = args.options.backend;
+  for (const DenseBackendOps& ops : backends) {
+    if (requested != Backend::kAuto && ops.backend != requested) continue;
+    int capability = -1;
+    if (device_gate_code(ops, problem, &capability) != Gate::kOpen) continue;
+    if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+      if (ops.supports_forward != nullptr && ops.supports_forward(problem, args).is_ok()) return &ops;
+    } else {
+      if (ops.supports_backward != nullptr && ops.supports_backward(problem, args).is_ok()) return &ops;
+    }
+  }
+  return nullptr;
+}
+
+// Validation, then the chosen backend; zero-size work needs no backend (chosen stays nullptr, ok).
+template <typename Args>
+Status choose_backend(const Args& args, DenseProblem* problem, const DenseBackendOps** chosen) {
+  *chosen = nullptr;
+  if (Status s = make_dense_problem(args, problem); !s) return s;
+  if (problem->no_work()) return Status::ok();
+  const auto& backends = backend_table();
+  *chosen = first_usable_backend(args, *problem, backends);
+  if (*chosen == nullptr) return select_backend(args, backends).status;  // builds every backend's reason
+  return Status::ok();
+}
+
+template <typename Args>
+std::size_t needed_workspace(const DenseBackendOps& chosen, const DenseProblem& problem) {
   if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
-    return selection.chosen->forward_workspace_bytes(selection.problem);
+    return chosen.forward_workspace_bytes(problem);
   } else {
-    return selection.chosen->backward_workspace_bytes(selection.problem);
+    return chosen.backward_workspace_bytes(problem);
   }
 }
 
 template <typename Args>
-Status check_workspace(const Args& args, const Selection& selection) {
-  const std::size_t needed = needed_workspace<Args>(selection);
+Status check_workspace(const Args& args, const DenseBackendOps& chosen, const DenseProblem& problem) {
+  const std::size_t needed = needed_workspace<Args>(chosen, problem);
   if (needed > 0 && (args.workspace == nullptr || args.workspace_bytes < needed)) {
     return {StatusCode::kWorkspaceTooSmall,
-            std::string("workspace: backend ") + backend_name(selection.chosen->backend) + " needs " +
+            std::string("workspace: backend ") + backend_name(chosen.backend) + " needs " +
                 std::to_string(needed) + " bytes, got " + std::to_string(args.workspace_bytes) +
                 (args.workspace == nullptr ? " (null pointer)" : "") + "; ask workspace_size() first"};
   }
@@ -186,41 +238,40 @@ Status check_workspace(const Args& args, const Selection& selection) {
 
 template <typename Args>
 Status can_implement_impl(const Args& args) {
-  const auto backends = dense_backends();
-  Selection selection = select_backend(args, backends);
-  if (!selection.status) return selection.status;
-  if (selection.problem.no_work()) return Status::ok();
-  return check_workspace(args, selection);
+  DenseProblem problem;
+  const DenseBackendOps* chosen = nullptr;
+  if (Status s = choose_backend(args, &problem, &chosen); !s) return s;
+  if (chosen == nullptr) return Status::ok();  // zero-size work
+  return check_workspace(args, *chosen, problem);
 }
 
 template <typename Args>
 Status run_impl(const Args& args) {
-  const auto backends = dense_backends();
-  Selection selection = select_backend(args, backends);
-  if (!selection.status) return selection.status;
-  if (selection.problem.no_work()) return Status::ok();
-  if (Status s = check_workspace(args, selection); !s) return s;
+  DenseProblem problem;
+  const DenseBackendOps* chosen = nullptr;
+  if (Status s = choose_backend(args, &problem, &chosen); !s) return s;
+  if (chosen == nullptr) return Status::ok();  // zero-size work
+  if (Status s = check_workspace(args, *chosen, problem); !s) return s;
   if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
-    return selection.chosen->run_forward(selection.problem, args);
+    return chosen->run_forward(problem, args);
   } else {
-    return selection.chosen->run_backward(selection.problem, args);
+    return chosen->run_backward(problem, args);
   }
 }
 
 template <typename Args>
 Status workspace_size_impl(const Args& args, std::size_t* bytes) {
   if (bytes == nullptr) return {StatusCode::kInvalidArgument, "workspace_size: bytes must not be null"};
-  const auto backends = dense_backends();
-  Selection selection = select_backend(args, backends);
-  if (!selection.status) return selection.status;
-  *bytes = selection.problem.no_work() ? 0 : needed_workspace<Args>(selection);
+  DenseProblem problem;
+  const DenseBackendOps* chosen = nullptr;
+  if (Status s = choose_backend(args, &problem, &chosen); !s) return s;
+  *bytes = chosen == nullptr ? 0 : needed_workspace<Args>(*chosen, problem);
   return Status::ok();
 }
 
 template <typename Args>
 Explanation explain_impl(const Args& args) {
-  const auto backends = dense_backends();
-  return select_backend(args, backends).explanation;
+  return select_backend(args, backend_table()).explanation;
 }
 
 }  // namespace

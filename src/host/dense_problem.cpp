@@ -2,23 +2,24 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <string>
-#include <vector>
 
 namespace attnkit::host {
 namespace {
 
 Status invalid(const std::string& message) { return {StatusCode::kInvalidArgument, message}; }
 
-std::string shape_string(const std::vector<std::int64_t>& shape) {
+// Messages are built only on failure: the success path of every call allocates nothing here.
+std::string shape_string(const std::int64_t* shape, std::size_t rank) {
   std::string text = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  for (std::size_t i = 0; i < rank; ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
   return text + "]";
 }
 
 std::string shape_string(const TensorRef& t) {
-  return shape_string(std::vector<std::int64_t>(t.shape, t.shape + std::min(t.rank, TensorRef::kMaxRank)));
+  return shape_string(t.shape, static_cast<std::size_t>(std::min(t.rank, TensorRef::kMaxRank)));
 }
 
 // Structural checks of one tensor: rank, strides, pointer, and that its highest byte offset fits
@@ -63,15 +64,23 @@ Status check_layout(const char* name, const TensorRef& t, int expected_rank) {
   return Status::ok();
 }
 
-Status check_shape(const char* name, const TensorRef& t, const std::vector<std::int64_t>& expected,
-                   const char* meaning) {
-  for (std::size_t axis = 0; axis < expected.size(); ++axis) {
-    if (t.shape[axis] != expected[axis]) {
-      return invalid(std::string(name) + ": expected shape " + shape_string(expected) + " " + meaning + ", got " +
-                     shape_string(t));
-    }
+bool shape_matches(const TensorRef& t, const std::int64_t* expected, std::size_t rank) {
+  for (std::size_t axis = 0; axis < rank; ++axis) {
+    if (t.shape[axis] != expected[axis]) return false;
   }
-  return Status::ok();
+  return true;
+}
+
+Status shape_mismatch(const char* name, const TensorRef& t, const std::int64_t* expected, std::size_t rank,
+                      const std::string& meaning) {
+  return invalid(std::string(name) + ": expected shape " + shape_string(expected, rank) + " " + meaning + ", got " +
+                 shape_string(t));
+}
+
+Status check_shape(const char* name, const TensorRef& t, std::initializer_list<std::int64_t> expected,
+                   const char* meaning) {
+  if (shape_matches(t, expected.begin(), expected.size())) return Status::ok();
+  return shape_mismatch(name, t, expected.begin(), expected.size(), meaning);
 }
 
 Status check_dtype(const char* name, const TensorRef& t, DType expected, const char* why) {
@@ -106,17 +115,17 @@ struct NamedTensor {
 };
 
 // Outputs must not share a byte with any input or with each other.
-Status check_no_alias(const std::vector<NamedTensor>& outputs, const std::vector<NamedTensor>& inputs) {
-  for (std::size_t i = 0; i < outputs.size(); ++i) {
+Status check_no_alias(std::initializer_list<NamedTensor> outputs, std::initializer_list<NamedTensor> inputs) {
+  for (const NamedTensor* output = outputs.begin(); output != outputs.end(); ++output) {
     for (const NamedTensor& input : inputs) {
-      if (overlaps(*outputs[i].tensor, *input.tensor)) {
-        return invalid(std::string("output ") + outputs[i].name + " overlaps input " + input.name +
+      if (overlaps(*output->tensor, *input.tensor)) {
+        return invalid(std::string("output ") + output->name + " overlaps input " + input.name +
                        " in memory; outputs must not alias inputs");
       }
     }
-    for (std::size_t j = i + 1; j < outputs.size(); ++j) {
-      if (overlaps(*outputs[i].tensor, *outputs[j].tensor)) {
-        return invalid(std::string("outputs ") + outputs[i].name + " and " + outputs[j].name + " overlap in memory");
+    for (const NamedTensor* other = output + 1; other != outputs.end(); ++other) {
+      if (overlaps(*output->tensor, *other->tensor)) {
+        return invalid(std::string("outputs ") + output->name + " and " + other->name + " overlap in memory");
       }
     }
   }
@@ -325,11 +334,15 @@ Status make_dense_problem(const DenseForwardArgs& args, DenseProblem* problem) {
                        args.sinks, args.cu_seqlens_q, args.cu_seqlens_k, args.max_seqlen_q, args.max_seqlen_k,
                        "out"};
   if (Status s = check_common(common, args.options, &p); !s) return s;
-  const std::vector<NamedTensor> inputs = {{"q", &args.q},         {"k", &args.k},
-                                           {"v", &args.v},         {"sinks", &args.sinks},
-                                           {"cu_seqlens_q", &args.cu_seqlens_q},
-                                           {"cu_seqlens_k", &args.cu_seqlens_k}};
-  if (Status s = check_no_alias({{"out", &args.out}, {"lse", &args.lse}}, inputs); !s) return s;
+  if (Status s = check_no_alias({{"out", &args.out}, {"lse", &args.lse}},
+                                {{"q", &args.q},
+                                 {"k", &args.k},
+                                 {"v", &args.v},
+                                 {"sinks", &args.sinks},
+                                 {"cu_seqlens_q", &args.cu_seqlens_q},
+                                 {"cu_seqlens_k", &args.cu_seqlens_k}});
+      !s)
+    return s;
   *problem = p;
   return Status::ok();
 }
@@ -354,9 +367,10 @@ Status make_dense_problem(const DenseBackwardArgs& args, DenseProblem* problem) 
     if (Status s = check_layout(g.name, g.tensor, rank); !s) return s;
     if (Status s = check_dtype(g.name, g.tensor, p.dtype, "the dtype of q"); !s) return s;
     if (Status s = check_device(g.name, g.tensor, p.device); !s) return s;
-    const std::vector<std::int64_t> expected(g.like.shape, g.like.shape + rank);
-    const std::string meaning = std::string("(the shape of ") + g.like_name + ")";
-    if (Status s = check_shape(g.name, g.tensor, expected, meaning.c_str()); !s) return s;
+    if (!shape_matches(g.tensor, g.like.shape, static_cast<std::size_t>(rank))) {
+      return shape_mismatch(g.name, g.tensor, g.like.shape, static_cast<std::size_t>(rank),
+                            std::string("(the shape of ") + g.like_name + ")");
+    }
   }
   if (args.sinks.defined() != args.dsinks.defined()) {
     return invalid(args.sinks.defined() ? "dsinks: required (fp32 [Hq]) when sinks are given"
@@ -368,12 +382,16 @@ Status make_dense_problem(const DenseBackwardArgs& args, DenseProblem* problem) 
     if (Status s = check_device("dsinks", args.dsinks, p.device); !s) return s;
     if (Status s = check_shape("dsinks", args.dsinks, {p.heads_q}, "(Hq)"); !s) return s;
   }
-  const std::vector<NamedTensor> inputs = {
-      {"q", &args.q},         {"k", &args.k},         {"v", &args.v},
-      {"out", &args.out},     {"dout", &args.dout},   {"lse", &args.lse},
-      {"sinks", &args.sinks}, {"cu_seqlens_q", &args.cu_seqlens_q}, {"cu_seqlens_k", &args.cu_seqlens_k}};
   if (Status s = check_no_alias({{"dq", &args.dq}, {"dk", &args.dk}, {"dv", &args.dv}, {"dsinks", &args.dsinks}},
-                                inputs);
+                                {{"q", &args.q},
+                                 {"k", &args.k},
+                                 {"v", &args.v},
+                                 {"out", &args.out},
+                                 {"dout", &args.dout},
+                                 {"lse", &args.lse},
+                                 {"sinks", &args.sinks},
+                                 {"cu_seqlens_q", &args.cu_seqlens_q},
+                                 {"cu_seqlens_k", &args.cu_seqlens_k}});
       !s)
     return s;
   p.deterministic = args.deterministic;
