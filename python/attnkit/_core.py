@@ -177,8 +177,13 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = _UNBOUND
     by ``torch.compile(fullgraph=True)``); runs on the current CUDA stream and never synchronises the
     host. Without autograd or compilation the call goes straight to the library (lowest overhead).
     """
-    left, right, code, scale, softcap = _options(window, backend, scale, softcap)
-    support = _torch_support(q)
+    if window is _UNBOUNDED and backend == "auto" and scale is None and type(softcap) is float:
+        left, right, code = -1, -1, 0  # the defaults (softcap is the C++ validation's to check)
+    else:
+        left, right, code, scale, softcap = _options(window, backend, scale, softcap)
+    support = _TORCH
+    if support is None or not isinstance(q, support.Tensor):
+        support = _torch_support(q)
     if support is not None:
         return support.attention(q, k, v, sinks, None, None, 0, 0, scale, bool(causal), left, right, softcap,
                                  bool(deterministic), backend, code, bool(return_lse))

@@ -26,8 +26,6 @@ from torch import Tensor
 from . import _ext
 from ._layout import BACKENDS, forward_shapes
 
-_ext.set_torch_types(Tensor, torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32)
-
 IMPORTER_TORCH = 0
 
 # The current CUDA stream of a device as an int, without building a torch.cuda.Stream object (the public
@@ -37,6 +35,9 @@ if _raw_stream is None:  # pragma: no cover - older torch
 
     def _raw_stream(index: int) -> int:
         return torch.cuda.current_stream(index).cuda_stream
+
+
+_ext.set_torch_types(Tensor, torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32, _raw_stream)
 
 
 _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
@@ -56,20 +57,15 @@ def _workspace(nbytes: int, like: Tensor):
 
 def _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, backend_code,
                   need_lse) -> Tuple[Tensor, Optional[Tensor]]:
-    stream = 0
-    if q.is_cuda:
-        device = q.get_device()
-        if device != _current_device():
-            with torch.cuda.device(device):  # kernels launch on the current device
-                return _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
-                                     backend_code, need_lse)
-        stream = _raw_stream(device)
-    out_shape, lse_shape = forward_shapes(q, v, cu_q is not None)
-    out = q.new_empty(out_shape)  # q's dtype and device; new_empty is the cheapest allocation call
-    lse = q.new_empty(lse_shape, dtype=torch.float32) if need_lse else None
-    _ext.dense_forward(IMPORTER_TORCH, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right,
-                       softcap, backend_code, stream, _workspace)
-    return out, lse
+    """The forward in one extension call: it allocates out (and lse) with q.new_empty and runs on the current
+    stream of q's device. Ranks are checked here only when the extension finds them wrong, so that the
+    message is forward_shapes' on every path."""
+    result = _ext.dense_forward_torch(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                                      backend_code, need_lse, _workspace)
+    if result is None:
+        forward_shapes(q, v, cu_q is not None)  # raises the rank error
+        raise RuntimeError("internal error: the extension refused ranks that forward_shapes accepts")
+    return result
 
 
 def _gradients(q, k, v, sinks):

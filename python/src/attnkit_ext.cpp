@@ -176,6 +176,41 @@ void dense_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::h
   run(call.args, q, workspace_alloc);
 }
 
+// The PyTorch forward of the eager fast path (python/attnkit/_torch_ops.py) in one call: q, k, v, sinks and
+// cu_seqlens are imported; out (and lse) are allocated here with q.new_empty, contiguous on q's device,
+// so their layout is known without reading it back; the kernels run on the current stream of q's device
+// (the GPU backends select q's device themselves). Returns (out, lse or None), or None when q or v does
+// not have the rank of the layout, for the Python layer to raise its rank error (one wording everywhere).
+nb::object dense_forward_torch(nb::handle q, nb::handle k, nb::handle v, nb::handle sinks, nb::handle cu_seqlens_q,
+                               nb::handle cu_seqlens_k, std::int64_t max_seqlen_q, std::int64_t max_seqlen_k,
+                               std::optional<double> scale, bool causal, std::int64_t window_left,
+                               std::int64_t window_right, double softcap, int backend, bool need_lse,
+                               nb::handle workspace_alloc) {
+  const bool varlen = !cu_seqlens_q.is_none();
+  const int rank = varlen ? 3 : 4;
+  ForwardCall call;
+  DenseForwardArgs& a = call.args;
+  if (!import_torch_with_rank("q", q, rank, &a.q)) return nb::none();
+  a.k = import_tensor(Importer::kTorch, "k", k, &call.keep);
+  if (!import_torch_with_rank("v", v, rank, &a.v)) return nb::none();
+  a.sinks = import_tensor(Importer::kTorch, "sinks", sinks, &call.keep);
+  a.cu_seqlens_q = import_tensor(Importer::kTorch, "cu_seqlens_q", cu_seqlens_q, &call.keep);
+  a.cu_seqlens_k = import_tensor(Importer::kTorch, "cu_seqlens_k", cu_seqlens_k, &call.keep);
+  a.max_seqlen_q = max_seqlen_q;
+  a.max_seqlen_k = max_seqlen_k;
+  // BSHD: out [B, Sq, Hq, Dv], lse [B, Hq, Sq]; varlen: out [Tq, Hq, Dv], lse [Hq, Tq].
+  const std::int64_t* qs = a.q.shape;
+  const std::int64_t out_shape[4] = {qs[0], qs[1], varlen ? a.v.shape[2] : qs[2], varlen ? 0 : a.v.shape[3]};
+  const std::int64_t lse_shape[3] = {varlen ? qs[1] : qs[0], varlen ? qs[0] : qs[2], varlen ? 0 : qs[1]};
+  nb::object out = torch_new_empty(q, a.q, out_shape, rank, /*fp32=*/false, &a.out);
+  nb::object lse = nb::none();
+  if (need_lse) lse = torch_new_empty(q, a.q, lse_shape, rank - 1, /*fp32=*/true, &a.lse);
+  const std::uintptr_t stream = a.q.device.kind == DeviceKind::kCUDA ? torch_current_stream(a.q.device.index) : 0;
+  a.options = to_options(scale, causal, window_left, window_right, softcap, backend, stream);
+  run(a, q, workspace_alloc);
+  return nb::make_tuple(out, lse);
+}
+
 nb::tuple dense_explain_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
                                 nb::handle lse, nb::handle sinks, nb::handle cu_seqlens_q, nb::handle cu_seqlens_k,
                                 std::int64_t max_seqlen_q, std::int64_t max_seqlen_k, std::optional<double> scale,
@@ -275,6 +310,11 @@ NB_MODULE(_ext, m) {
   def("dense_explain_backward", &py::dense_explain_backward, backward_tensors(), options());
   m.def("build_info", &py::build_info_dict);
   m.def("cuda_devices", &py::cuda_devices_list);
+  def("dense_forward_torch", &py::dense_forward_torch,
+      std::make_tuple(tensor("q"), tensor("k"), tensor("v"), tensor("sinks"), tensor("cu_seqlens_q"),
+                      tensor("cu_seqlens_k"), nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("scale").none(),
+                      nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"), nb::arg("softcap"),
+                      nb::arg("backend"), nb::arg("need_lse"), nb::arg("workspace_alloc").none()));
   m.def("set_torch_types", &py::set_torch_types, nb::arg("tensor_type"), nb::arg("float16"), nb::arg("bfloat16"),
-        nb::arg("float32"), nb::arg("float64"), nb::arg("int32"));
+        nb::arg("float32"), nb::arg("float64"), nb::arg("int32"), nb::arg("current_stream"));
 }

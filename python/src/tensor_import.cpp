@@ -18,6 +18,7 @@ struct TorchTypes {
   PyObject* float32 = nullptr;
   PyObject* float64 = nullptr;
   PyObject* int32 = nullptr;
+  PyObject* current_stream = nullptr;
 };
 TorchTypes torch_types;
 
@@ -31,6 +32,8 @@ struct Names {
   PyObject* is_cpu = PyUnicode_InternFromString("is_cpu");
   PyObject* get_device = PyUnicode_InternFromString("get_device");
   PyObject* device = PyUnicode_InternFromString("device");
+  PyObject* new_empty = PyUnicode_InternFromString("new_empty");
+  PyObject* dtype_keyword = PyTuple_Pack(1, dtype);  // kwnames of new_empty(shape, dtype=...)
 };
 const Names& names() {
   static const Names interned;  // built on first use, with the GIL held
@@ -59,7 +62,8 @@ void read_int_tuple(nb::handle tuple, std::int64_t* values, Py_ssize_t count) {
   }
 }
 
-TensorRef import_torch(const char* name, nb::handle object) {
+// `required_rank` >= 0: a tensor of another rank returns false before anything else is read.
+bool import_torch(const char* name, nb::handle object, int required_rank, TensorRef* out) {
   if (torch_types.tensor_type == nullptr) {
     throw nb::type_error("attnkit: torch tensors were passed before the torch support was loaded");
   }
@@ -68,7 +72,13 @@ TensorRef import_torch(const char* name, nb::handle object) {
         (std::string(name) + ": expected a torch.Tensor (like q), got " + python_type_name(object)).c_str());
   }
   const Names& n = names();
-  TensorRef ref;
+  TensorRef& ref = *out;
+  ref = TensorRef{};
+
+  nb::object shape = checked(PyObject_GetAttr(object.ptr(), n.shape));
+  const Py_ssize_t rank = PyTuple_GET_SIZE(shape.ptr());
+  if (required_rank >= 0 && rank != required_rank) return false;
+  if (rank > TensorRef::kMaxRank) rank_too_high(name, static_cast<std::size_t>(rank));
 
   nb::object dtype = checked(PyObject_GetAttr(object.ptr(), n.dtype));
   const PyObject* d = dtype.ptr();
@@ -103,9 +113,6 @@ TensorRef import_torch(const char* name, nb::handle object) {
     ref.device = Device::cpu();
   }
 
-  nb::object shape = checked(PyObject_GetAttr(object.ptr(), n.shape));
-  const Py_ssize_t rank = PyTuple_GET_SIZE(shape.ptr());
-  if (rank > TensorRef::kMaxRank) rank_too_high(name, static_cast<std::size_t>(rank));
   nb::object strides = checked(PyObject_CallMethodNoArgs(object.ptr(), n.stride));
   ref.rank = static_cast<int>(rank);
   read_int_tuple(shape, ref.shape, rank);
@@ -114,7 +121,7 @@ TensorRef import_torch(const char* name, nb::handle object) {
   nb::object data_ptr = checked(PyObject_CallMethodNoArgs(object.ptr(), n.data_ptr));
   ref.data = PyLong_AsVoidPtr(data_ptr.ptr());
   if (ref.data == nullptr && PyErr_Occurred()) throw nb::python_error();
-  return ref;
+  return true;
 }
 
 std::string dlpack_dtype_name(nb::dlpack::dtype dtype) {
@@ -211,16 +218,59 @@ TensorRef import_dlpack(const char* name, nb::handle object, bool uint16_is_bf16
 }  // namespace
 
 void set_torch_types(nb::handle tensor_type, nb::handle float16, nb::handle bfloat16, nb::handle float32,
-                     nb::handle float64, nb::handle int32) {
+                     nb::handle float64, nb::handle int32, nb::handle current_stream) {
   torch_types = TorchTypes{nb::handle(tensor_type).inc_ref().ptr(), nb::handle(float16).inc_ref().ptr(),
                            nb::handle(bfloat16).inc_ref().ptr(),   nb::handle(float32).inc_ref().ptr(),
-                           nb::handle(float64).inc_ref().ptr(),    nb::handle(int32).inc_ref().ptr()};
+                           nb::handle(float64).inc_ref().ptr(),    nb::handle(int32).inc_ref().ptr(),
+                           nb::handle(current_stream).inc_ref().ptr()};
+}
+
+bool import_torch_with_rank(const char* name, nb::handle object, int rank, TensorRef* ref) {
+  return !object.is_none() && import_torch(name, object, rank, ref);
+}
+
+nb::object torch_new_empty(nb::handle like, const TensorRef& like_ref, const std::int64_t* shape, int rank,
+                           bool fp32, TensorRef* ref) {
+  nb::object sizes = checked(PyTuple_New(rank));
+  for (int axis = 0; axis < rank; ++axis) {
+    PyTuple_SET_ITEM(sizes.ptr(), axis, checked(PyLong_FromLongLong(shape[axis])).release().ptr());
+  }
+  const Names& n = names();
+  PyObject* args[] = {like.ptr(), sizes.ptr(), torch_types.float32};
+  nb::object tensor = checked(PyObject_VectorcallMethod(n.new_empty, args, 2,
+                                                        fp32 ? n.dtype_keyword : nullptr));
+  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(tensor.ptr(), n.data_ptr));
+  *ref = TensorRef{};
+  ref->data = PyLong_AsVoidPtr(data_ptr.ptr());
+  if (ref->data == nullptr && PyErr_Occurred()) throw nb::python_error();
+  ref->dtype = fp32 ? DType::kFloat32 : like_ref.dtype;
+  ref->device = like_ref.device;
+  ref->rank = rank;
+  std::int64_t stride = 1;
+  for (int axis = rank - 1; axis >= 0; --axis) {
+    ref->shape[axis] = shape[axis];
+    ref->strides[axis] = stride;
+    stride *= std::max<std::int64_t>(shape[axis], 1);
+  }
+  return tensor;
+}
+
+std::uintptr_t torch_current_stream(int device_index) {
+  nb::object index = checked(PyLong_FromLong(device_index));
+  nb::object stream = checked(PyObject_CallOneArg(torch_types.current_stream, index.ptr()));
+  const auto value = static_cast<std::uintptr_t>(PyLong_AsUnsignedLongLong(stream.ptr()));
+  if (PyErr_Occurred()) throw nb::python_error();
+  return value;
 }
 
 TensorRef import_tensor(Importer importer, const char* name, nb::handle object, ImportKeepAlive* keep) {
   if (object.is_none()) return TensorRef{};
   switch (importer) {
-    case Importer::kTorch: return import_torch(name, object);
+    case Importer::kTorch: {
+      TensorRef ref;
+      import_torch(name, object, /*required_rank=*/-1, &ref);
+      return ref;
+    }
     case Importer::kDLPack: return import_dlpack(name, object, /*uint16_is_bf16=*/false, keep);
     case Importer::kDLPackBf16: return import_dlpack(name, object, /*uint16_is_bf16=*/true, keep);
   }

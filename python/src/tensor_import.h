@@ -27,9 +27,11 @@ enum class Importer : int {
 };
 
 // Remembers torch.Tensor and torch's dtype objects, so that a tensor and its dtype are recognised by
-// identity (a pointer compare instead of a string).
+// identity (a pointer compare instead of a string), and `current_stream`, a callable (device index) ->
+// the raw cudaStream_t of that device's current stream as an int.
 void set_torch_types(nanobind::handle tensor_type, nanobind::handle float16, nanobind::handle bfloat16,
-                     nanobind::handle float32, nanobind::handle float64, nanobind::handle int32);
+                     nanobind::handle float32, nanobind::handle float64, nanobind::handle int32,
+                     nanobind::handle current_stream);
 
 // Keeps the imported DLPack views (and so the producer's buffers) alive until the call returns.
 using ImportKeepAlive = std::vector<nanobind::ndarray<nanobind::ro>>;
@@ -38,6 +40,18 @@ using ImportKeepAlive = std::vector<nanobind::ndarray<nanobind::ro>>;
 // tensor). Raises TypeError for something that is not an array, ValueError for an array attnkit
 // cannot describe (rank above 4, dtype without an attnkit equivalent, a device other than CPU/CUDA).
 TensorRef import_tensor(Importer importer, const char* name, nanobind::handle object, ImportKeepAlive* keep);
+
+// A torch.Tensor with a rank the caller requires: false (nothing raised) when `object` is None or a tensor
+// of another rank, so that the Python layer can raise its own error; other problems raise as above.
+bool import_torch_with_rank(const char* name, nanobind::handle object, int rank, TensorRef* ref);
+
+// A new contiguous tensor `like.new_empty(shape)` (fp32 when `fp32`, else like's dtype) on like's device,
+// described in `ref` from what was asked for: only its address is read back.
+nanobind::object torch_new_empty(nanobind::handle like, const TensorRef& like_ref, const std::int64_t* shape,
+                                 int rank, bool fp32, TensorRef* ref);
+
+// The current stream of a CUDA device (torch's), as an integer cudaStream_t.
+std::uintptr_t torch_current_stream(int device_index);
 
 // The device of an imported (defined) tensor, or the CPU for an undefined one.
 inline bool on_cpu(const TensorRef& t) { return !t.defined() || t.device.kind == DeviceKind::kCPU; }
