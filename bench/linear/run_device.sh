@@ -25,5 +25,5 @@ check_status=${PIPESTATUS[0]}
 pip install --quiet --no-index --no-deps --target /tmp/fla "$carry"/*.whl 2>&1 | tail -2
 PYTHONPATH=/tmp/fla:${PYTHONPATH:-} python3 bench/peers/fla_linear.py --attnkit "$out/attnkit_linear.json" \
   --out "$out/linear_results.json" --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-  --command "bench/linear/run_device.sh $*" 2>&1 | tee "$out/fla.log"
+  --command "bench/linear/run_device.sh $*" ${FLA_ARGS:-} 2>&1 | tee "$out/fla.log"
 exit "$check_status"

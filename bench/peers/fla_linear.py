@@ -75,6 +75,8 @@ def bench_case(torch, fla_ops, row, args):
     out.append(dict(op="linear_fwd", impl="fla", **shape, ms=round(ms, 4), tflops=round(flops / ms * 1e-9, 2)))
     log(f"fla fwd {variant} B={b} T={t} H={h} HV={hv}: {ms:.3f} ms")
     del q, k, v, g, beta
+    if args.skip_backward:
+        return out
     q, k, v, g, beta = make_inputs(torch, variant, b, t, h, hv, d, True)
     do = torch.randn(b, t, hv, row["v"], device="cuda", dtype=torch.bfloat16)
 

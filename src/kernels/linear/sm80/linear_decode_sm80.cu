@@ -25,18 +25,23 @@ constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = 32 * kDecodeWarps;
 constexpr int kDecodeColumns = 32;  // value columns per CTA
 
-// The per-token inputs every thread needs: q, k and KDA's decays in shared memory, plus the scalars.
+// The per-token inputs every thread needs, in shared memory: q, k, and KDA's per-channel decays.
 struct DecodeToken {
   float q[kLinearDecodeMaxKeyDim];
   float k[kLinearDecodeMaxKeyDim];
-  float decay[kLinearDecodeMaxKeyDim];  // exp(g): per key channel (KDA) or decay[0] for the head (GDN)
-  float q_factor;                       // scale, times the L2 factor of q when fused
-  float k_factor;                       // the L2 factor of k when fused, else 1
-  float qk;                             // (q_factor q) . (k_factor k)
+  float decay[kLinearDecodeMaxKeyDim];  // exp(g) per key channel (KDA); decay[0] for the head (GDN)
   float beta;
 };
 
-// Loads token t of sequence n into `token` (all threads), then one warp resolves the scalars.
+// The per-token scalars, resolved by every warp on its own (three warp sums) so that the token costs
+// one barrier, not two.
+struct DecodeScalars {
+  float q_factor;  // scale, times the L2 factor of q when fused
+  float k_factor;  // the L2 factor of k when fused, else 1
+  float qk;        // (q_factor q) . (k_factor k)
+};
+
+// Loads token t of sequence n into `token` (all threads; one barrier).
 __device__ void load_decode_token(const LinearDecodeParams& p, int n, int t, int hv, DecodeToken& token) {
   const LinearCommonParams& c = p.common;
   const int h = hv / c.group;
@@ -48,31 +53,32 @@ __device__ void load_decode_token(const LinearDecodeParams& p, int n, int t, int
     token.k[i] = load_element(c.k.data, k_offset + i, c.io_element);
     if (c.per_key_gate) token.decay[i] = expf(gate_at(c, g_offset, hv, i));
   }
-  if (threadIdx.x == 0) {
-    if (!c.per_key_gate) token.decay[0] = expf(gate_at(c, g_offset, hv, 0));
+  // Two other threads than the K loop's first ones fetch the head's scalars, in parallel with it.
+  if (threadIdx.x == kDecodeThreads - 1 && !c.per_key_gate) token.decay[0] = expf(gate_at(c, g_offset, hv, 0));
+  if (threadIdx.x == kDecodeThreads - 33) {
     const std::int64_t b_offset = n * c.beta.batch_stride + t * c.beta.token_stride + hv * c.beta.head_stride;
     token.beta = beta_value(c, load_element(c.beta.data, b_offset, c.beta_element));
   }
   __syncthreads();
-  if (threadIdx.x < 32) {
-    float qq = 0.0f, kk = 0.0f, qk = 0.0f;
-    for (int i = threadIdx.x; i < c.key_dim; i += 32) {
-      qq += token.q[i] * token.q[i];
-      kk += token.k[i] * token.k[i];
-      qk += token.q[i] * token.k[i];
-    }
-    qq = warp_sum(qq);
-    kk = warp_sum(kk);
-    qk = warp_sum(qk);
-    if (threadIdx.x == 0) {
-      const float q_l2 = c.l2norm_qk ? l2norm_factor(qq) : 1.0f;
-      const float k_l2 = c.l2norm_qk ? l2norm_factor(kk) : 1.0f;
-      token.q_factor = c.scale * q_l2;
-      token.k_factor = k_l2;
-      token.qk = qk * token.q_factor * k_l2;
-    }
+}
+
+__device__ DecodeScalars decode_scalars(const LinearCommonParams& c, const DecodeToken& token) {
+  float qq = 0.0f, kk = 0.0f, qk = 0.0f;
+  for (int i = threadIdx.x & 31; i < c.key_dim; i += 32) {
+    qq += token.q[i] * token.q[i];
+    kk += token.k[i] * token.k[i];
+    qk += token.q[i] * token.k[i];
   }
-  __syncthreads();
+  qq = warp_sum(qq);
+  kk = warp_sum(kk);
+  qk = warp_sum(qk);
+  const float q_l2 = c.l2norm_qk ? l2norm_factor(qq) : 1.0f;
+  const float k_l2 = c.l2norm_qk ? l2norm_factor(kk) : 1.0f;
+  DecodeScalars scalars;
+  scalars.q_factor = c.scale * q_l2;
+  scalars.k_factor = k_l2;
+  scalars.qk = qk * scalars.q_factor * k_l2;
+  return scalars;
 }
 
 __device__ __forceinline__ std::int64_t out_offset(const LinearCommonParams& c, int n, int t, int hv) {
@@ -99,8 +105,11 @@ __device__ void write_zero_rows(const LinearDecodeParams& p, int n, int hv, int 
 }
 
 // [K, V] layout: thread (warp, lane) holds S[warp + 4 r][column_begin + lane] for r < kRows.
+// Registers bound the CTAs per SM, and the CTAs in flight per SM bound the bytes in flight: at K <= 128,
+// 85 registers give 6 CTAs (24 warps, 96 KB of state loads) per SM; 64 registers (8 CTAs) spill
+// ~130 bytes per thread (ptxas, sm_90), 117 (the unbounded count) leave 4 CTAs.
 template <int kRows>
-__global__ void __launch_bounds__(kDecodeThreads) decode_kv_kernel(LinearDecodeParams p) {
+__global__ void __launch_bounds__(kDecodeThreads, kRows <= 32 ? 6 : 3) decode_kv_kernel(LinearDecodeParams p) {
   const LinearCommonParams& c = p.common;
   const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
   const int n = blockIdx.x / slices;
@@ -127,7 +136,9 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kv_kernel(LinearDecodeP
     s[r] = (i < c.key_dim && column) ? state[i * p.state.row_stride + j] : 0.0f;
   }
   for (int t = 0; t < p.tokens; ++t) {
+    const float v = column ? load_element(c.v.data, v_offset(c, n, t, hv) + j, c.io_element) : 0.0f;
     load_decode_token(p, n, t, hv, token);
+    const DecodeScalars scalars = decode_scalars(c, token);
     float sum_k = 0.0f, sum_q = 0.0f;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -148,19 +159,18 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kv_kernel(LinearDecodeP
       sum_k += partial_k[w][lane];
       sum_q += partial_q[w][lane];
     }
-    const float v = column ? load_element(c.v.data, v_offset(c, n, t, hv) + j, c.io_element) : 0.0f;
-    const float delta = token.beta * (v - token.k_factor * sum_k);
+    const float delta = token.beta * (v - scalars.k_factor * sum_k);
     if (warp == 0 && column) {
       store_element(c.out_data, out_offset(c, n, t, hv) + j, c.io_element,
-                    token.q_factor * sum_q + delta * token.qk);
+                    scalars.q_factor * sum_q + delta * scalars.qk);
     }
-    const float k_delta = token.k_factor * delta;
+    const float k_delta = scalars.k_factor * delta;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int i = warp + kDecodeWarps * r;
       if (i < c.key_dim) s[r] += token.k[i] * k_delta;
     }
-    __syncthreads();  // the next token overwrites `token` and the partial sums
+    if (t + 1 < p.tokens) __syncthreads();  // the next token overwrites `token` and the partial sums
   }
   if (!column) return;
 #pragma unroll
@@ -172,7 +182,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kv_kernel(LinearDecodeP
 
 // [V, K] layout: warp w holds rows j = column_begin + 8 w + jj of S^T, lane holding i = lane + 32 c.
 template <int kChunks>
-__global__ void __launch_bounds__(kDecodeThreads) decode_vk_kernel(LinearDecodeParams p) {
+__global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3) decode_vk_kernel(LinearDecodeParams p) {
   constexpr int kColumnsPerWarp = kDecodeColumns / kDecodeWarps;
   const LinearCommonParams& c = p.common;
   const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
@@ -201,7 +211,11 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_vk_kernel(LinearDecodeP
     }
   }
   for (int t = 0; t < p.tokens; ++t) {
+    const std::int64_t v_row = v_offset(c, n, t, hv);
+    float v_mine = 0.0f;  // lane jj holds v of column warp_column + jj
+    if (lane < kColumnsPerWarp && warp_column + lane < c.value_dim) v_mine = load_element(c.v.data, v_row + warp_column + lane, c.io_element);
     load_decode_token(p, n, t, hv, token);
+    const DecodeScalars scalars = decode_scalars(c, token);
     float k_i[kChunks], q_i[kChunks], decay_i[kChunks];
 #pragma unroll
     for (int ch = 0; ch < kChunks; ++ch) {
@@ -211,7 +225,6 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_vk_kernel(LinearDecodeP
       q_i[ch] = row ? token.q[i] : 0.0f;
       decay_i[ch] = row ? (c.per_key_gate ? token.decay[i] : token.decay[0]) : 0.0f;
     }
-    const std::int64_t v_row = v_offset(c, n, t, hv);
     const std::int64_t out_row = out_offset(c, n, t, hv);
 #pragma unroll
     for (int jj = 0; jj < kColumnsPerWarp; ++jj) {
@@ -226,14 +239,14 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_vk_kernel(LinearDecodeP
       }
       sum_k = warp_sum(sum_k);
       sum_q = warp_sum(sum_q);
-      const float v = load_element(c.v.data, v_row + j, c.io_element);
-      const float delta = token.beta * (v - token.k_factor * sum_k);
-      if (lane == jj) store_element(c.out_data, out_row + j, c.io_element, token.q_factor * sum_q + delta * token.qk);
-      const float k_delta = token.k_factor * delta;
+      const float v = __shfl_sync(0xffffffffu, v_mine, jj);
+      const float delta = token.beta * (v - scalars.k_factor * sum_k);
+      if (lane == jj) store_element(c.out_data, out_row + j, c.io_element, scalars.q_factor * sum_q + delta * scalars.qk);
+      const float k_delta = scalars.k_factor * delta;
 #pragma unroll
       for (int ch = 0; ch < kChunks; ++ch) s[jj][ch] += k_i[ch] * k_delta;
     }
-    __syncthreads();  // the next token overwrites `token`
+    if (t + 1 < p.tokens) __syncthreads();  // the next token overwrites `token`
   }
 #pragma unroll
   for (int jj = 0; jj < kColumnsPerWarp; ++jj) {

@@ -104,19 +104,6 @@ __device__ __forceinline__ void mma_abt(FragC& acc, const Element* x, const Elem
   }
 }
 
-// acc += X Y with X row-major [16][kDepth] (ldx) and Y row-major [kDepth][16] (ldy).
-template <typename Element, int kDepth>
-__device__ __forceinline__ void mma_ab(FragC& acc, const Element* x, int ldx, const Element* y, int ldy) {
-  FragA<Element> fa;
-  FragB<Element> fb;
-#pragma unroll
-  for (int d = 0; d < kDepth; d += kTile) {
-    nvcuda::wmma::load_matrix_sync(fa, x + d, ldx);
-    nvcuda::wmma::load_matrix_sync(fb, y + d * ldy, ldy);
-    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
-  }
-}
-
 // Stores a 16 x 16 accumulator as Element (times `factor`) through the warp's fp32 staging tile.
 template <typename Element>
 __device__ __forceinline__ void store_tile_lowp(const FragC& acc, float* stage, Element* dst, int ld, float factor) {
@@ -364,18 +351,43 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
         __syncthreads();
       }
     } else {
-      // GDN: the 10 lower tiles of K K^T and of Q K^T; the scalar decays are applied below.
-      for (int job = warp; job < 20; job += kForwardWarps) {
-        const bool is_p = job >= 10;
-        const int lower = is_p ? job - 10 : job;
+      // GDN: the 10 lower tiles of K K^T and of Q K^T (20 jobs, up to 3 per warp, k-steps interleaved);
+      // the scalar decays are applied below.
+      constexpr int kJobs = 20;
+      constexpr int kPerWarp = (kJobs + kForwardWarps - 1) / kForwardWarps;
+      FragC acc[kPerWarp];
+      const Element* left[kPerWarp];
+      const Element* right[kPerWarp];
+      float* dst[kPerWarp];
+#pragma unroll
+      for (int u = 0; u < kPerWarp; ++u) {
+        const int job = warp + u * kForwardWarps;
+        const bool is_p = job >= kJobs / 2;
+        const int lower = is_p ? job - kJobs / 2 : job;
         int row_tile = 0;
         while ((row_tile + 1) * (row_tile + 2) / 2 <= lower) ++row_tile;
         const int col_tile = lower - row_tile * (row_tile + 1) / 2;
-        FragC acc;
-        wmma::fill_fragment(acc, 0.0f);
-        mma_abt<Element, kKeyPad>(acc, (is_p ? sm.q : sm.k) + row_tile * kTile * kLdKey, sm.k + col_tile * kTile * kLdKey, kLdKey);
-        float* dst = (is_p ? sm.p_raw : sm.a) + row_tile * kTile * kLdChunkF + col_tile * kTile;
-        wmma::store_matrix_sync(dst, acc, kLdChunkF, wmma::mem_row_major);
+        left[u] = (is_p ? sm.q : sm.k) + row_tile * kTile * kLdKey;
+        right[u] = sm.k + col_tile * kTile * kLdKey;
+        dst[u] = (is_p ? sm.p_raw : sm.a) + row_tile * kTile * kLdChunkF + col_tile * kTile;
+        wmma::fill_fragment(acc[u], 0.0f);
+      }
+#pragma unroll
+      for (int d = 0; d < kKeyPad; d += kTile) {
+#pragma unroll
+        for (int u = 0; u < kPerWarp; ++u) {
+          if (warp + u * kForwardWarps < kJobs) {  // uniform across the warp
+            FragA<Element> fa;
+            FragBT<Element> fb;
+            wmma::load_matrix_sync(fa, left[u] + d, kLdKey);
+            wmma::load_matrix_sync(fb, right[u] + d, kLdKey);
+            wmma::mma_sync(acc[u], fa, fb, acc[u]);
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kPerWarp; ++u) {
+        if (warp + u * kForwardWarps < kJobs) wmma::store_matrix_sync(dst[u], acc[u], kLdChunkF, wmma::mem_row_major);
       }
       __syncthreads();
     }
@@ -396,14 +408,16 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
     const float g_last_scalar = kPerKeyGate ? 0.0f : sm.gate[kChunk - 1];
     if (tid < kChunk) {
       // Column j of T = (I + A)^-1 by forward substitution; A is strictly lower, so rows above j are 0.
+      // Four partial sums per row: the row's critical path is one FMA and two adds after x[i - 1], not a
+      // chain of i dependent FMAs (2016 in all, ~8k cycles at 4 cycles each).
       const int j = tid;
       float x[kChunk];
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) {
-        float sum = 0.0f;
+        float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int s = 0; s < i; ++s) sum += sm.a[i * kLdChunkF + s] * x[s];
-        x[i] = i == j ? 1.0f : -sum;
+        for (int s = 0; s < i; ++s) sum[s & 3] += sm.a[i * kLdChunkF + s] * x[s];
+        x[i] = i == j ? 1.0f : -((sum[0] + sum[1]) + (sum[2] + sum[3]));
       }
       const float beta_j = sm.beta[j];
 #pragma unroll
@@ -428,45 +442,98 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
     }
     __syncthreads();
 
-    // ---- -w = -T_beta (k Gamma) ------------------------------------------------------------------------
-    for (int job = warp; job < kChunkTiles * kKeyTiles; job += kForwardWarps) {
-      const int row_tile = job / kKeyTiles;
-      const int col_tile = job % kKeyTiles;
-      FragC acc;
-      wmma::fill_fragment(acc, 0.0f);
-      mma_ab<Element, kChunk>(acc, sm.t_beta + row_tile * kTile * kLdChunk, kLdChunk, sm.x + col_tile * kTile, kLdKey);
-      store_tile_lowp(acc, stage, sm.w + row_tile * kTile * kLdKey + col_tile * kTile, kLdKey, -1.0f);
+    // ---- -w = -T_beta (k Gamma): 32 tiles, 4 per warp, their k-steps interleaved for ILP -------------
+    {
+      constexpr int kPerWarp = kChunkTiles * kKeyTiles / kForwardWarps;
+      FragC acc[kPerWarp];
+#pragma unroll
+      for (int u = 0; u < kPerWarp; ++u) wmma::fill_fragment(acc[u], 0.0f);
+#pragma unroll
+      for (int d = 0; d < kChunk; d += kTile) {
+#pragma unroll
+        for (int u = 0; u < kPerWarp; ++u) {
+          const int job = warp + u * kForwardWarps;
+          FragA<Element> fa;
+          FragB<Element> fb;
+          wmma::load_matrix_sync(fa, sm.t_beta + (job / kKeyTiles) * kTile * kLdChunk + d, kLdChunk);
+          wmma::load_matrix_sync(fb, sm.x + d * kLdKey + (job % kKeyTiles) * kTile, kLdKey);
+          wmma::mma_sync(acc[u], fa, fb, acc[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kPerWarp; ++u) {
+        const int job = warp + u * kForwardWarps;
+        store_tile_lowp(acc[u], stage, sm.w + (job / kKeyTiles) * kTile * kLdKey + (job % kKeyTiles) * kTile, kLdKey, -1.0f);
+      }
     }
     __syncthreads();
 
-    // ---- delta = T_beta V - w S; O starts as (scale q Gamma) S --------------------------------------
+    // ---- delta = T_beta V - w S; O starts as (scale q Gamma) S (k-steps of a warp's tiles interleaved) -
     constexpr int kOutTiles = kChunkTiles * kValueTiles;
-    constexpr int kOutPerWarp = (kOutTiles + kForwardWarps - 1) / kForwardWarps;
+    static_assert(kOutTiles % kForwardWarps == 0, "the output tiles split evenly over the warps");
+    constexpr int kOutPerWarp = kOutTiles / kForwardWarps;
     FragC out_acc[kOutPerWarp];
+    {
+      FragC delta_acc[kOutPerWarp];
 #pragma unroll
-    for (int u = 0; u < kOutPerWarp; ++u) {
-      const int job = warp + u * kForwardWarps;
-      if (job >= kOutTiles) break;
-      const int row_tile = job / kValueTiles;
-      const int col_tile = job % kValueTiles;
-      FragC acc;
-      wmma::fill_fragment(acc, 0.0f);
-      mma_ab<Element, kChunk>(acc, sm.t_beta + row_tile * kTile * kLdChunk, kLdChunk, sm.v + col_tile * kTile, kLdValue);
-      mma_ab<Element, kKeyPad>(acc, sm.w + row_tile * kTile * kLdKey, kLdKey, sm.state_lowp + col_tile * kTile, kLdValue);
-      store_tile_lowp(acc, stage, sm.delta + row_tile * kTile * kLdValue + col_tile * kTile, kLdValue, 1.0f);
-      wmma::fill_fragment(out_acc[u], 0.0f);
-      mma_ab<Element, kKeyPad>(out_acc[u], sm.q + row_tile * kTile * kLdKey, kLdKey, sm.state_lowp + col_tile * kTile, kLdValue);
+      for (int u = 0; u < kOutPerWarp; ++u) {
+        wmma::fill_fragment(delta_acc[u], 0.0f);
+        wmma::fill_fragment(out_acc[u], 0.0f);
+      }
+#pragma unroll
+      for (int d = 0; d < kChunk; d += kTile) {
+#pragma unroll
+        for (int u = 0; u < kOutPerWarp; ++u) {
+          const int job = warp + u * kForwardWarps;
+          FragA<Element> fa;
+          FragB<Element> fb;
+          wmma::load_matrix_sync(fa, sm.t_beta + (job / kValueTiles) * kTile * kLdChunk + d, kLdChunk);
+          wmma::load_matrix_sync(fb, sm.v + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
+          wmma::mma_sync(delta_acc[u], fa, fb, delta_acc[u]);
+        }
+      }
+#pragma unroll
+      for (int d = 0; d < kKeyPad; d += kTile) {
+#pragma unroll
+        for (int u = 0; u < kOutPerWarp; ++u) {
+          const int job = warp + u * kForwardWarps;
+          const int row_tile = job / kValueTiles;
+          FragA<Element> fw, fq;
+          FragB<Element> fs;
+          wmma::load_matrix_sync(fs, sm.state_lowp + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
+          wmma::load_matrix_sync(fw, sm.w + row_tile * kTile * kLdKey + d, kLdKey);
+          wmma::load_matrix_sync(fq, sm.q + row_tile * kTile * kLdKey + d, kLdKey);
+          wmma::mma_sync(delta_acc[u], fw, fs, delta_acc[u]);
+          wmma::mma_sync(out_acc[u], fq, fs, out_acc[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kOutPerWarp; ++u) {
+        const int job = warp + u * kForwardWarps;
+        store_tile_lowp(delta_acc[u], stage, sm.delta + (job / kValueTiles) * kTile * kLdValue + (job % kValueTiles) * kTile,
+                        kLdValue, 1.0f);
+      }
     }
     __syncthreads();
 
     // ---- O += P delta (written out); S = diag(Gamma_last) S + (k exp(G_last - G))^T delta ------------
 #pragma unroll
+    for (int d = 0; d < kChunk; d += kTile) {
+#pragma unroll
+      for (int u = 0; u < kOutPerWarp; ++u) {
+        const int job = warp + u * kForwardWarps;
+        FragA<Element> fa;
+        FragB<Element> fb;
+        wmma::load_matrix_sync(fa, sm.p + (job / kValueTiles) * kTile * kLdChunk + d, kLdChunk);
+        wmma::load_matrix_sync(fb, sm.delta + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
+        wmma::mma_sync(out_acc[u], fa, fb, out_acc[u]);
+      }
+    }
+#pragma unroll
     for (int u = 0; u < kOutPerWarp; ++u) {
       const int job = warp + u * kForwardWarps;
-      if (job >= kOutTiles) break;
       const int row_tile = job / kValueTiles;
       const int col_tile = job % kValueTiles;
-      mma_ab<Element, kChunk>(out_acc[u], sm.p + row_tile * kTile * kLdChunk, kLdChunk, sm.delta + col_tile * kTile, kLdValue);
       wmma::store_matrix_sync(stage, out_acc[u], kTile, wmma::mem_row_major);
       __syncwarp();
       for (int e = lane; e < kTile * kTile; e += 32) {
@@ -476,22 +543,36 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
       }
       __syncwarp();
     }
-    for (int job = warp; job < kKeyTiles * kValueTiles; job += kForwardWarps) {
-      const int row_tile = job / kValueTiles;
-      const int col_tile = job % kValueTiles;
-      float* s_tile = sm.state + row_tile * kTile * kLdValueF + col_tile * kTile;
-      FragC acc;
-      wmma::load_matrix_sync(acc, s_tile, kLdValueF, wmma::mem_row_major);
-      FragAT<Element> fa;
-      FragB<Element> fb;
+    {
+      constexpr int kStateTiles = kKeyTiles * kValueTiles;
+      static_assert(kStateTiles % kForwardWarps == 0, "the state tiles split evenly over the warps");
+      constexpr int kPerWarp = kStateTiles / kForwardWarps;
+      FragC acc[kPerWarp];
+#pragma unroll
+      for (int u = 0; u < kPerWarp; ++u) {
+        const int job = warp + u * kForwardWarps;
+        wmma::load_matrix_sync(acc[u], sm.state + (job / kValueTiles) * kTile * kLdValueF + (job % kValueTiles) * kTile,
+                               kLdValueF, wmma::mem_row_major);
+      }
 #pragma unroll
       for (int d = 0; d < kChunk; d += kTile) {
-        // (k_decayed)^T as a column-major [128][64] matrix: element (i, s) at s * ld + i.
-        wmma::load_matrix_sync(fa, sm.k + d * kLdKey + row_tile * kTile, kLdKey);
-        wmma::load_matrix_sync(fb, sm.delta + d * kLdValue + col_tile * kTile, kLdValue);
-        wmma::mma_sync(acc, fa, fb, acc);
+#pragma unroll
+        for (int u = 0; u < kPerWarp; ++u) {
+          const int job = warp + u * kForwardWarps;
+          FragAT<Element> fa;
+          FragB<Element> fb;
+          // (k_decayed)^T as a column-major [128][64] matrix: element (i, s) at s * ld + i.
+          wmma::load_matrix_sync(fa, sm.k + d * kLdKey + (job / kValueTiles) * kTile, kLdKey);
+          wmma::load_matrix_sync(fb, sm.delta + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
+          wmma::mma_sync(acc[u], fa, fb, acc[u]);
+        }
       }
-      wmma::store_matrix_sync(s_tile, acc, kLdValueF, wmma::mem_row_major);
+#pragma unroll
+      for (int u = 0; u < kPerWarp; ++u) {
+        const int job = warp + u * kForwardWarps;
+        wmma::store_matrix_sync(sm.state + (job / kValueTiles) * kTile * kLdValueF + (job % kValueTiles) * kTile, acc[u],
+                                kLdValueF, wmma::mem_row_major);
+      }
     }
     __syncthreads();
   }
