@@ -69,13 +69,16 @@ struct LinearProblem {
   bool per_key_gate() const { return variant == LinearVariant::kKimiDelta; }
 
   // True when there is nothing to compute or write. A sequence of zero tokens still has a final state
-  // (its initial state, or zeros) and, in backward, a d_initial_state (dfinal_state, or zeros), so an
-  // empty token range is no work only when no state is written.
+  // (its initial state, or zeros) and, in backward, a d_initial_state (dfinal_state, or zeros); and a
+  // backward with a fused gate writes dA_log and ddt_bias ([HV], zeros when there are no tokens). So an
+  // empty token range is no work only when none of those is written.
   bool no_work() const {
-    if (num_sequences == 0 || heads_v == 0) return true;
+    if (heads_v == 0) return true;
+    const bool writes_parameter_gradients = op == LinearOp::kBackward && gate_fused();
+    if (num_sequences == 0) return !writes_parameter_gradients;
     switch (op) {
       case LinearOp::kForward: return total_tokens == 0 && !has_final_state;
-      case LinearOp::kBackward: return total_tokens == 0 && !has_initial_state;
+      case LinearOp::kBackward: return total_tokens == 0 && !has_initial_state && !writes_parameter_gradients;
       case LinearOp::kDecode: return total_tokens == 0;
     }
     return false;

@@ -184,6 +184,11 @@ std::vector<LinearCase> linear_adversarial_cases(LinearVariant variant, DType dt
     c.batch = 2, c.seqlen = 0, c.initial_state = true, c.dfinal_state = true;
     add(c);
   }
+  {
+    LinearCase c = base("T0_fused_gate_parameter_gradients_are_zero", variant, dtype);
+    c.batch = 2, c.seqlen = 0, c.gate_form = LinearGateForm::kSoftplus, c.final_state = false;
+    add(c);
+  }
   return cases;
 }
 

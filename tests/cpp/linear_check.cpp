@@ -122,10 +122,12 @@ const char* linear_tensor_name(LinearTensor tensor) { return kTensorNames[static
 
 bool linear_expects_no_work(const LinearCase& c, LinearCall call) {
   const std::int64_t tokens = c.tensor_batch() * c.tensor_seqlen();
-  if (c.num_sequences() == 0 || c.heads_v == 0) return true;
+  const bool parameter_gradients = call == LinearCall::kBackward && c.gate_form != LinearGateForm::kLogDecay;
+  if (c.heads_v == 0) return true;
+  if (c.num_sequences() == 0) return !parameter_gradients;
   switch (call) {
     case LinearCall::kForward: return tokens == 0 && !c.final_state;
-    case LinearCall::kBackward: return tokens == 0 && !c.initial_state;
+    case LinearCall::kBackward: return tokens == 0 && !c.initial_state && !parameter_gradients;
     case LinearCall::kDecode: return tokens == 0;
   }
   return false;

@@ -102,7 +102,7 @@ struct LinearCheckResult {
 RmsReport rms_ratio(const std::string& name, const std::vector<double>& actual, const std::vector<double>& reference,
                     double bound);
 
-// Zero-size work: nothing may be written.
+// Zero-size work: nothing may be written (the rule of LinearProblem::no_work, restated from the case).
 bool linear_expects_no_work(const cases::LinearCase& linear_case, LinearCall call);
 
 // Asks workspace_size() for the chosen backend's scratch and, when it needs some, points the call at a new
