@@ -48,8 +48,9 @@ struct LinearCase {
   std::int64_t num_sequences() const { return is_varlen() ? static_cast<std::int64_t>(varlen.size()) : batch; }
   std::int64_t gate_width() const { return variant == LinearVariant::kKimiDelta ? key_dim : 1; }
   LinearOptions options(Backend backend) const;
-  // FLOPs of the chunked forward by the field's convention for linear attention (chunk 64):
-  // 2 T HV (2 K V + 64 (K + V)) per sequence, about what FLA's benchmark counts.
+  // FLOPs of the chunked forward (chunk 64), counted as 2 tokens HV (2 K V + 64 (K + V)): per token the
+  // state read and update (2 K V multiply-adds) and the intra-chunk products (64 (K + V)). A yardstick
+  // for rates, not an exact count of any implementation.
   double forward_flops() const;
   std::string describe() const;  // one line with every field that differs from the defaults
 };
