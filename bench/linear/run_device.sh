@@ -3,6 +3,8 @@
 # then (with --bench) attnkit's timings and, with --fla, FLA's on the same shapes, joined into one
 # results file under $OUT. Expects the stripped linear_gpu_bench and the FLA wheels in $CARRY.
 #   bench/linear/run_device.sh CARRY [--bench] [--fla]
+# ATTNKIT_COMMIT names the commit of the carried binary in the results file (the device's checkout may
+# report another HEAD); FLA_ARGS passes options to bench/peers/fla_linear.py (e.g. --skip-backward).
 set -u
 carry=$1
 shift
@@ -24,6 +26,6 @@ check_status=${PIPESTATUS[0]}
 [ "$fla" = 1 ] || exit "$check_status"
 pip install --quiet --no-index --no-deps --target /tmp/fla "$carry"/*.whl 2>&1 | tail -2
 PYTHONPATH=/tmp/fla:${PYTHONPATH:-} python3 bench/peers/fla_linear.py --attnkit "$out/attnkit_linear.json" \
-  --out "$out/linear_results.json" --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --out "$out/linear_results.json" --commit "${ATTNKIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" \
   --command "bench/linear/run_device.sh $*" ${FLA_ARGS:-} 2>&1 | tee "$out/fla.log"
 exit "$check_status"
