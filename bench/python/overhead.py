@@ -10,15 +10,18 @@ kernel behind it and returns: the batch's host time / calls is the time the call
 Rows (one shape, default B=1, S=128, H=8, D=64, bf16, causal; attnkit BSHD, SDPA BHSD views):
   attnkit            attnkit.attention under torch.no_grad(): the eager fast path (no op dispatch)
   attnkit_lse        the same with return_lse=True (one more output allocation)
-  attnkit_autograd   inputs requiring grad: the torch.library op plus the autograd node (forward only)
-  attnkit_op         torch.ops.attnkit.dense_fwd called directly (op dispatch, always writes lse)
+  attnkit_autograd   inputs requiring grad, eager: attnkit's autograd.Function (no op dispatch; forward only)
+  attnkit_op         torch.ops.attnkit.dense_fwd called directly under no_grad (the torch.library op)
+  attnkit_op_autograd  the op with inputs requiring grad: the path torch.compile and tensor subclasses take
   torch_sdpa         torch.nn.functional.scaled_dot_product_attention under no_grad (its own backend choice)
   torch_sdpa_autograd  SDPA with inputs requiring grad (forward only)
-  attnkit_cuda_zero_size  B = 0 CUDA tensors: the whole attnkit path without a kernel launch (also measured
-                     where the build has no GPU kernels)
-and, host-only, the floor of the bindings: a zero-size call (B = 0) from NumPy and from torch on the CPU,
-where nothing is computed (validation and dispatch only). The attnkit rows need a build with the GPU
-kernels (ATTNKIT_PYTHON_CUDA=ON); without them only the zero-size and SDPA rows are measured.
+  attnkit_cuda_zero_size  B = 0 CUDA tensors: the Python path, output allocation and validation; zero-size
+                     work returns before backend choice and launch (also measured without GPU kernels)
+  part_*             the steps of the attnkit row one at a time, on the same tensors
+and, host-only, the same paths on CPU tensors with B = 0 (validated, nothing computed): the floor of
+the bindings from NumPy, and from torch for each path (direct, eager autograd, op, op with autograd).
+The attnkit rows need a build with the GPU kernels (ATTNKIT_PYTHON_CUDA=ON); without them only the
+zero-size and SDPA rows are measured.
 
 Usage: overhead.py [--json FILE] [--commit SHA] [--calls 200] [--repeats 30]
 Writes {"device", "commit", "date", "command", "rows": [...]} with `us_per_call` per row (median) and
@@ -88,9 +91,18 @@ def main():
     record("attnkit_numpy_zero_size", "cpu", us, best, "B = 0: binding + validation floor")
     if torch is not None:
         t0 = torch.zeros((0, args.s, args.h, args.d))
+        g0 = torch.zeros((0, args.s, args.h, args.d), requires_grad=True)
+        op = lambda t: torch.ops.attnkit.dense_fwd(t, t, t, None, None, None, 0, 0, None, True, -1, -1, 0.0, False,
+                                                   "auto")
         with torch.no_grad():
             us, best = time_batches(lambda: attnkit.attention(t0, t0, t0, causal=True), args.calls, args.repeats)
-        record("attnkit_torch_zero_size", "cpu", us, best, "B = 0: binding + validation floor")
+            record("attnkit_torch_zero_size", "cpu", us, best, "B = 0: binding + validation floor")
+            us, best = time_batches(lambda: op(t0), args.calls, args.repeats)
+            record("attnkit_op_torch_zero_size", "cpu", us, best, "B = 0, the torch.library op")
+        us, best = time_batches(lambda: attnkit.attention(g0, g0, g0, causal=True), args.calls, args.repeats)
+        record("attnkit_autograd_torch_zero_size", "cpu", us, best, "B = 0, eager autograd.Function")
+        us, best = time_batches(lambda: op(g0), args.calls, args.repeats)
+        record("attnkit_op_autograd_torch_zero_size", "cpu", us, best, "B = 0, the op with its autograd")
 
     device_name = platform.processor() or "cpu"
     if torch is not None and torch.cuda.is_available():
@@ -130,6 +142,9 @@ def main():
                                                                   -1, 0.0, False, "auto"),
             })
             with_grad["attnkit_autograd"] = lambda: attnkit.attention(qg, kg, vg, causal=True)
+            with_grad["attnkit_op_autograd"] = lambda: torch.ops.attnkit.dense_fwd(qg, kg, vg, None, None, None, 0, 0,
+                                                                                   None, True, -1, -1, 0.0, False,
+                                                                                   "auto")
         # Warm-up: first calls load kernels, fill the allocator's cache and build dispatch caches.
         with torch.no_grad():
             for call in candidates.values():
@@ -150,14 +165,17 @@ def main():
             # Where the fast path's time goes: its steps one at a time, on the same tensors.
             from attnkit import _ext, _torch_ops
 
-            out = q.new_empty(q.shape)
-            stream = torch.cuda.current_stream().cuda_stream
+            out_shape = tuple(q.shape)
             parts = {
-                "part_new_empty_out": lambda: q.new_empty(q.shape),
+                # One extension call: imports q, k, v, allocates out (new_empty), validates, dispatches, launches.
+                "part_ext_call_and_launch": lambda: _ext.dense_forward_torch(q, k, v, None, None, None, 0, 0, None,
+                                                                             True, -1, -1, 0.0, 0, False, None),
+                # Inside it, the allocation and the stream query (each timed from Python: an upper bound).
+                "part_new_empty_out": lambda: q.new_empty(out_shape),
                 "part_current_stream": lambda: _torch_ops._raw_stream(q.get_device()),
-                "part_ext_call_and_launch": lambda: _ext.dense_forward(0, q, k, v, out, None, None, None, None, 0, 0,
-                                                                       None, True, -1, -1, 0.0, 0, stream, None),
-                "part_python_wrapper_rest": lambda: _torch_ops._eager_fast_path(q, k, v, None),
+                # Outside it, in Python: the eager checks (compiling? plain tensors? grad wanted?).
+                "part_python_checks": lambda: (_torch_ops._eager_fast_path(q, k, v, None)
+                                               and _torch_ops._wants_grad(q, k, v, None)),
             }
             with torch.no_grad():
                 for impl, call in parts.items():
@@ -174,7 +192,7 @@ def main():
     print(f"host overhead per call, {device_name}, B={args.b} S={args.s} H={args.h} D={args.d} bf16 causal "
           f"(median of {args.repeats} batches of {args.calls} calls):")
     for row in rows:
-        print(f"  {row['impl']:<26} {row['device_kind']:<5} {row['us_per_call']:8.2f} us   {row['note']}")
+        print(f"  {row['impl']:<36} {row['device_kind']:<5} {row['us_per_call']:8.2f} us   {row['note']}")
 
 
 if __name__ == "__main__":

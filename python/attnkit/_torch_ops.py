@@ -13,9 +13,10 @@ graph break, and dense_fwd's autograd formula calls dense_bwd. The ops allocate 
 kernels run on the current CUDA stream of the tensors' device, and nothing synchronises the host
 (cu_seqlens on a GPU are never read back).
 
-Eager fast path: a call that needs neither autograd nor tracing (plain tensors, no input requiring grad
-while grad mode is on, not compiling) skips the op dispatch and calls the library directly; it computes
-the same thing and only costs less host time.
+Eager fast path: a call on plain tensors outside tracing skips the op dispatch. Without a gradient to
+record it calls the library directly; with one it goes through ``_EagerAttention``, an autograd.Function
+making the same two library calls as the ops and their autograd formula. Both compute the same thing
+as the ops and only cost less host time; torch.compile and tensor subclasses take the ops.
 """
 
 from typing import Optional, Tuple
@@ -42,6 +43,7 @@ _ext.set_torch_types(Tensor, torch.float16, torch.bfloat16, torch.float32, torch
 
 _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
 _is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
 
 
 def _stream(t: Tensor) -> int:
@@ -157,18 +159,52 @@ dense_fwd.register_autograd(_dense_fwd_backward, setup_context=_setup_context)
 # Entry points used by _core.
 
 
+class _EagerAttention(torch.autograd.Function):
+    """dense_fwd with dense_fwd's autograd formula, for eager calls: the library's forward and backward
+    without the op dispatch in between (outputs and gradients are those of the ops). Options travel as one
+    tuple: apply's cost grows with the argument count. forward takes ctx itself: with a separate
+    setup_context, Function.apply binds the arguments through inspect.signature on every call (about
+    150 us a call on the 2-core CI VM)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, sinks, cu_q, cu_k, options):
+        max_q, max_k, scale, causal, left, right, softcap, deterministic, backend_code = options
+        out, lse = _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                                 backend_code, True)
+        ctx.save_for_backward(q, k, v, out, lse, sinks, cu_q, cu_k)
+        ctx.options = options
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse, sinks, cu_q, cu_k = ctx.saved_tensors
+        max_q, max_k, scale, causal, left, right, softcap, deterministic, backend_code = ctx.options
+        if dout.stride(-1) != 1:  # e.g. the expanded gradient of out.sum(): the library needs stride 1
+            dout = dout.contiguous()
+        dq, dk, dv, dsinks = _backward_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, causal,
+                                            left, right, softcap, deterministic, backend_code)
+        return dq, dk, dv, dsinks if sinks is not None else None, None, None, None
+
+
+# Function.apply without its Python wrapper, whose work (binding defaults for setup_context, unwrapping
+# dead functorch wrappers) has nothing to do here: _eager_fast_path has ruled functorch out.
+# (Function.apply ends in the same call: super().apply, the C++ apply of torch._C._FunctionBase.)
+_eager_attention = super(torch.autograd.Function, _EagerAttention).apply
+
+
 def _eager_fast_path(q, k, v, sinks) -> bool:
-    """True when the call needs neither autograd nor tracing: then the op dispatch is skipped."""
-    if _is_compiling():
-        return False
+    """True for an eager call on plain tensors: then the op dispatch is skipped."""
+    if _is_compiling() or _functorch_active():
+        return False  # traced, or wrapped by vmap/grad: the ops carry those
     if type(q) is not Tensor or type(k) is not Tensor or type(v) is not Tensor:
         return False  # subclasses (FakeTensor, Parameter, DTensor, ...) go through the op
-    if sinks is not None and type(sinks) is not Tensor:
-        return False
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
-                                    or (sinks is not None and sinks.requires_grad)):
-        return False
-    return True
+    return sinks is None or type(sinks) is Tensor
+
+
+def _wants_grad(q, k, v, sinks) -> bool:
+    return torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
+                                        or (sinks is not None and sinks.requires_grad))
 
 
 def _check_tensors(**tensors) -> None:
@@ -181,8 +217,12 @@ def _check_tensors(**tensors) -> None:
 def attention(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, deterministic, backend,
               backend_code, return_lse):
     if _eager_fast_path(q, k, v, sinks):
-        out, lse = _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
-                                 backend_code, return_lse)
+        if _wants_grad(q, k, v, sinks):
+            out, lse = _eager_attention(q, k, v, sinks, cu_q, cu_k,
+                                        (max_q, max_k, scale, causal, left, right, softcap, deterministic, backend_code))
+        else:
+            out, lse = _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                                     backend_code, return_lse)
     else:
         _check_tensors(k=k, v=v, sinks=sinks, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
         forward_shapes(q, v, cu_q is not None)  # rank errors as ValueError before the op (also when tracing)

@@ -60,6 +60,23 @@ def test_fast_path_and_op_path_agree_bitwise():
     check_forward(fast.numpy(), None, q.numpy(), k.numpy(), v.numpy(), causal=True)
 
 
+def test_eager_autograd_and_op_autograd_agree_bitwise():
+    """attnkit.attention on plain tensors records _EagerAttention, not the op: both must give the same
+    outputs and gradients (sinks included)."""
+    q, k, v = tensors((2, 9, 4, 32), (2, 11, 2, 32), (2, 11, 2, 32), seed=3, requires_grad=True)
+    sinks = torch.randn(4, requires_grad=True)
+    dout = torch.randn(2, 9, 4, 32)
+    eager_out, eager_lse = attnkit.attention(q, k, v, sinks=sinks, causal=True, return_lse=True)
+    assert type(eager_out.grad_fn).__name__ == "_EagerAttentionBackward"
+    eager_grads = torch.autograd.grad(eager_out, (q, k, v, sinks), dout)
+    op_out, op_lse = torch.ops.attnkit.dense_fwd(q, k, v, sinks, None, None, 0, 0, None, True, -1, -1, 0.0, False,
+                                                 "auto")
+    op_grads = torch.autograd.grad(op_out, (q, k, v, sinks), dout)
+    assert torch.equal(eager_out, op_out) and torch.equal(eager_lse, op_lse)
+    for eager, op in zip(eager_grads, op_grads):
+        assert torch.equal(eager, op)
+
+
 def test_opcheck_forward_and_backward():
     q, k, v = tensors((1, 5, 2, 16), (1, 7, 1, 16), (1, 7, 1, 16), requires_grad=True)
     sinks = torch.randn(2, requires_grad=True)
