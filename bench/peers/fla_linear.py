@@ -7,8 +7,8 @@ Method, the same as linear_gpu_bench:
   - bf16 q, k, v [B, T, H|HV, 128]; k L2-normalised (F.normalize), q ~ N(0, 1) normalised the same way;
     g fp32 log decays (-softplus(z), z ~ N(0, 1); KDA: per key channel, divided by 4); beta = sigmoid(z);
   - forward: o = chunk_*(q, k, v, g, beta) under torch.no_grad();
-  - forward+backward: o = chunk_*(...) with q, k, v, g, beta requiring grad, then o.backward(do), timed as
-    one call (FLA's GDN backward refuses to run on Hopper with triton 3.6, FLA issue #640: that row is
+  - forward+backward (row op "linear_bwd", timed "forward+backward"; FLOPs counted as 3.5x the forward):
+    o = chunk_*(...) with q, k, v, g, beta requiring grad, then o.backward(do), timed as one call (FLA's GDN backward refuses to run on Hopper with triton 3.6, FLA issue #640: that row is
     recorded as skipped with FLA's message);
   - FLA autotunes its Triton kernels on first calls (minutes): `--warmup` untimed calls per case first;
   - CUDA events around each call, `--iters` timed calls, median reported. FLOPs 4*B*T*HV*K*V (forward).
@@ -86,12 +86,12 @@ def bench_case(torch, fla_ops, row, args):
 
     try:
         ms = time_call(torch, fwd_bwd, args.warmup, args.iters)
-        out.append(dict(op="linear_fwd_bwd", impl="fla", **shape, ms=round(ms, 4),
+        out.append(dict(op="linear_bwd", impl="fla", **shape, timed="forward+backward", ms=round(ms, 4),
                         tflops=round(3.5 * flops / ms * 1e-9, 2)))
         log(f"fla fwd+bwd {variant} B={b} T={t}: {ms:.3f} ms")
     except Exception as error:  # FLA's own guard (GDN backward on Hopper) or a Triton failure
         message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        out.append(dict(op="linear_fwd_bwd", impl="fla", **shape, skipped=message))
+        out.append(dict(op="linear_bwd", impl="fla", **shape, timed="forward+backward", skipped=message))
         log(f"fla fwd+bwd {variant} B={b} T={t}: skipped ({message})")
     return out
 
