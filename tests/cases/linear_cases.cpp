@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <numeric>
 
+#include "tests/cases/splitmix64.h"
+
 namespace attnkit::cases {
 
 std::int64_t LinearCase::tensor_seqlen() const {
@@ -188,6 +190,47 @@ std::vector<LinearCase> linear_adversarial_cases(LinearVariant variant, DType dt
     LinearCase c = base("T0_fused_gate_parameter_gradients_are_zero", variant, dtype);
     c.batch = 2, c.seqlen = 0, c.gate_form = LinearGateForm::kSoftplus, c.final_state = false;
     add(c);
+  }
+  return cases;
+}
+
+std::vector<LinearCase> linear_random_cases(std::uint64_t seed, int count, std::int64_t max_seqlen,
+                                            std::int64_t max_head_dim, LinearVariant variant, DType dtype) {
+  SplitMix64 rng(seed ^ hash_name(linear_variant_name(variant)) ^ hash_name(dtype_name(dtype)));
+  std::vector<std::int64_t> dims;
+  for (std::int64_t dim : {16, 32, 64, 100, 128, 256}) {
+    if (dim <= max_head_dim) dims.push_back(dim);
+  }
+  if (dims.empty()) dims.push_back(max_head_dim);
+  const auto last_dim = static_cast<std::int64_t>(dims.size()) - 1;
+  constexpr double kStrengths[] = {0.01, 0.1, 1.0, 10.0};
+  std::vector<LinearCase> cases;
+  for (int i = 0; i < count; ++i) {
+    LinearCase c = base("random_" + std::to_string(i), variant, dtype);
+    if (rng.chance(30)) {
+      const std::int64_t sequences = rng.uniform(1, 4);
+      for (std::int64_t n = 0; n < sequences; ++n) c.varlen.push_back(static_cast<std::int32_t>(rng.uniform(0, max_seqlen)));
+    } else {
+      c.batch = rng.uniform(1, 3);
+      c.seqlen = rng.uniform(1, max_seqlen);
+    }
+    c.heads_qk = rng.uniform(1, 2);
+    c.heads_v = c.heads_qk * (std::int64_t{1} << rng.uniform(0, 2));
+    c.key_dim = dims[rng.uniform(0, last_dim)];
+    c.value_dim = dims[rng.uniform(0, last_dim)];
+    c.l2norm_qk = rng.chance(50);
+    c.gate_form = static_cast<LinearGateForm>(rng.uniform(0, 2));
+    c.gate_lower_bound = -static_cast<float>(rng.uniform(1, 20)) / 4.0f;
+    c.dt_bias = rng.chance(75);
+    c.beta_form = static_cast<LinearBetaForm>(rng.uniform(0, 2));
+    if (c.beta_form == LinearBetaForm::kTwoSigmoid && !c.l2norm_qk) c.beta_form = LinearBetaForm::kSigmoid;
+    c.gate_scale = kStrengths[rng.uniform(0, 3)];
+    c.initial_state = rng.chance(50);
+    c.dfinal_state = rng.chance(30);
+    c.state_layout = rng.chance(50) ? LinearStateLayout::kKV : LinearStateLayout::kVK;
+    c.padded = rng.chance(20);
+    if (dtype != DType::kFloat32 && rng.chance(25)) c.gate_dtype = c.beta_dtype = dtype;
+    cases.push_back(std::move(c));
   }
   return cases;
 }

@@ -61,6 +61,13 @@ struct LinearCase {
 // float64 reference runs them all in seconds on 2 cores.
 std::vector<LinearCase> linear_adversarial_cases(LinearVariant variant, DType dtype);
 
+// A seeded random sweep: `count` cases with up to `max_seqlen` tokens per sequence, every option drawn at
+// random (varlen, grouped heads, K and V from {16, 32, 64, 100, 128, 256} up to `max_head_dim`, fused
+// options, decay strength 0.01 to 10, initial state, state layout, padded strides). The same seed names
+// the same cases everywhere.
+std::vector<LinearCase> linear_random_cases(std::uint64_t seed, int count, std::int64_t max_seqlen,
+                                            std::int64_t max_head_dim, LinearVariant variant, DType dtype);
+
 // Decode cases: T = 1 to 4 tokens per step, state_indices into a pool with padding slots, both layouts.
 std::vector<LinearCase> linear_decode_cases(LinearVariant variant, DType dtype);
 

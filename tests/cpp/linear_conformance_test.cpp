@@ -6,7 +6,8 @@
 // ATTNKIT_TEST_GPU=1) runs kSm90 and kSm80 on cuda:0 and skips, with the library's reason, where there is
 // no GPU or the backend answers kNotCompiled / kNotImplemented. The CPU backend must run every case.
 //
-// Environment: ATTNKIT_TEST_SEED (default 20260101) seeds all tensor contents.
+// Environment: ATTNKIT_TEST_SEED (default 20260101) seeds the random sweep and all tensor contents;
+// ATTNKIT_TEST_RANDOM_CASES (default 4 on the CPU, 32 on the GPU) sizes the sweep, per variant and dtype.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,6 +33,17 @@ constexpr std::uint64_t kDefaultSeed = 20260101;
 std::uint64_t test_seed() {
   const char* text = std::getenv("ATTNKIT_TEST_SEED");
   return text != nullptr && *text != '\0' ? std::strtoull(text, nullptr, 0) : kDefaultSeed;
+}
+
+// The CPU suite stays short on 2 cores: 4 random cases per variant of up to 200 tokens and head dims up
+// to 128 (bf16 only) add a few seconds. The GPU run affords a wider sweep.
+constexpr int kDefaultRandomCases = ATTNKIT_TEST_GPU ? 32 : 4;
+constexpr std::int64_t kRandomMaxSeqlen = ATTNKIT_TEST_GPU ? 1000 : 200;
+constexpr std::int64_t kRandomMaxHeadDim = ATTNKIT_TEST_GPU ? 256 : 128;
+
+int random_case_count() {
+  const char* text = std::getenv("ATTNKIT_TEST_RANDOM_CASES");
+  return text != nullptr && *text != '\0' ? std::atoi(text) : kDefaultRandomCases;
 }
 
 Device test_device() { return ATTNKIT_TEST_GPU ? Device::cuda(0) : Device::cpu(); }
@@ -86,6 +98,12 @@ std::vector<LinearParam> params(LinearCall call) {
                                                        : cases::linear_adversarial_cases(variant, dtype);
         for (std::size_t i = 0; i < catalogue.size(); ++i) {
           if (in_cpu_subset(dtype, i)) list.push_back({backend, call, std::move(catalogue[i]), test_seed()});
+        }
+        if (call == LinearCall::kDecode || !in_cpu_subset(dtype, 1)) continue;
+        for (cases::LinearCase& c :
+             cases::linear_random_cases(test_seed(), random_case_count(), kRandomMaxSeqlen, kRandomMaxHeadDim,
+                                                          variant, dtype)) {
+          list.push_back({backend, call, std::move(c), test_seed()});
         }
       }
     }
