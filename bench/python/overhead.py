@@ -170,6 +170,9 @@ def main():
                 # One extension call: imports q, k, v, allocates out (new_empty), validates, dispatches, launches.
                 "part_ext_call_and_launch": lambda: _ext.dense_forward_torch(q, k, v, None, None, None, 0, 0, None,
                                                                              True, -1, -1, 0.0, 0, False, None),
+                # The same call on B = 0 tensors: everything but backend choice, planning and the launch.
+                "part_ext_call_zero_size": lambda: _ext.dense_forward_torch(q0, q0, q0, None, None, None, 0, 0, None,
+                                                                            True, -1, -1, 0.0, 0, False, None),
                 # Inside it, the allocation and the stream query (each timed from Python: an upper bound).
                 "part_new_empty_out": lambda: q.new_empty(out_shape),
                 "part_current_stream": lambda: _torch_ops._raw_stream(q.get_device()),
