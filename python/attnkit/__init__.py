@@ -1,11 +1,12 @@
-"""attnkit: attention kernels (dense softmax attention forward and backward) for NumPy, PyTorch, CuPy
-and JAX arrays, on the CPU and on CUDA GPUs.
+"""attnkit: attention kernels (dense softmax attention forward and backward; Gated DeltaNet and KDA linear
+attention forward and decode) for NumPy, PyTorch, CuPy and JAX arrays, on the CPU and on CUDA GPUs.
 
     import attnkit
     out = attnkit.attention(q, k, v, causal=True)            # q, k, v: [B, S, H, D]
     out, lse = attnkit.attention(q, k, v, return_lse=True)   # lse: [B, H, S], fp32, natural log
     print(attnkit.explain(q, k, v))                          # which backend runs, and why not the others
     print(attnkit.build_info())
+    out = attnkit.linear_attention(q, k, v, g, beta, variant="gdn")  # q, k: [B, T, H, K]; v: [B, T, HV, V]
 
 Conventions (docs/design/numerics.md): causal and sliding-window masks are aligned to the bottom right
 (key j visible to query i iff j <= i + Sk - Sq); lse is the natural log; a row that sees no key gets
@@ -31,6 +32,7 @@ from ._core import (
     explain,
 )
 from ._ext import build_info as _ext_build_info
+from ._linear import linear_attention, linear_decode
 
 __version__: str = _ext_build_info()["version"]
 
@@ -59,6 +61,8 @@ __all__ = [
     "attention_backward",
     "explain",
     "build_info",
+    "linear_attention",
+    "linear_decode",
     "Gradients",
     "Explanation",
     "BackendVerdict",

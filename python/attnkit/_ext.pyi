@@ -34,6 +34,18 @@ def dense_explain_backward(
     scale: Optional[float], causal: bool, window_left: int, window_right: int, softcap: float, backend: int,
     stream: int,
 ) -> _ExplainResult: ...
+def linear_forward(
+    importer: int, q: Any, k: Any, v: Any, g: Any, beta: Any, A_log: Any, dt_bias: Any, out: Any,
+    initial_state: Any, final_state: Any, cu_seqlens: Any, variant: int, scale: Optional[float], l2norm_qk: bool,
+    gate_form: int, gate_lower_bound: float, beta_form: int, state_layout: int, backend: int, stream: int,
+    workspace_alloc: Optional[_WorkspaceAlloc],
+) -> None: ...
+def linear_decode(
+    importer: int, q: Any, k: Any, v: Any, g: Any, beta: Any, A_log: Any, dt_bias: Any, out: Any, state: Any,
+    state_indices: Any, variant: int, scale: Optional[float], l2norm_qk: bool, gate_form: int,
+    gate_lower_bound: float, beta_form: int, state_layout: int, backend: int, stream: int,
+    workspace_alloc: Optional[_WorkspaceAlloc],
+) -> None: ...
 def build_info() -> dict[str, Any]: ...
 def cuda_devices() -> Tuple[list[dict[str, Any]], str]: ...
 def set_torch_types(

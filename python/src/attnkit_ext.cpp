@@ -11,13 +11,13 @@
 #include <optional>
 #include <string>
 #include <tuple>
-#include <type_traits>
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
 #include "attnkit/dense.h"
+#include "attnkit/linear.h"
 #include "attnkit/version.h"
 #include "tensor_import.h"
 
@@ -55,23 +55,33 @@ Importer to_importer(int code) {
 // The options every call takes after its tensors (passed positionally by python/attnkit/_core.py):
 // scale (None = 1 / sqrt(D)), causal, window_left, window_right, softcap, backend (the Backend enum
 // value) and stream (cudaStream_t as an int; 0 = the default stream).
-DenseOptions to_options(std::optional<double> scale, bool causal, std::int64_t window_left,
-                        std::int64_t window_right, double softcap, int backend, std::uintptr_t stream) {
+Backend to_backend(int backend) {
   if (backend < static_cast<int>(Backend::kAuto) || backend > static_cast<int>(Backend::kSm90)) {
     throw nb::value_error(("backend: unknown backend code " + std::to_string(backend)).c_str());
   }
+  return static_cast<Backend>(backend);
+}
+
+DenseOptions to_options(std::optional<double> scale, bool causal, std::int64_t window_left,
+                        std::int64_t window_right, double softcap, int backend, std::uintptr_t stream) {
   DenseOptions options;
   if (scale.has_value()) options.scale = static_cast<float>(*scale);
   options.causal = causal;
   options.window_left = window_left;
   options.window_right = window_right;
   options.softcap = static_cast<float>(softcap);
-  options.backend = static_cast<Backend>(backend);
+  options.backend = to_backend(backend);
   options.stream = reinterpret_cast<void*>(stream);
   return options;
 }
 
-// Runs forward()/backward(). Only a call that needs scratch memory pays for asking its size: the first
+// The library entry point for each kind of call.
+Status launch(const DenseForwardArgs& args) { return forward(args); }
+Status launch(const DenseBackwardArgs& args) { return backward(args); }
+Status launch(const LinearForwardArgs& args) { return forward(args); }
+Status launch(const LinearDecodeArgs& args) { return decode(args); }
+
+// Runs forward()/backward()/decode(). Only a call that needs scratch memory pays for asking its size: the first
 // attempt runs without workspace, and WorkspaceTooSmall (returned before anything is launched or
 // written) makes it ask workspace_size() and allocate through `workspace_alloc`, a Python callable
 // (bytes, q) -> (owner, address) that allocates on q's device with q's framework's allocator.
@@ -82,11 +92,7 @@ void run(Args& args, nb::handle q, nb::handle workspace_alloc) {
   auto call = [&]() {
     std::optional<nb::gil_scoped_release> unlocked;
     if (on_host) unlocked.emplace();
-    if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
-      return forward(args);
-    } else {
-      return backward(args);
-    }
+    return launch(args);
   };
   Status status = call();
   if (status.code() == StatusCode::kWorkspaceTooSmall && !workspace_alloc.is_none()) {
@@ -249,6 +255,87 @@ nb::tuple dense_explain_backward(int importer, nb::handle q, nb::handle k, nb::h
   return explanation_tuple(explain(call.args));
 }
 
+// ---- Linear attention (include/attnkit/linear.h). The enums arrive as their integer values, named by
+// python/attnkit/_linear.py; an out-of-range value is the C++ validation's to reject.
+
+LinearOptions to_linear_options(int variant, std::optional<double> scale, bool l2norm_qk, int gate_form,
+                                double gate_lower_bound, int beta_form, int state_layout, int backend,
+                                std::uintptr_t stream) {
+  LinearOptions options;
+  options.variant = static_cast<LinearVariant>(variant);
+  if (scale.has_value()) options.scale = static_cast<float>(*scale);
+  options.l2norm_qk = l2norm_qk;
+  options.gate_form = static_cast<LinearGateForm>(gate_form);
+  options.gate_lower_bound = static_cast<float>(gate_lower_bound);
+  options.beta_form = static_cast<LinearBetaForm>(beta_form);
+  options.state_layout = static_cast<LinearStateLayout>(state_layout);
+  options.backend = to_backend(backend);
+  options.stream = reinterpret_cast<void*>(stream);
+  return options;
+}
+
+struct LinearForwardCall {
+  LinearForwardArgs args;
+  ImportKeepAlive keep;
+};
+
+void make_linear_forward(LinearForwardCall* call, int importer_code, nb::handle q, nb::handle k, nb::handle v,
+                         nb::handle g, nb::handle beta, nb::handle A_log, nb::handle dt_bias, nb::handle out,
+                         nb::handle initial_state, nb::handle final_state, nb::handle cu_seqlens,
+                         const LinearOptions& options) {
+  const Importer importer = to_importer(importer_code);
+  LinearForwardArgs& a = call->args;
+  a.q = import_tensor(importer, "q", q, &call->keep);
+  a.k = import_tensor(importer, "k", k, &call->keep);
+  a.v = import_tensor(importer, "v", v, &call->keep);
+  a.g = import_tensor(importer, "g", g, &call->keep);
+  a.beta = import_tensor(importer, "beta", beta, &call->keep);
+  a.A_log = import_tensor(importer, "A_log", A_log, &call->keep);
+  a.dt_bias = import_tensor(importer, "dt_bias", dt_bias, &call->keep);
+  a.out = import_tensor(importer, "out", out, &call->keep);
+  a.initial_state = import_tensor(importer, "initial_state", initial_state, &call->keep);
+  a.final_state = import_tensor(importer, "final_state", final_state, &call->keep);
+  a.cu_seqlens = import_tensor(importer, "cu_seqlens", cu_seqlens, &call->keep);
+  a.options = options;
+}
+
+void linear_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle g, nb::handle beta,
+                    nb::handle A_log, nb::handle dt_bias, nb::handle out, nb::handle initial_state,
+                    nb::handle final_state, nb::handle cu_seqlens, int variant, std::optional<double> scale,
+                    bool l2norm_qk, int gate_form, double gate_lower_bound, int beta_form, int state_layout,
+                    int backend, std::uintptr_t stream, nb::handle workspace_alloc) {
+  LinearForwardCall call;
+  make_linear_forward(&call, importer, q, k, v, g, beta, A_log, dt_bias, out, initial_state, final_state, cu_seqlens,
+                      to_linear_options(variant, scale, l2norm_qk, gate_form, gate_lower_bound, beta_form,
+                                        state_layout, backend, stream));
+  run(call.args, q, workspace_alloc);
+}
+
+void linear_decode(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle g, nb::handle beta,
+                   nb::handle A_log, nb::handle dt_bias, nb::handle out, nb::handle state, nb::handle state_indices,
+                   int variant, std::optional<double> scale, bool l2norm_qk, int gate_form, double gate_lower_bound,
+                   int beta_form, int state_layout, int backend, std::uintptr_t stream, nb::handle workspace_alloc) {
+  struct {
+    LinearDecodeArgs args;
+    ImportKeepAlive keep;
+  } call;
+  const Importer from = to_importer(importer);
+  LinearDecodeArgs& a = call.args;
+  a.q = import_tensor(from, "q", q, &call.keep);
+  a.k = import_tensor(from, "k", k, &call.keep);
+  a.v = import_tensor(from, "v", v, &call.keep);
+  a.g = import_tensor(from, "g", g, &call.keep);
+  a.beta = import_tensor(from, "beta", beta, &call.keep);
+  a.A_log = import_tensor(from, "A_log", A_log, &call.keep);
+  a.dt_bias = import_tensor(from, "dt_bias", dt_bias, &call.keep);
+  a.out = import_tensor(from, "out", out, &call.keep);
+  a.state = import_tensor(from, "state", state, &call.keep);
+  a.state_indices = import_tensor(from, "state_indices", state_indices, &call.keep);
+  a.options = to_linear_options(variant, scale, l2norm_qk, gate_form, gate_lower_bound, beta_form, state_layout,
+                                backend, stream);
+  run(a, q, workspace_alloc);
+}
+
 nb::dict build_info_dict() {
   const BuildInfo info = build_info();
   nb::dict result;
@@ -308,6 +395,20 @@ NB_MODULE(_ext, m) {
       std::make_tuple(nb::arg("workspace_alloc").none()));
   def("dense_explain_forward", &py::dense_explain_forward, forward_tensors(), options());
   def("dense_explain_backward", &py::dense_explain_backward, backward_tensors(), options());
+  auto linear_options = [] {
+    return std::make_tuple(nb::arg("variant"), nb::arg("scale").none(), nb::arg("l2norm_qk"), nb::arg("gate_form"),
+                           nb::arg("gate_lower_bound"), nb::arg("beta_form"), nb::arg("state_layout"),
+                           nb::arg("backend"), nb::arg("stream"));
+  };
+  auto linear_inputs = [&] {
+    return std::make_tuple(nb::arg("importer"), tensor("q"), tensor("k"), tensor("v"), tensor("g"), tensor("beta"),
+                           tensor("A_log"), tensor("dt_bias"), tensor("out"));
+  };
+  def("linear_forward", &py::linear_forward, linear_inputs(),
+      std::make_tuple(tensor("initial_state"), tensor("final_state"), tensor("cu_seqlens")), linear_options(),
+      std::make_tuple(nb::arg("workspace_alloc").none()));
+  def("linear_decode", &py::linear_decode, linear_inputs(), std::make_tuple(tensor("state"), tensor("state_indices")),
+      linear_options(), std::make_tuple(nb::arg("workspace_alloc").none()));
   m.def("build_info", &py::build_info_dict);
   m.def("cuda_devices", &py::cuda_devices_list);
   def("dense_forward_torch", &py::dense_forward_torch,
