@@ -32,7 +32,7 @@ from ._core import (
     explain,
 )
 from ._ext import build_info as _ext_build_info
-from ._linear import linear_attention, linear_decode
+from ._linear import LinearGradients, linear_attention, linear_attention_backward, linear_decode
 
 __version__: str = _ext_build_info()["version"]
 
@@ -62,7 +62,9 @@ __all__ = [
     "explain",
     "build_info",
     "linear_attention",
+    "linear_attention_backward",
     "linear_decode",
+    "LinearGradients",
     "Gradients",
     "Explanation",
     "BackendVerdict",

@@ -40,6 +40,13 @@ def linear_forward(
     gate_form: int, gate_lower_bound: float, beta_form: int, state_layout: int, backend: int, stream: int,
     workspace_alloc: Optional[_WorkspaceAlloc],
 ) -> None: ...
+def linear_backward(
+    importer: int, q: Any, k: Any, v: Any, g: Any, beta: Any, A_log: Any, dt_bias: Any, initial_state: Any,
+    cu_seqlens: Any, dout: Any, dfinal_state: Any, dq: Any, dk: Any, dv: Any, dg: Any, dbeta: Any,
+    d_initial_state: Any, dA_log: Any, ddt_bias: Any, variant: int, scale: Optional[float], l2norm_qk: bool,
+    gate_form: int, gate_lower_bound: float, beta_form: int, state_layout: int, backend: int, stream: int,
+    workspace_alloc: Optional[_WorkspaceAlloc],
+) -> None: ...
 def linear_decode(
     importer: int, q: Any, k: Any, v: Any, g: Any, beta: Any, A_log: Any, dt_bias: Any, out: Any, state: Any,
     state_indices: Any, variant: int, scale: Optional[float], l2norm_qk: bool, gate_form: int,

@@ -1,13 +1,14 @@
-"""Linear attention of the delta-rule family (Gated DeltaNet, KDA): forward and the recurrent decode step.
+"""Linear attention of the delta-rule family (Gated DeltaNet, KDA): forward, backward and the recurrent
+decode step.
 
 The same pattern as dense attention: arguments are normalised here, outputs allocated in q's framework on
-q's device, and the C++ library (include/attnkit/linear.h) validates and runs the call. Backward exists in
-C++ but is not bound yet: with PyTorch inputs that require grad the call raises NotImplementedError
-rather than return outputs without a gradient.
+q's device, and the C++ library (include/attnkit/linear.h) validates and runs the call. PyTorch inputs that
+require grad go through an autograd.Function (eager only: there is no torch.library op for linear
+attention yet, so torch.compile breaks the graph around it).
 """
 
 import sys
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 from . import _arrays, _ext
 from ._layout import backend_code, real_float
@@ -35,8 +36,7 @@ _SEMANTICS = """
 
     Raises:
         ValueError: a bad argument; the message names it, the expected and the actual value.
-        NotImplementedError: valid, but no backend of this build can run it (every reason listed), or
-            PyTorch inputs that require grad (linear-attention autograd is not bound yet).
+        NotImplementedError: valid, but no backend of this build can run it (every reason listed).
         RuntimeError: a CUDA error, or an internal error.
         TypeError: an argument that is not an array of a supported framework.
 """
@@ -78,12 +78,7 @@ class _Frame:
 
         self.torch_ops = _torch_support(q)
         if self.torch_ops is not None:
-            torch = sys.modules["torch"]
-            if torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in inputs):
-                raise NotImplementedError(
-                    "linear attention: autograd is not bound in Python yet (the C++ backward exists); call it "
-                    "under torch.no_grad() or pass detached tensors")
-            self.torch = torch
+            self.torch = sys.modules["torch"]
             self.importer = self.torch_ops.IMPORTER_TORCH
             self.stream = self.torch_ops._stream(q)
             self.workspace = self.torch_ops._workspace
@@ -95,17 +90,74 @@ class _Frame:
             self.stream = self.arrays.stream(q)
             self.workspace = self.arrays.workspace
 
-    def empty(self, q, shape, fp32=False):
-        """An uninitialised array on q's device, in q's dtype or fp32."""
+    def empty(self, q, shape, dtype_of=None):
+        """An uninitialised array on q's device, in the dtype of `dtype_of` (an array), else fp32."""
         if self.arrays is None:
-            return self.torch.empty(shape, dtype=self.torch.float32 if fp32 else q.dtype, device=q.device)
-        return self.arrays.empty(shape, "float32" if fp32 else q.dtype)
+            dtype = self.torch.float32 if dtype_of is None else dtype_of.dtype
+            return self.torch.empty(tuple(shape), dtype=dtype, device=q.device)
+        return self.arrays.empty(tuple(shape), "float32" if dtype_of is None else dtype_of.dtype)
 
     def view(self, name, array):
         return array if self.arrays is None else self.arrays.view(name, array)
 
     def finish(self, array):
         return array if self.arrays is None or array is None else self.arrays.finish(array)
+
+
+def _forward(frame, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, options, output_final_state):
+    q_shape = _rank("q", q, 4, "[B, T, H, K]")
+    v_shape = _rank("v", v, 4, "[B, T, HV, V]")
+    out = frame.empty(q, v_shape, q)
+    final_state = None
+    if output_final_state:
+        sequences = q_shape[0] if cu_seqlens is None else _rank("cu_seqlens", cu_seqlens, 1, "[N + 1]")[0] - 1
+        final_state = frame.empty(q, _state_shape(max(sequences, 0), v_shape, q_shape[3], options[6]))
+    view = frame.view
+    _ext.linear_forward(frame.importer, view("q", q), view("k", k), view("v", v), view("g", g), view("beta", beta),
+                        view("A_log", A_log), view("dt_bias", dt_bias), view("out", out),
+                        view("initial_state", initial_state), view("final_state", final_state),
+                        view("cu_seqlens", cu_seqlens), *options, frame.stream, frame.workspace)
+    return out, final_state
+
+
+def _backward(frame, dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, options):
+    """LinearGradients in q's framework: each gradient shaped and typed like its input (fp32 for the
+    states and the gate parameters), None where the input was not given."""
+    for name, array in (("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta)):
+        if getattr(array, "shape", None) is None:
+            raise TypeError(f"{name}: expected an array or tensor, got {type(array).__name__}")
+
+    def like(array):
+        return None if array is None else frame.empty(q, array.shape, array)
+
+    def fp32_like(array):
+        return None if array is None else frame.empty(q, array.shape)
+
+    grads = LinearGradients(like(q), like(k), like(v), like(g), like(beta), fp32_like(initial_state),
+                            fp32_like(A_log), fp32_like(dt_bias))
+    view = frame.view
+    _ext.linear_backward(frame.importer, view("q", q), view("k", k), view("v", v), view("g", g), view("beta", beta),
+                         view("A_log", A_log), view("dt_bias", dt_bias), view("initial_state", initial_state),
+                         view("cu_seqlens", cu_seqlens), view("dout", dout), view("dfinal_state", dfinal_state),
+                         view("dq", grads.dq), view("dk", grads.dk), view("dv", grads.dv), view("dg", grads.dg),
+                         view("dbeta", grads.dbeta), view("d_initial_state", grads.d_initial_state),
+                         view("dA_log", grads.dA_log), view("ddt_bias", grads.ddt_bias), *options, frame.stream,
+                         frame.workspace)
+    return LinearGradients(*(frame.finish(grad) for grad in grads))
+
+
+class LinearGradients(NamedTuple):
+    """Gradients of :func:`linear_attention_backward`, each shaped like its input; d_initial_state, dA_log
+    and ddt_bias are fp32 and None when that input was not given."""
+
+    dq: Any
+    dk: Any
+    dv: Any
+    dg: Any
+    dbeta: Any
+    d_initial_state: Any
+    dA_log: Any
+    ddt_bias: Any
 
 
 def linear_attention(q, k, v, g, beta, *, variant: str = "gdn", scale: Optional[float] = None, initial_state=None,
@@ -130,21 +182,31 @@ def linear_attention(q, k, v, g, beta, *, variant: str = "gdn", scale: Optional[
         out ``[B, T, HV, V]`` in q's dtype, or ``(out, final_state)`` (fp32) with ``output_final_state``.
     """
     options = _options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
-    frame = _Frame(q, (q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens))
-    q_shape = _rank("q", q, 4, "[B, T, H, K]")
-    v_shape = _rank("v", v, 4, "[B, T, HV, V]")
-    out = frame.empty(q, v_shape)
-    final_state = None
-    if output_final_state:
-        sequences = q_shape[0] if cu_seqlens is None else _rank("cu_seqlens", cu_seqlens, 1, "[N + 1]")[0] - 1
-        final_state = frame.empty(q, _state_shape(max(sequences, 0), v_shape, q_shape[3], options[6]), fp32=True)
-    view = frame.view
-    _ext.linear_forward(frame.importer, view("q", q), view("k", k), view("v", v), view("g", g), view("beta", beta),
-                        view("A_log", A_log), view("dt_bias", dt_bias), view("out", out),
-                        view("initial_state", initial_state), view("final_state", final_state),
-                        view("cu_seqlens", cu_seqlens), *options, frame.stream, frame.workspace)
-    out = frame.finish(out)
-    return (out, frame.finish(final_state)) if output_final_state else out
+    inputs = (q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens)
+    frame = _Frame(q, inputs)
+    if frame.torch_ops is not None and frame.torch_ops._linear_wants_grad(inputs):
+        out, final_state = frame.torch_ops.linear_attention_autograd(frame, inputs, options, bool(output_final_state))
+    else:
+        out, final_state = _forward(frame, *inputs, options, bool(output_final_state))
+        out, final_state = frame.finish(out), frame.finish(final_state)
+    return (out, final_state) if output_final_state else out
+
+
+def linear_attention_backward(dout, q, k, v, g, beta, *, dfinal_state=None, variant: str = "gdn",
+                              scale: Optional[float] = None, initial_state=None, cu_seqlens=None,
+                              l2norm_qk: bool = False, gate: str = "log_decay", A_log=None, dt_bias=None,
+                              gate_lower_bound: float = -5.0, beta_form: str = "value", state_layout: str = "kv",
+                              backend: str = "auto") -> LinearGradients:
+    """The backward of :func:`linear_attention` for frameworks without autograd: the gradients of
+    ``L = <dout, out> + <dfinal_state, final_state>`` (``dfinal_state`` None = 0) with respect to the
+    tensors as passed (with a fused gate, dg is d/d(raw g); with a fused beta, dbeta is d/d(logits); with
+    l2norm_qk, dq and dk are with respect to the unnormalised q and k). Takes the forward's inputs and
+    options; every intermediate is recomputed. Returns :class:`LinearGradients`; dq and dk of a q/k head
+    sum over its G value heads. PyTorch users get the same through autograd.
+    """
+    options = _options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
+    frame = _Frame(q, (dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens))
+    return _backward(frame, dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, options)
 
 
 def linear_decode(q, k, v, g, beta, state, *, state_indices=None, variant: str = "gdn", scale: Optional[float] = None,
@@ -168,6 +230,9 @@ def linear_decode(q, k, v, g, beta, state, *, state_indices=None, variant: str =
     """
     options = _options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
     frame = _Frame(q, (q, k, v, g, beta, A_log, dt_bias, state, state_indices))
+    if frame.torch_ops is not None and frame.torch_ops._linear_wants_grad((q, k, v, g, beta, A_log, dt_bias, state)):
+        raise NotImplementedError("linear_decode: no autograd (it updates the state in place, for serving); call "
+                                  "it under torch.no_grad() or pass detached tensors")
     if isinstance(frame.arrays, _arrays.JaxArrays):
         raise NotImplementedError("linear_decode: JAX arrays are immutable and the state is updated in place; "
                                   "pass NumPy or CuPy arrays, or torch tensors")
@@ -175,7 +240,7 @@ def linear_decode(q, k, v, g, beta, state, *, state_indices=None, variant: str =
         raise ValueError("state: is read-only, but linear_decode updates it in place")
     _rank("q", q, 4, "[N, T, H, K]")
     v_shape = _rank("v", v, 4, "[N, T, HV, V]")
-    out = frame.empty(q, v_shape)
+    out = frame.empty(q, v_shape, q)
     view = frame.view
     _ext.linear_decode(frame.importer, view("q", q), view("k", k), view("v", v), view("g", g), view("beta", beta),
                        view("A_log", A_log), view("dt_bias", dt_bias), view("out", out), view("state", state),
@@ -184,4 +249,5 @@ def linear_decode(q, k, v, g, beta, state, *, state_indices=None, variant: str =
 
 
 linear_attention.__doc__ += _SEMANTICS
+linear_attention_backward.__doc__ += _SEMANTICS
 linear_decode.__doc__ += _SEMANTICS

@@ -251,3 +251,48 @@ def explain(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right
                                            dsinks if sinks is not None else None, cu_q, cu_k, max_q, max_k,
                                            deterministic, *options)
     return _ext.dense_explain_forward(IMPORTER_TORCH, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, *options)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Linear attention (python/attnkit/_linear.py): autograd in eager mode.
+
+
+def _linear_wants_grad(inputs) -> bool:
+    return torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in inputs)
+
+
+class _LinearAttention(torch.autograd.Function):
+    """linear_attention's forward and, for its gradients, the library's linear backward (every
+    intermediate recomputed from the saved inputs)."""
+
+    @staticmethod
+    def forward(ctx, options, output_final_state, frame, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens):
+        from ._linear import _forward
+
+        out, final_state = _forward(frame, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, options,
+                                    output_final_state)
+        ctx.options = options
+        ctx.save_for_backward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens)
+        return (out, final_state) if output_final_state else out
+
+    @staticmethod
+    def backward(ctx, dout, *dfinal):
+        from ._linear import _backward, _Frame
+
+        q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens = ctx.saved_tensors
+        dfinal_state = dfinal[0] if dfinal else None
+        if dout.stride(-1) != 1:  # the library needs the last dimension contiguous
+            dout = dout.contiguous()
+        if dfinal_state is not None and dfinal_state.stride(-1) != 1:
+            dfinal_state = dfinal_state.contiguous()
+        grads = _backward(_Frame(q, ()), dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state,
+                          cu_seqlens, ctx.options)
+        return (None, None, None, grads.dq, grads.dk, grads.dv, grads.dg, grads.dbeta, grads.dA_log, grads.ddt_bias,
+                grads.d_initial_state, None)
+
+
+def linear_attention_autograd(frame, inputs, options, output_final_state):
+    """(out, final_state or None) with autograd (eager)."""
+    result = _LinearAttention.apply(options, output_final_state, frame, *inputs)
+    return result if output_final_state else (result, None)
+

@@ -79,6 +79,7 @@ DenseOptions to_options(std::optional<double> scale, bool causal, std::int64_t w
 Status launch(const DenseForwardArgs& args) { return forward(args); }
 Status launch(const DenseBackwardArgs& args) { return backward(args); }
 Status launch(const LinearForwardArgs& args) { return forward(args); }
+Status launch(const LinearBackwardArgs& args) { return backward(args); }
 Status launch(const LinearDecodeArgs& args) { return decode(args); }
 
 // Runs forward()/backward()/decode(). Only a call that needs scratch memory pays for asking its size: the first
@@ -311,6 +312,43 @@ void linear_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::
   run(call.args, q, workspace_alloc);
 }
 
+void linear_backward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle g, nb::handle beta,
+                     nb::handle A_log, nb::handle dt_bias, nb::handle initial_state, nb::handle cu_seqlens,
+                     nb::handle dout, nb::handle dfinal_state, nb::handle dq, nb::handle dk, nb::handle dv,
+                     nb::handle dg, nb::handle dbeta, nb::handle d_initial_state, nb::handle dA_log,
+                     nb::handle ddt_bias, int variant, std::optional<double> scale, bool l2norm_qk, int gate_form,
+                     double gate_lower_bound, int beta_form, int state_layout, int backend, std::uintptr_t stream,
+                     nb::handle workspace_alloc) {
+  struct {
+    LinearBackwardArgs args;
+    ImportKeepAlive keep;
+  } call;
+  const Importer from = to_importer(importer);
+  LinearBackwardArgs& a = call.args;
+  a.q = import_tensor(from, "q", q, &call.keep);
+  a.k = import_tensor(from, "k", k, &call.keep);
+  a.v = import_tensor(from, "v", v, &call.keep);
+  a.g = import_tensor(from, "g", g, &call.keep);
+  a.beta = import_tensor(from, "beta", beta, &call.keep);
+  a.A_log = import_tensor(from, "A_log", A_log, &call.keep);
+  a.dt_bias = import_tensor(from, "dt_bias", dt_bias, &call.keep);
+  a.initial_state = import_tensor(from, "initial_state", initial_state, &call.keep);
+  a.cu_seqlens = import_tensor(from, "cu_seqlens", cu_seqlens, &call.keep);
+  a.dout = import_tensor(from, "dout", dout, &call.keep);
+  a.dfinal_state = import_tensor(from, "dfinal_state", dfinal_state, &call.keep);
+  a.dq = import_tensor(from, "dq", dq, &call.keep);
+  a.dk = import_tensor(from, "dk", dk, &call.keep);
+  a.dv = import_tensor(from, "dv", dv, &call.keep);
+  a.dg = import_tensor(from, "dg", dg, &call.keep);
+  a.dbeta = import_tensor(from, "dbeta", dbeta, &call.keep);
+  a.d_initial_state = import_tensor(from, "d_initial_state", d_initial_state, &call.keep);
+  a.dA_log = import_tensor(from, "dA_log", dA_log, &call.keep);
+  a.ddt_bias = import_tensor(from, "ddt_bias", ddt_bias, &call.keep);
+  a.options = to_linear_options(variant, scale, l2norm_qk, gate_form, gate_lower_bound, beta_form, state_layout,
+                                backend, stream);
+  run(a, q, workspace_alloc);
+}
+
 void linear_decode(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle g, nb::handle beta,
                    nb::handle A_log, nb::handle dt_bias, nb::handle out, nb::handle state, nb::handle state_indices,
                    int variant, std::optional<double> scale, bool l2norm_qk, int gate_form, double gate_lower_bound,
@@ -407,6 +445,12 @@ NB_MODULE(_ext, m) {
   def("linear_forward", &py::linear_forward, linear_inputs(),
       std::make_tuple(tensor("initial_state"), tensor("final_state"), tensor("cu_seqlens")), linear_options(),
       std::make_tuple(nb::arg("workspace_alloc").none()));
+  def("linear_backward", &py::linear_backward,
+      std::make_tuple(nb::arg("importer"), tensor("q"), tensor("k"), tensor("v"), tensor("g"), tensor("beta"),
+                      tensor("A_log"), tensor("dt_bias"), tensor("initial_state"), tensor("cu_seqlens"),
+                      tensor("dout"), tensor("dfinal_state"), tensor("dq"), tensor("dk"), tensor("dv"), tensor("dg"),
+                      tensor("dbeta"), tensor("d_initial_state"), tensor("dA_log"), tensor("ddt_bias")),
+      linear_options(), std::make_tuple(nb::arg("workspace_alloc").none()));
   def("linear_decode", &py::linear_decode, linear_inputs(), std::make_tuple(tensor("state"), tensor("state_indices")),
       linear_options(), std::make_tuple(nb::arg("workspace_alloc").none()));
   m.def("build_info", &py::build_info_dict);

@@ -29,7 +29,8 @@ def positional_names(function):
 
 def test_public_names():
     assert sorted(attnkit.__all__) == sorted(["attention", "attention_varlen", "attention_backward", "explain",
-                                              "build_info", "linear_attention", "linear_decode", "Gradients",
+                                              "build_info", "linear_attention", "linear_attention_backward",
+                                              "linear_decode", "LinearGradients", "Gradients",
                                               "Explanation", "BackendVerdict", "BuildInfo"])
     for name in attnkit.__all__:
         assert hasattr(attnkit, name), name

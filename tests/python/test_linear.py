@@ -1,5 +1,6 @@
-"""Linear attention (Gated DeltaNet, KDA) from Python: forward and decode on the CPU backend against a float64
-recurrence written here from semantics.md section 5, for NumPy and (where installed) torch; bad input."""
+"""Linear attention (Gated DeltaNet, KDA) from Python: forward, backward and decode on the CPU backend against a
+float64 recurrence written here from semantics.md section 5 (gradients: its central differences), for NumPy
+and (where installed) torch autograd; bad input."""
 
 import numpy as np
 import pytest
@@ -154,16 +155,70 @@ def test_bad_input():
         attnkit.linear_decode(q[:, :1], k[:, :1], v[:, :1], g[:, :1], beta[:, :1], state)
 
 
-def test_torch_tensors_and_the_missing_autograd():
+GRADIENT_CASE = dict(batch=1, tokens=6, heads=1, group=2, key_dim=4, value_dim=3)
+
+
+def gradient_problem(variant):
+    """A tiny fused problem (every gradient output in use) and the weights of L = <dout, out> +
+    <dfinal, final>."""
+    q, k, v, g, beta = inputs(variant=variant, fused=True, seed=7, **GRADIENT_CASE)
+    rng = np.random.default_rng(8)
+    tensors = dict(q=q, k=k, v=v, g=g, beta=beta,
+                   initial_state=rng.standard_normal((1, 2, 4, 3)).astype(np.float32),
+                   A_log=rng.uniform(-1.0, 0.5, 2).astype(np.float32),
+                   dt_bias=rng.standard_normal((2, 4) if variant == "kda" else 2).astype(np.float32))
+    options = dict(variant=variant, l2norm_qk=True, gate="softplus", beta_form="sigmoid")
+    dout = rng.standard_normal(v.shape).astype(np.float32)
+    dfinal = rng.standard_normal((1, 2, 4, 3)).astype(np.float32)
+    return tensors, options, dout, dfinal
+
+
+def finite_difference_gradients(tensors, options, dout, dfinal, step=1e-6):
+    def loss(values):
+        out, final = reference(**values, **options)
+        return float((out * dout).sum() + (final * dfinal).sum())
+
+    base = {name: np.asarray(a, np.float64) for name, a in tensors.items()}
+    gradients = {}
+    for name, array in base.items():
+        gradient = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            plus, minus = dict(base), dict(base)
+            plus[name], minus[name] = array.copy(), array.copy()
+            plus[name][index] += step
+            minus[name][index] -= step
+            gradient[index] = (loss(plus) - loss(minus)) / (2 * step)
+        gradients[name] = gradient
+    return gradients
+
+
+@pytest.mark.parametrize("variant", ["gdn", "kda"])
+def test_backward_matches_finite_differences_of_the_recurrence(variant):
+    tensors, options, dout, dfinal = gradient_problem(variant)
+    got = attnkit.linear_attention_backward(dout, **tensors, dfinal_state=dfinal, **options)
+    expected = finite_difference_gradients(tensors, options, dout, dfinal)
+    for name in tensors:
+        gradient = getattr(got, "d_initial_state" if name == "initial_state" else "d" + name)
+        assert gradient.shape == tensors[name].shape and gradient.dtype == np.float32, name
+        scale = np.abs(expected[name]).max()
+        assert np.abs(gradient - expected[name]).max() <= 1e-4 * scale + 1e-6, name
+
+
+def test_torch_autograd_and_no_autograd_for_decode():
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    q, k, v, g, beta = (torch.from_numpy(a) for a in inputs(variant="kda", seed=6))
-    out, final = attnkit.linear_attention(q, k, v, g, beta, variant="kda", output_final_state=True)
-    assert isinstance(out, torch.Tensor) and isinstance(final, torch.Tensor) and final.dtype == torch.float32
-    expected_out, expected_final = reference(q.numpy(), k.numpy(), v.numpy(), g.numpy(), beta.numpy(), variant="kda")
-    assert_close(out.numpy(), expected_out)
-    assert_close(final.numpy(), expected_final)
-    q.requires_grad_(True)
-    with pytest.raises(NotImplementedError, match=r"autograd is not bound"):
-        attnkit.linear_attention(q, k, v, g, beta, variant="kda")
-    with torch.no_grad():
-        assert torch.equal(attnkit.linear_attention(q, k, v, g, beta, variant="kda"), out)
+    tensors, options, dout, dfinal = gradient_problem("kda")
+    leaves = {name: torch.from_numpy(a).requires_grad_(True) for name, a in tensors.items()}
+    out, final = attnkit.linear_attention(**leaves, output_final_state=True, **options)
+    assert isinstance(out, torch.Tensor) and final.dtype == torch.float32
+    expected_out, expected_final = reference(**tensors, **options)
+    assert_close(out.detach().numpy(), expected_out)
+    assert_close(final.detach().numpy(), expected_final)
+    ((out * torch.from_numpy(dout)).sum() + (final * torch.from_numpy(dfinal)).sum()).backward()
+    direct = attnkit.linear_attention_backward(dout, **tensors, dfinal_state=dfinal, **options)
+    for name, leaf in leaves.items():
+        expected = getattr(direct, "d_initial_state" if name == "initial_state" else "d" + name)
+        assert np.array_equal(leaf.grad.numpy(), expected), name
+    q, k, v, g, beta = (leaves[name][:, :1] for name in ("q", "k", "v", "g", "beta"))
+    state = torch.zeros(1, 2, 4, 3)
+    with pytest.raises(NotImplementedError, match=r"linear_decode: no autograd"):
+        attnkit.linear_decode(q, k, v, g, beta, state, variant="kda")
