@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "host/split_kv_heuristic.h"
@@ -205,7 +204,8 @@ int clamp_window(std::int64_t bound, std::int64_t unbounded_from) {
   return bound < 0 || bound >= unbounded_from ? -1 : static_cast<int>(bound);
 }
 
-ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardArgs& args, int shape_index) {
+ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardArgs& args, int shape_index,
+                          int sm_count) {
   ForwardParams p;
   p.q = args.q.data;
   p.k = args.k.data;
@@ -271,7 +271,10 @@ ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardA
   p.window_right = clamp_window(problem.window_right, problem.seqlen_q);
   p.num_m_blocks = num_m_blocks(problem, shape_index);
   p.heavy_first = p.window_left >= 0 || p.window_right >= 0;
-  p.pingpong = std::getenv("ATTNKIT_SM90_NO_PINGPONG") == nullptr;
+  // One persistent CTA per SM (a CTA takes all of an SM's registers), never more than the work tiles.
+  const std::int64_t tiles = std::int64_t{p.num_m_blocks} * problem.batch * problem.heads_q;
+  p.num_ctas = static_cast<int>(std::min<std::int64_t>(tiles, sm_count));
+  p.tile_counter = static_cast<int*>(args.workspace);
   return p;
 }
 
@@ -335,13 +338,18 @@ Status dense_supports_forward(const host::DenseProblem& problem, const DenseForw
   return Status::ok();
 }
 
-std::size_t dense_forward_workspace_bytes(const host::DenseProblem&) { return 0; }
+// The work-tile counter of the dynamic persistent scheduler (an int; 16 bytes keep what follows aligned).
+constexpr std::size_t kWorkspaceBytes = 16;
+
+std::size_t dense_forward_workspace_bytes(const host::DenseProblem&) { return kWorkspaceBytes; }
 
 Status dense_forward(const host::DenseProblem& problem, const DenseForwardArgs& args) {
   const int shape_index = shape_for(problem, true);
   if (shape_index < 0) return {StatusCode::kNotCompiled, "sm90 forward: no compiled tile for this head dim"};
-  const ForwardParams params = make_params(problem, args, shape_index);
-  if (params.num_m_blocks == 0) return Status::ok();  // varlen with max_seqlen_q = 0: no query row
+  DeviceLimits limits;
+  if (Status s = device_limits(problem.device.index, &limits); !s) return s;
+  const ForwardParams params = make_params(problem, args, shape_index, limits.sm_count);
+  if (params.num_ctas == 0) return Status::ok();  // varlen with max_seqlen_q = 0: no query row
   ScopedDevice device(problem.device.index);
   if (device.status() != cudaSuccess) {
     return {StatusCode::kCudaError, std::string("sm90 forward: cannot select cuda:") +
@@ -349,6 +357,15 @@ Status dense_forward(const host::DenseProblem& problem, const DenseForwardArgs& 
                                         cudaGetErrorString(device.status())};
   }
   void* stream = args.options.stream;
+  if (args.workspace == nullptr || args.workspace_bytes < kWorkspaceBytes) {
+    return {StatusCode::kWorkspaceTooSmall, "sm90 forward: needs " + std::to_string(kWorkspaceBytes) +
+                                                " bytes of workspace, got " + std::to_string(args.workspace_bytes)};
+  }
+  // The counter starts at 0 on every launch; an asynchronous memset keeps the call graph-capturable.
+  if (cudaError_t error = cudaMemsetAsync(params.tile_counter, 0, sizeof(int), static_cast<cudaStream_t>(stream));
+      error != cudaSuccess) {
+    return {StatusCode::kCudaError, std::string("sm90 forward: workspace memset: ") + cudaGetErrorString(error)};
+  }
   return problem.dtype == DType::kBFloat16 ? launch_shape<DType::kBFloat16>(shape_index, params, stream)
                                            : launch_shape<DType::kFloat16>(shape_index, params, stream);
 }

@@ -78,20 +78,32 @@ struct ForwardConfig {
       SmemLayoutV{}, cute::make_ordered_layout(
                          cute::make_shape(cute::Int<kHeadDimV>{}, cute::Int<kBlockN>{}, cute::Int<kStages>{}),
                          cute::Step<cute::_2, cute::_1, cute::_3>{})));
-  // O goes where Q was, through generic (not wgmma) copies.
+  // O on its way out, through generic (not wgmma) copies: in a buffer of its own where shared memory
+  // has room (then the next tile's Q can land during this tile's epilogue), else where Q was.
   using SmemLayoutO = decltype(device::swizzled_smem_layout<Element, kBlockM, kHeadDimV>());  // (M, Dv)
   static_assert(cute::cosize_v<SmemLayoutO> <= cute::cosize_v<SmemLayoutQ>);
+  static constexpr int kSmemBudget = 227 * 1024 - 1024;  // H100 opt-in limit, less the barriers
+  static constexpr bool kSeparateO =
+      kShape.shared_memory_bytes() + kBlockM * kHeadDimV * int(sizeof(Element)) <= kSmemBudget;
+  // O in Q's buffer is written row for row over Q (ForwardEpilogueSm90), which needs the same width.
+  static_assert(kSeparateO || kHeadDim == kHeadDimV);
 
   using PipelineK = cutlass::PipelineTmaAsync<kStages>;
   using PipelineV = cutlass::PipelineTmaAsync<kStages>;
+  // Work-tile indices from the producer (which takes them from the global counter) to the consumers.
+  using PipelineTile = cutlass::PipelineAsync<2>;
 
   struct SharedStorage {
-    cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>, 1024> q;  // also O at the end
+    cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>, 1024> q;  // also O without kSeparateO
     cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>, 1024> k;
     cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>, 1024> v;
-    cutlass::arch::ClusterTransactionBarrier::ValueType barrier_q;
+    cute::array_aligned<Element, kSeparateO ? cute::cosize_v<SmemLayoutO> : 8, 1024> o;  // 8: unused
+    cutlass::arch::ClusterTransactionBarrier::ValueType barrier_q_full;  // Q landed (TMA bytes)
+    cutlass::arch::ClusterBarrier::ValueType barrier_q_empty;  // every consumer thread is done with Q
     typename PipelineK::SharedStorage pipeline_k;
     typename PipelineV::SharedStorage pipeline_v;
+    typename PipelineTile::SharedStorage pipeline_tile;
+    int tile_slots[2];  // linear work-tile index; >= the tile count: no more work
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static constexpr std::uint32_t kBytesQ = kBlockM * kHeadDim * sizeof(Element);
@@ -129,25 +141,24 @@ struct ForwardWork {
   int batch;    // batch entry or varlen sequence
 };
 
-// Uniform tiles: the query tiles of one head are adjacent, so CTAs running together share K/V in L2.
-// Causal / window: the tiles with the most key tiles go first, across all heads, so the last wave
-// holds the shortest tiles.
+// Persistent and dynamic: p.num_ctas CTAs (one per SM) start on tiles 0 .. num_ctas - 1 and then take
+// the next linear tile index from a global counter (p.tile_counter, zeroed before the launch) as they
+// finish, so tiles of unequal work (causal / window) balance themselves. The query tiles of one head
+// are adjacent, so CTAs running together share K/V in L2 (causal S = 1024 ran at 279 TFLOP/s, bound
+// by HBM, when heads were interleaved); causal / window go from the tile with the most key tiles to the
+// fewest within a head.
 struct ForwardTileScheduler {
-  static std::int64_t grid_size(const ForwardParams& p) { return std::int64_t{p.num_m_blocks} * p.batch * p.heads_q; }
+  CUTE_HOST_DEVICE static std::int64_t tile_count(const ForwardParams& p) {
+    return std::int64_t{p.num_m_blocks} * p.batch * p.heads_q;
+  }
 
   __device__ static ForwardWork work(const ForwardParams& p, int linear) {
     ForwardWork w;
-    if (p.heavy_first) {
-      w.head = linear % p.heads_q;
-      linear /= p.heads_q;
-      w.batch = linear % p.batch;
-      w.m_block = p.num_m_blocks - 1 - linear / p.batch;
-    } else {
-      w.m_block = linear % p.num_m_blocks;
-      linear /= p.num_m_blocks;
-      w.head = linear % p.heads_q;
-      w.batch = linear / p.heads_q;
-    }
+    w.m_block = linear % p.num_m_blocks;
+    if (p.heavy_first) w.m_block = p.num_m_blocks - 1 - w.m_block;
+    linear /= p.num_m_blocks;
+    w.head = linear % p.heads_q;
+    w.batch = linear / p.heads_q;
     return w;
   }
 };
@@ -213,10 +224,11 @@ __device__ __forceinline__ void wgmma_issue(TiledMma& mma, TensorA& a, const Ten
 // The producer: thread 0 of warpgroup 0 issues every TMA load of the tile.
 template <class Config>
 struct ForwardProducerSm90 {
-  template <class SharedStorage, class PipelineK, class PipelineV>
+  // q_loads: the tiles of this CTA that loaded Q before this one (the phase of the Q barriers).
+  template <class SharedStorage, class PipelineK, class PipelineV, class PipelineState>
   __device__ static void run(const KernelParams<Config>& params, const ForwardWork& work, const SequenceSpan& seq,
                              device::TileRange tiles, SharedStorage& shared, PipelineK& pipeline_k,
-                             PipelineV& pipeline_v) {
+                             PipelineV& pipeline_v, PipelineState& state, int q_loads) {
     using namespace cute;
     const ForwardParams& p = params.args;
     const int kv_head = work.head / p.group;
@@ -246,15 +258,15 @@ struct ForwardProducerSm90 {
     auto [tKgK, tKsK] = tma_partition(params.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
     auto [tVgV, tVsV] = tma_partition(params.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
 
-    using Barrier = cutlass::arch::ClusterTransactionBarrier;
-    Barrier::arrive_and_expect_tx(&shared.barrier_q, Config::kBytesQ);
-    copy(params.tma_q.with(shared.barrier_q, 0), tQgQ, tQsQ);
-
-    // The buffers start empty: the producer's first wait on each empty barrier must pass at once.
-    auto state = cutlass::make_producer_start_state<PipelineK>();
+    // The first K tile goes before Q, whose buffer may still be in use by the previous tile.
     for (int n = tiles.end - 1; n >= tiles.begin; --n) {
       pipeline_k.producer_acquire(state);
       copy(params.tma_k.with(*pipeline_k.producer_get_barrier(state), 0), tKgK(_, n), tKsK(_, state.index()));
+      if (n == tiles.end - 1) {
+        if (q_loads > 0) cutlass::arch::ClusterBarrier::wait(&shared.barrier_q_empty, (q_loads - 1) & 1);
+        cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&shared.barrier_q_full, Config::kBytesQ);
+        copy(params.tma_q.with(shared.barrier_q_full, 0), tQgQ, tQsQ);
+      }
       pipeline_v.producer_acquire(state);
       copy(params.tma_v.with(*pipeline_v.producer_get_barrier(state), 0), tVgV(_, n), tVsV(_, state.index()));
       ++state;
@@ -266,15 +278,17 @@ struct ForwardProducerSm90 {
 // (the masked boundary tiles of causal attention and of the key tail come first).
 template <class Config>
 struct ForwardMainloopSm90 {
-  static constexpr int kSchedulerBarrier = 2;  // and 3: named barriers of the pingpong (1: epilogue)
+  static constexpr int kSchedulerBarrier = 2;  // and 3: named barriers of the pingpong
   using Element = typename Config::Element;
   static constexpr int kBlockM = Config::kBlockM;
   static constexpr int kBlockN = Config::kBlockN;
 
-  template <class SharedStorage, class PipelineK, class PipelineV, class AccO, class Softmax>
+  // read_k / read_v: the consumer states of the pipelines, carried from tile to tile.
+  template <class SharedStorage, class PipelineK, class PipelineV, class PipelineState, class AccO, class Softmax>
   __device__ static void run(const ForwardParams& p, int row_begin, device::TileRange tiles,
                              const device::WindowMask& mask, SharedStorage& shared, PipelineK& pipeline_k,
-                             PipelineV& pipeline_v, AccO& acc_o, Softmax& softmax) {
+                             PipelineV& pipeline_v, PipelineState& read_k, PipelineState& read_v, AccO& acc_o,
+                             Softmax& softmax) {
     using namespace cute;
     const int thread = threadIdx.x - 128;  // among the consumers
     Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Config::SmemLayoutQ{});    // (M, D)
@@ -309,8 +323,6 @@ struct ForwardMainloopSm90 {
       for (int i = 0; i < size(converted); ++i) tOrP(i) = converted(i);
     };
 
-    cutlass::PipelineState<Config::kStages> read_k;  // index 0, phase 0
-    cutlass::PipelineState<Config::kStages> read_v;
     float correction[Softmax::kRowCount];
 
     // Pingpong (FlashAttention-3's warp scheduler barriers): the consumer warpgroups take turns to
@@ -318,14 +330,17 @@ struct ForwardMainloopSm90 {
     // Warpgroup w waits on barrier kSchedulerBarrier + w before issuing and then lets the next one go;
     // the second warpgroup lets the first start.
     const int consumer = thread / 128;
-    const bool pingpong = p.pingpong && Config::kConsumerWarpgroups == 2;
+    constexpr bool pingpong = Config::kConsumerWarpgroups == 2;
     auto scheduler_wait = [&]() {
-      if (pingpong) cutlass::arch::NamedBarrier::sync(Config::kConsumerThreads, kSchedulerBarrier + consumer);
+      if constexpr (pingpong) {
+        cutlass::arch::NamedBarrier::sync(Config::kConsumerThreads, kSchedulerBarrier + consumer);
+      }
     };
     auto scheduler_release = [&]() {
-      if (pingpong) cutlass::arch::NamedBarrier::arrive(Config::kConsumerThreads, kSchedulerBarrier + (1 - consumer));
+      if constexpr (pingpong) {
+        cutlass::arch::NamedBarrier::arrive(Config::kConsumerThreads, kSchedulerBarrier + (1 - consumer));
+      }
     };
-    if (pingpong && consumer == 1) cutlass::arch::NamedBarrier::arrive(Config::kConsumerThreads, kSchedulerBarrier);
 
     // First (last in key order) tile: S, softmax, P; its O += P V is issued with the next S.
     int n = tiles.end - 1;
@@ -365,6 +380,17 @@ struct ForwardMainloopSm90 {
     scheduler_release();
     warpgroup_wait<0>();
     pipeline_v.consumer_release(read_v);
+    ++read_v;
+    // This warpgroup's last read of Q is done; with O in a buffer of its own the next Q may land.
+    if constexpr (Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
+  }
+
+  // Before the first tile: the second consumer warpgroup lets the first take the first turn.
+  __device__ static void start_pingpong(const ForwardParams& p) {
+    const int consumer = (threadIdx.x - 128) / 128;
+    if (Config::kConsumerWarpgroups == 2 && consumer == 1) {
+      cutlass::arch::NamedBarrier::arrive(Config::kConsumerThreads, kSchedulerBarrier);
+    }
   }
 };
 
@@ -375,7 +401,31 @@ struct ForwardEpilogueSm90 {
   using Element = typename Config::Element;
   static constexpr int kBlockM = Config::kBlockM;
   static constexpr int kHeadDimV = Config::kHeadDimV;
-  static constexpr int kEpilogueBarrier = 1;  // named barrier of the consumer warpgroups
+  static constexpr int kEpilogueBarrier = 4;  // + consumer warpgroup: its own named barrier
+
+  // A tile that sees no key: O = 0 and LSE = -inf (or the sink alone: lse = z, semantics.md), written
+  // straight from registers so that shared memory (Q's, which the next tile's load may be filling)
+  // stays untouched.
+  __device__ static void store_empty(const ForwardParams& p, const SequenceSpan& seq, const ForwardWork& work) {
+    const int thread = threadIdx.x - 128;
+    const int row_begin = work.m_block * kBlockM;
+    const int valid_rows = min(seq.seqlen_q - row_begin, kBlockM);
+    Element* out_rows = static_cast<Element*>(p.out) + seq.out_offset + work.head * p.out_head_stride +
+                        std::int64_t{row_begin} * p.out_row_stride;
+    const int chunks_per_row = p.head_dim_v / 8;  // 16-byte chunks; Dv is a multiple of 8
+    for (int chunk = thread; chunk < valid_rows * chunks_per_row; chunk += Config::kConsumerThreads) {
+      const int row = chunk / chunks_per_row;
+      *reinterpret_cast<uint4*>(out_rows + std::int64_t{row} * p.out_row_stride + (chunk % chunks_per_row) * 8) =
+          make_uint4(0, 0, 0, 0);
+    }
+    if (p.lse != nullptr) {
+      const float lse = p.sinks != nullptr ? p.sinks[work.head] : -INFINITY;
+      float* lse_head = p.lse + seq.lse_offset + work.head * p.lse_head_stride;
+      for (int row = thread; row < valid_rows; row += Config::kConsumerThreads) {
+        lse_head[std::int64_t{row_begin + row} * p.lse_row_stride] = lse;
+      }
+    }
+  }
 
   template <class SharedStorage, class AccO, class Softmax>
   __device__ static void store(const ForwardParams& p, const SequenceSpan& seq, const ForwardWork& work,
@@ -394,24 +444,33 @@ struct ForwardEpilogueSm90 {
     const float sink = p.sinks != nullptr ? p.sinks[work.head] : -INFINITY;
     softmax.finalize(wgmma_rows_cols_view(acc_o), sink, lse);
 
-    // Every consumer warpgroup must be past its last wgmma read of Q before O overwrites it.
-    cutlass::arch::NamedBarrier::sync(Config::kConsumerThreads, kEpilogueBarrier);
-    Tensor sO = make_tensor(make_smem_ptr(shared.q.data()), typename Config::SmemLayoutO{});  // (M, Dv)
+    // Each consumer warpgroup writes and stores only its own 64 rows of O, so the warpgroups wait only
+    // on themselves and keep the offset of their pingpong from tile to tile. In Q's buffer (D = Dv,
+    // same tiling of the same 8 x 64 atom) those rows take exactly the bytes of the warpgroup's own
+    // rows of Q, which its last S GEMM has finished reading. The first barrier also keeps this tile's
+    // writes behind every thread's reads of the previous tile's O.
+    const int consumer = thread / 128;
+    cutlass::arch::NamedBarrier::sync(128, kEpilogueBarrier + consumer);
+    Element* o_buffer = Config::kSeparateO ? shared.o.data() : shared.q.data();
+    Tensor sO = make_tensor(make_smem_ptr(o_buffer), typename Config::SmemLayoutO{});  // (M, Dv)
     Tensor rO = device::convert_fragment<Element>(acc_o);
     auto smem_copy_o = make_tiled_copy_C(Copy_Atom<AutoVectorizingCopyWithAssumedAlignment<32>, Element>{}, mma_pv);
     auto smem_thread_o = smem_copy_o.get_thread_slice(thread);
     copy(smem_copy_o, smem_thread_o.retile_S(rO), smem_thread_o.partition_D(sO));
-    cutlass::arch::NamedBarrier::sync(Config::kConsumerThreads, kEpilogueBarrier);
+    cutlass::arch::NamedBarrier::sync(128, kEpilogueBarrier + consumer);
 
+    using WarpgroupTile = Shape<_64, Int<kHeadDimV>>;
+    Tensor sO_rows = local_tile(sO, WarpgroupTile{}, make_coord(consumer, _0{}));  // (64, Dv)
     Element* out_rows = static_cast<Element*>(p.out) + seq.out_offset + work.head * p.out_head_stride +
-                        std::int64_t{row_begin} * p.out_row_stride;
-    Tensor gO = make_tensor(make_gmem_ptr(out_rows), Shape<Int<kBlockM>, Int<kHeadDimV>>{},
-                            make_stride(p.out_row_stride, _1{}));  // (M, Dv)
-    auto store_copy = device::make_vector_tile_copy<Element, Config::kConsumerThreads>();
-    auto store_thread = store_copy.get_thread_slice(thread);
-    device::store_tile(store_copy, store_thread.partition_S(sO), store_thread.partition_D(gO),
-                       store_thread.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDimV>>{})),
-                       valid_rows, p.head_dim_v);
+                        std::int64_t{row_begin + 64 * consumer} * p.out_row_stride;
+    Tensor gO_rows = make_tensor(make_gmem_ptr(out_rows), WarpgroupTile{}, make_stride(p.out_row_stride, _1{}));
+    auto store_copy = device::make_vector_tile_copy<Element, 128>();
+    auto store_thread = store_copy.get_thread_slice(thread % 128);
+    device::store_tile(store_copy, store_thread.partition_S(sO_rows), store_thread.partition_D(gO_rows),
+                       store_thread.partition_D(make_identity_tensor(WarpgroupTile{})), valid_rows - 64 * consumer,
+                       p.head_dim_v);
+    // O in Q's buffer: this thread's reads of it are done; the next Q may land once all are.
+    if constexpr (!Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
 
     // The first lane of each quad holds column 0 of its rows and writes their LSE.
     if (p.lse != nullptr && get<1>(tOcO_rows(0, 0)) == 0) {
@@ -441,7 +500,8 @@ struct DenseForwardKernelSm90 {
       prefetch_tma_descriptor(params.tma_q.get_tma_descriptor());
       prefetch_tma_descriptor(params.tma_k.get_tma_descriptor());
       prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
-      cutlass::arch::ClusterTransactionBarrier::init(&shared.barrier_q, 1);
+      cutlass::arch::ClusterTransactionBarrier::init(&shared.barrier_q_full, 1);
+      cutlass::arch::ClusterBarrier::init(&shared.barrier_q_empty, Config::kConsumerThreads);
     }
     using PipelineK = typename Config::PipelineK;
     using PipelineV = typename Config::PipelineV;
@@ -454,36 +514,86 @@ struct DenseForwardKernelSm90 {
     typename PipelineV::Params pipeline_params_v = pipeline_params;
     pipeline_params_v.transaction_bytes = Config::kBytesV;
     PipelineV pipeline_v(shared.pipeline_v, pipeline_params_v, Shape<_1, _1, _1>{});
+    using PipelineTile = typename Config::PipelineTile;
+    typename PipelineTile::Params tile_params;
+    tile_params.role = warpgroup == 0 ? PipelineTile::ThreadCategory::Producer : PipelineTile::ThreadCategory::Consumer;
+    tile_params.producer_arv_count = 1;
+    tile_params.consumer_arv_count = Config::kConsumerThreads;
+    PipelineTile pipeline_tile(shared.pipeline_tile, tile_params);
     __syncthreads();  // barriers initialised and visible to every warp
 
-    const ForwardWork work = TileScheduler::work(p, static_cast<int>(blockIdx.x));
-    const SequenceSpan seq = sequence_span(p, work.batch);
-    const int row_begin = work.m_block * Config::kBlockM;
-    // Varlen: the grid covers max_seqlen_q rows; shorter sequences have nothing in this tile.
-    if (row_begin >= seq.seqlen_q) return;
-    const device::WindowMask mask{seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right};
-    const device::TileRange tiles =
-        mask.template key_tiles<Config::kBlockN>(row_begin, row_begin + Config::kBlockM);
+    // What both roles derive from a work tile; both walk the same tiles, so every barrier phase
+    // (the Q barriers count tiles that load Q; the pipelines count key tiles) agrees between them.
+    struct TilePlan {
+      ForwardWork work;
+      SequenceSpan seq;
+      int row_begin;
+      device::WindowMask mask;
+      device::TileRange tiles;
+    };
+    auto plan = [&](int linear, TilePlan* t) {
+      t->work = TileScheduler::work(p, linear);
+      t->seq = sequence_span(p, t->work.batch);
+      t->row_begin = t->work.m_block * Config::kBlockM;
+      // Varlen: the grid covers max_seqlen_q rows; shorter sequences have nothing in this tile.
+      if (t->row_begin >= t->seq.seqlen_q) return false;
+      t->mask = device::WindowMask{t->seq.seqlen_q, t->seq.seqlen_k, p.window_left, p.window_right};
+      t->tiles = t->mask.template key_tiles<Config::kBlockN>(t->row_begin, t->row_begin + Config::kBlockM);
+      return true;
+    };
+    const int tile_count = static_cast<int>(TileScheduler::tile_count(p));
 
     if (warpgroup == 0) {
       cutlass::arch::warpgroup_reg_dealloc<Config::kProducerRegisters>();
       // Thread 0: the pipelines' leader, which also posts the expected transaction bytes.
-      if (threadIdx.x == 0 && !tiles.empty()) {
-        ForwardProducerSm90<Config>::run(params, work, seq, tiles, shared, pipeline_k, pipeline_v);
+      if (threadIdx.x == 0) {
+        // The buffers start empty: the producer's first wait on each empty barrier must pass at once.
+        auto state = cutlass::make_producer_start_state<PipelineK>();
+        auto tile_state = cutlass::make_producer_start_state<PipelineTile>();
+        int q_loads = 0;
+        for (int linear = blockIdx.x;; linear = atomicAdd(p.tile_counter, 1) + gridDim.x) {
+          pipeline_tile.producer_acquire(tile_state);
+          shared.tile_slots[tile_state.index()] = linear;
+          pipeline_tile.producer_commit(tile_state);
+          ++tile_state;
+          if (linear >= tile_count) break;
+          TilePlan t;
+          if (!plan(linear, &t) || t.tiles.empty()) continue;
+          ForwardProducerSm90<Config>::run(params, t.work, t.seq, t.tiles, shared, pipeline_k, pipeline_v, state,
+                                           q_loads);
+          ++q_loads;
+        }
       }
       return;
     }
     cutlass::arch::warpgroup_reg_alloc<Config::kConsumerRegisters>();
-    typename Config::TiledMmaPV mma_pv;
-    Tensor acc_o = partition_fragment_C(mma_pv, select<0, 1>(typename Config::TileShapePV{}));  // (MMA, MMA_M, MMA_Dv)
-    clear(acc_o);
-    constexpr int kRows = decltype(size<0>(wgmma_rows_cols(acc_o.layout())))::value;
-    SplitOnlineSoftmax<kRows> softmax(p.softmax_scale_log2);
-    if (!tiles.empty()) {
-      cutlass::arch::ClusterTransactionBarrier::wait(&shared.barrier_q, 0);
-      Mainloop::run(p, row_begin, tiles, mask, shared, pipeline_k, pipeline_v, acc_o, softmax);
+    cutlass::PipelineState<Config::kStages> read_k;  // index 0, phase 0
+    cutlass::PipelineState<Config::kStages> read_v;
+    cutlass::PipelineState<2> read_tile;
+    int q_loads = 0;
+    Mainloop::start_pingpong(p);
+    while (true) {
+      pipeline_tile.consumer_wait(read_tile);
+      const int linear = shared.tile_slots[read_tile.index()];
+      pipeline_tile.consumer_release(read_tile);
+      ++read_tile;
+      if (linear >= tile_count) break;
+      TilePlan t;
+      if (!plan(linear, &t)) continue;
+      if (t.tiles.empty()) {
+        Epilogue::store_empty(p, t.seq, t.work);
+        continue;
+      }
+      typename Config::TiledMmaPV mma_pv;
+      Tensor acc_o = partition_fragment_C(mma_pv, select<0, 1>(typename Config::TileShapePV{}));  // (MMA, MMA_M, MMA_Dv)
+      clear(acc_o);
+      constexpr int kRows = decltype(size<0>(wgmma_rows_cols(acc_o.layout())))::value;
+      SplitOnlineSoftmax<kRows> softmax(p.softmax_scale_log2);
+      cutlass::arch::ClusterTransactionBarrier::wait(&shared.barrier_q_full, q_loads & 1);
+      Mainloop::run(p, t.row_begin, t.tiles, t.mask, shared, pipeline_k, pipeline_v, read_k, read_v, acc_o, softmax);
+      Epilogue::store(p, t.seq, t.work, shared, acc_o, softmax);
+      ++q_loads;
     }
-    Epilogue::store(p, seq, work, shared, acc_o, softmax);
   }
 };
 
@@ -531,7 +641,7 @@ Status launch_dense_forward_sm90(const ForwardParams& p, void* stream) {
   auto* kernel = &dense_forward_sm90_kernel<Kernel, Config>;
   cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config::kSmemBytes);
   if (error == cudaSuccess) {
-    const auto blocks = static_cast<unsigned>(ForwardTileScheduler::grid_size(p));
+    const auto blocks = static_cast<unsigned>(p.num_ctas);
     kernel<<<blocks, Config::kThreads, Config::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(params);
     error = cudaGetLastError();
   }

@@ -54,8 +54,9 @@ struct ForwardParams {
 
   // Work decomposition.
   int num_m_blocks = 0;      // ceil(seqlen_q / kBlockM)
+  int num_ctas = 0;          // persistent CTAs: min(work tiles, SMs)
+  int* tile_counter = nullptr;  // workspace, zeroed before the launch: work tiles handed out past the first
   bool heavy_first = false;  // query tiles with the most key tiles first (causal / window)
-  bool pingpong = true;      // the two consumer warpgroups take turns on the tensor cores
 };
 
 // One tile configuration: padded head dims and query rows x key rows per CTA. Every CTA has one
@@ -73,9 +74,10 @@ struct ForwardTileShape {
 
 // In order of cost: the host picks the first that covers (D, Dv). Shared memory (227 KiB per block on
 // H100) decides block_n: D = 128 with 128 keys and two stages takes 160 KiB, D = 256 with 80 keys
-// 224 KiB, (192, 128) with 112 keys 188 KiB.
+// 224 KiB, (192, 128) with 112 keys 188 KiB. D = 64 takes 192 query rows (three consumer warpgroups):
+// its GEMMs are half as long per score as D = 128's, so more rows share each K/V tile and softmax.
 inline constexpr ForwardTileShape kForwardTileShapesSm90[] = {
-    {64, 64, 128, 128, 2},
+    {64, 64, 192, 128, 2},
     {128, 128, 128, 128, 2},
     {192, 128, 128, 112, 2},
     {256, 256, 128, 80, 2},
