@@ -1,8 +1,8 @@
 // See linear_cpu_kernels.h for the algebra. The hot functions are compiled twice by GCC's target_clones,
 // for x86-64-v3 (AVX2 + FMA: 8 floats per instruction) and for the baseline, and picked once at load
-// time by CPU features. ("arch=haswell" would dispatch on the CPU model and leave AMD CPUs on the baseline:
-// 0.8 against 11 GFLOP/s of one Zen core in forward_chunk, K = V = 128.) Their loops run over the
-// contiguous V or K axis so that the compiler vectorises them.
+// time by CPU features ("arch=haswell" would dispatch on the CPU model and leave AMD CPUs on the baseline).
+// forward_chunk, K = V = 128, one Zen core: 0.7 ms of CPU time per chunk with AVX2 + FMA, 0.9 ms with the
+// SSE2 baseline. Their loops run over the contiguous V or K axis so that the compiler vectorises them.
 #include "cpu/linear_cpu_kernels.h"
 
 #include <algorithm>
