@@ -176,6 +176,11 @@ def main():
                 # Inside it, the allocation and the stream query (each timed from Python: an upper bound).
                 "part_new_empty_out": lambda: q.new_empty(out_shape),
                 "part_current_stream": lambda: _torch_ops._raw_stream(q.get_device()),
+                # The Python layers above it, each with everything below it.
+                "part_forward_impl": lambda: _torch_ops._forward_impl(q, k, v, None, None, None, 0, 0, None, True, -1,
+                                                                      -1, 0.0, 0, False),
+                "part_torch_ops_attention": lambda: _torch_ops.attention(q, k, v, None, None, None, 0, 0, None, True,
+                                                                         -1, -1, 0.0, False, "auto", 0, False),
                 # Outside it, in Python: the eager checks (compiling? plain tensors? grad wanted?).
                 "part_python_checks": lambda: (_torch_ops._eager_fast_path(q, k, v, None)
                                                and _torch_ops._wants_grad(q, k, v, None)),
