@@ -304,7 +304,9 @@ Status dense_supports_forward(const host::DenseProblem& problem, const DenseForw
   if (problem.total_q > kMaxTokens || problem.total_k > kMaxTokens) {
     return not_implemented("token counts above 2^31 - 1 pass the int32 coordinates of TMA");
   }
-  if (problem.batch > INT32_MAX || problem.heads_q > INT32_MAX) return not_implemented("batch and heads must be below 2^31");
+  if (problem.batch > INT32_MAX || problem.heads_q > INT32_MAX) {
+    return not_implemented("batch and heads must be below 2^31");
+  }
   DeviceLimits limits;
   if (Status s = device_limits(problem.device.index, &limits); !s) return s;
   if (shape.shared_memory_bytes() > limits.shared_memory_optin) {
@@ -360,6 +362,10 @@ Status dense_forward(const host::DenseProblem& problem, const DenseForwardArgs& 
   if (args.workspace == nullptr || args.workspace_bytes < kWorkspaceBytes) {
     return {StatusCode::kWorkspaceTooSmall, "sm90 forward: needs " + std::to_string(kWorkspaceBytes) +
                                                 " bytes of workspace, got " + std::to_string(args.workspace_bytes)};
+  }
+  // The counter is an int, updated with atomicAdd: it must sit on a 4-byte boundary (cudaMalloc gives 256).
+  if (reinterpret_cast<std::uintptr_t>(args.workspace) % alignof(int) != 0) {
+    return {StatusCode::kInvalidArgument, "workspace: must be 4-byte aligned for the sm90 forward's tile counter"};
   }
   // The counter starts at 0 on every launch; an asynchronous memset keeps the call graph-capturable.
   if (cudaError_t error = cudaMemsetAsync(params.tile_counter, 0, sizeof(int), static_cast<cudaStream_t>(stream));

@@ -585,7 +585,8 @@ struct DenseForwardKernelSm90 {
         continue;
       }
       typename Config::TiledMmaPV mma_pv;
-      Tensor acc_o = partition_fragment_C(mma_pv, select<0, 1>(typename Config::TileShapePV{}));  // (MMA, MMA_M, MMA_Dv)
+      // (MMA, MMA_M, MMA_Dv)
+      Tensor acc_o = partition_fragment_C(mma_pv, select<0, 1>(typename Config::TileShapePV{}));
       clear(acc_o);
       constexpr int kRows = decltype(size<0>(wgmma_rows_cols(acc_o.layout())))::value;
       SplitOnlineSoftmax<kRows> softmax(p.softmax_scale_log2);
