@@ -23,6 +23,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.nn import Parameter
 
 from . import _ext
 from ._layout import BACKENDS, forward_shapes
@@ -193,13 +194,18 @@ class _EagerAttention(torch.autograd.Function):
 _eager_attention = super(torch.autograd.Function, _EagerAttention).apply
 
 
+def _plain(t) -> bool:
+    # nn.Parameter is a plain tensor to torch (its __torch_function__ is disabled): learned sinks often are one.
+    return type(t) is Tensor or type(t) is Parameter
+
+
 def _eager_fast_path(q, k, v, sinks) -> bool:
-    """True for an eager call on plain tensors: then the op dispatch is skipped."""
+    """True for an eager call on plain tensors (or Parameters): then the op dispatch is skipped."""
     if _is_compiling() or _functorch_active():
         return False  # traced, or wrapped by vmap/grad: the ops carry those
-    if type(q) is not Tensor or type(k) is not Tensor or type(v) is not Tensor:
-        return False  # subclasses (FakeTensor, Parameter, DTensor, ...) go through the op
-    return sinks is None or type(sinks) is Tensor
+    if not (_plain(q) and _plain(k) and _plain(v)):
+        return False  # other subclasses (FakeTensor, DTensor, ...) go through the op
+    return sinks is None or _plain(sinks)
 
 
 def _wants_grad(q, k, v, sinks) -> bool:

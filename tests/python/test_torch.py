@@ -178,10 +178,16 @@ def test_lse_is_returned_without_gradient_and_expanded_gradients_work():
 
 
 def test_parameters_go_through_autograd():
+    """Parameters (learned sinks, say) take the eager path and get the op path's gradients."""
     q, k, v = tensors((1, 5, 2, 16), (1, 5, 2, 16), (1, 5, 2, 16))
     q = torch.nn.Parameter(q)
-    attnkit.attention(q, k, v).sum().backward()
-    assert q.grad is not None
+    sinks = torch.nn.Parameter(torch.randn(2))
+    out = attnkit.attention(q, k, v, sinks=sinks)
+    assert type(out.grad_fn).__name__ == "_EagerAttentionBackward"
+    out.sum().backward()
+    op_out, _ = torch.ops.attnkit.dense_fwd(q, k, v, sinks, None, None, 0, 0, None, False, -1, -1, 0.0, False, "auto")
+    op_grads = torch.autograd.grad(op_out.sum(), (q, sinks))
+    assert torch.equal(q.grad, op_grads[0]) and torch.equal(sinks.grad, op_grads[1])
 
 
 # ---- torch.compile. ---------------------------------------------------------------------------------
