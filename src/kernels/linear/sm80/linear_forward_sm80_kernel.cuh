@@ -96,7 +96,7 @@ template <typename Element, int kDepth>
 __device__ __forceinline__ void mma_abt(FragC& acc, const Element* x, const Element* y, int ld) {
   FragA<Element> fa;
   FragBT<Element> fb;
-#pragma unroll 1
+#pragma unroll
   for (int d = 0; d < kDepth; d += kTile) {
     nvcuda::wmma::load_matrix_sync(fa, x + d, ld);
     nvcuda::wmma::load_matrix_sync(fb, y + d, ld);
@@ -372,7 +372,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
         dst[u] = (is_p ? sm.p_raw : sm.a) + row_tile * kTile * kLdChunkF + col_tile * kTile;
         wmma::fill_fragment(acc[u], 0.0f);
       }
-#pragma unroll 1
+#pragma unroll
       for (int d = 0; d < kKeyPad; d += kTile) {
 #pragma unroll
         for (int u = 0; u < kPerWarp; ++u) {
@@ -404,26 +404,24 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
     }
     __syncthreads();
 
-    // ---- Solve T = (I + A)^-1 by 16 x 16 blocks (warps 0-1 start it beside the gated operands) ------
-    // The diagonal blocks D_b = (I + A_bb)^-1 by forward substitution (a thread per block column), then
-    // block row by block row T_ab = -D_a sum_{c=b}^{a-1} A_ac T_cb. Loops, not a fully unrolled
-    // 64-row substitution: that one was 2016 FMAs of straight-line code per thread, and the kernel's
-    // 134 KB of SASS per chunk iteration overflowed the instruction cache.
-    float* t_full = sm.p_raw;  // T, fp32 [64][64]: P_raw is free once P is converted
+    // ---- Solve (warps 0-1) beside the gated operands (warps 2-7) -------------------------------------
     const float g_last_scalar = kPerKeyGate ? 0.0f : sm.gate[kChunk - 1];
     if (tid < kChunk) {
-      const int b0 = (tid / kTile) * kTile;
-      const int col = tid % kTile;
-      float x[kTile];
+      // Column j of T = (I + A)^-1 by forward substitution; A is strictly lower, so rows above j are 0.
+      // Four partial sums per row: the row's critical path is one FMA and two adds after x[i - 1], not a
+      // chain of i dependent FMAs (2016 in all, ~8k cycles at 4 cycles each).
+      const int j = tid;
+      float x[kChunk];
 #pragma unroll
-      for (int r = 0; r < kTile; ++r) {
-        float sum = 0.0f;
+      for (int i = 0; i < kChunk; ++i) {
+        float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int s = 0; s < r; ++s) sum += sm.a[(b0 + r) * kLdChunkF + b0 + s] * x[s];
-        x[r] = r == col ? 1.0f : -sum;  // rows above the column stay 0: A is strictly lower
+        for (int s = 0; s < i; ++s) sum[s & 3] += sm.a[i * kLdChunkF + s] * x[s];
+        x[i] = i == j ? 1.0f : -((sum[0] + sum[1]) + (sum[2] + sum[3]));
       }
+      const float beta_j = sm.beta[j];
 #pragma unroll
-      for (int r = 0; r < kTile; ++r) t_full[(b0 + r) * kLdChunkF + b0 + col] = x[r];
+      for (int i = 0; i < kChunk; ++i) sm.t_beta[i * kLdChunk + j] = Convert::from(x[i] * beta_j);
     } else {
       for (int e = tid - kChunk; e < kChunk * kKeyPad; e += kForwardThreads - kChunk) {
         const int t = e / kKeyPad;
@@ -443,42 +441,6 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
       }
     }
     __syncthreads();
-    float* block_sums = &sm.stage[0][0];  // [a][16][16]: sum_c A_ac T_cb of the block row being solved
-    for (int a = 1; a < kChunkTiles; ++a) {
-      for (int e = tid; e < a * kTile * kTile; e += kForwardThreads) {
-        const int b = e / (kTile * kTile);
-        const int r = (e / kTile) % kTile;
-        const int col = e % kTile;
-        float sum = 0.0f;
-        for (int c_block = b; c_block < a; ++c_block) {
-#pragma unroll
-          for (int s = 0; s < kTile; ++s) {
-            sum += sm.a[(a * kTile + r) * kLdChunkF + c_block * kTile + s] *
-                   t_full[(c_block * kTile + s) * kLdChunkF + b * kTile + col];
-          }
-        }
-        block_sums[e] = sum;
-      }
-      __syncthreads();
-      for (int e = tid; e < a * kTile * kTile; e += kForwardThreads) {
-        const int b = e / (kTile * kTile);
-        const int r = (e / kTile) % kTile;
-        const int col = e % kTile;
-        float sum = 0.0f;
-#pragma unroll
-        for (int s = 0; s < kTile; ++s) {
-          sum += t_full[(a * kTile + r) * kLdChunkF + a * kTile + s] * block_sums[b * kTile * kTile + s * kTile + col];
-        }
-        t_full[(a * kTile + r) * kLdChunkF + b * kTile + col] = -sum;
-      }
-      __syncthreads();
-    }
-    for (int e = tid; e < kChunk * kChunk; e += kForwardThreads) {
-      const int t = e / kChunk;
-      const int s = e % kChunk;
-      sm.t_beta[t * kLdChunk + s] = Convert::from(s <= t ? t_full[t * kLdChunkF + s] * sm.beta[s] : 0.0f);
-    }
-    __syncthreads();
 
     // ---- -w = -T_beta (k Gamma): 32 tiles, 4 per warp, their k-steps interleaved for ILP -------------
     {
@@ -486,7 +448,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
       FragC acc[kPerWarp];
 #pragma unroll
       for (int u = 0; u < kPerWarp; ++u) wmma::fill_fragment(acc[u], 0.0f);
-#pragma unroll 1
+#pragma unroll
       for (int d = 0; d < kChunk; d += kTile) {
 #pragma unroll
         for (int u = 0; u < kPerWarp; ++u) {
@@ -518,7 +480,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
         wmma::fill_fragment(delta_acc[u], 0.0f);
         wmma::fill_fragment(out_acc[u], 0.0f);
       }
-#pragma unroll 1
+#pragma unroll
       for (int d = 0; d < kChunk; d += kTile) {
 #pragma unroll
         for (int u = 0; u < kOutPerWarp; ++u) {
@@ -530,7 +492,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
           wmma::mma_sync(delta_acc[u], fa, fb, delta_acc[u]);
         }
       }
-#pragma unroll 1
+#pragma unroll
       for (int d = 0; d < kKeyPad; d += kTile) {
 #pragma unroll
         for (int u = 0; u < kOutPerWarp; ++u) {
@@ -555,7 +517,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
     __syncthreads();
 
     // ---- O += P delta (written out); S = diag(Gamma_last) S + (k exp(G_last - G))^T delta ------------
-#pragma unroll 1
+#pragma unroll
     for (int d = 0; d < kChunk; d += kTile) {
 #pragma unroll
       for (int u = 0; u < kOutPerWarp; ++u) {
@@ -592,7 +554,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
         wmma::load_matrix_sync(acc[u], sm.state + (job / kValueTiles) * kTile * kLdValueF + (job % kValueTiles) * kTile,
                                kLdValueF, wmma::mem_row_major);
       }
-#pragma unroll 1
+#pragma unroll
       for (int d = 0; d < kChunk; d += kTile) {
 #pragma unroll
         for (int u = 0; u < kPerWarp; ++u) {
