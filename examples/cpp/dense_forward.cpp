@@ -1,6 +1,6 @@
 // Minimal use of the attnkit C++ API: causal bf16 attention on host memory (the CPU backend), with
-// the backend choice explained. The same code runs on a GPU when the pointers are device pointers and
-// every TensorRef says Device::cuda(0).
+// the backend choice explained. The same code runs on a GPU when the pointers (workspace included) are
+// device pointers and every TensorRef says Device::cuda(0).
 #include <cstdio>
 #include <vector>
 
@@ -24,6 +24,17 @@ int main() {
   args.out = TensorRef::contiguous(out.data(), DType::kBFloat16, {batch, seqlen, heads, head_dim});
   args.lse = TensorRef::contiguous(lse.data(), DType::kFloat32, {batch, heads, seqlen});  // [B, H, S]
   args.options.causal = true;
+
+  // Scratch the chosen backend needs: none on the CPU, a zeroed tile counter for the sm90 forward, split-KV
+  // partials on sm80. Ask, then hand it over; too small a workspace is an error, never a silent fallback.
+  std::size_t workspace_bytes = 0;
+  if (Status status = workspace_size(args, &workspace_bytes); !status) {
+    std::fprintf(stderr, "attnkit: %s\n", status.to_string().c_str());
+    return 1;
+  }
+  std::vector<unsigned char> workspace(workspace_bytes);
+  args.workspace = workspace.data();
+  args.workspace_bytes = workspace.size();
 
   std::printf("%s\n", explain(args).to_string().c_str());
   if (Status status = forward(args); !status) {
