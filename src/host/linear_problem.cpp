@@ -6,124 +6,24 @@
 #include <string>
 #include <vector>
 
+#include "host/tensor_checks.h"
+
 namespace attnkit::host {
 namespace {
 
-// The structural checks below follow dense_problem.cpp's (same messages, same rules); they are kept
-// here rather than shared because the two ops name and group their tensors differently.
-
-Status invalid(const std::string& message) { return {StatusCode::kInvalidArgument, message}; }
-
-std::string shape_string(const std::vector<std::int64_t>& shape) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
-std::string shape_string(const TensorRef& t) {
-  return shape_string(std::vector<std::int64_t>(t.shape, t.shape + std::clamp(t.rank, 0, TensorRef::kMaxRank)));
-}
-
-// Rank, non-negative extents and strides, the highest byte offset within int64 (the 64-bit offset
-// rule: a product of sizes may pass 2^31, never 2^63), last dimension contiguous, pointer non-null when
-// there is something to address, and aligned to the element size.
-Status check_layout(const std::string& name, const TensorRef& t, int expected_rank) {
-  if (!t.defined()) return invalid(name + " is required but was not given");
-  if (t.rank != expected_rank) {
-    return invalid(name + ": expected rank " + std::to_string(expected_rank) + ", got rank " + std::to_string(t.rank));
-  }
-  for (int axis = 0; axis < t.rank; ++axis) {
-    if (t.shape[axis] < 0) return invalid(name + ": negative extent in shape " + shape_string(t));
-    if (t.strides[axis] < 0) {
-      return invalid(name + ": negative stride " + std::to_string(t.strides[axis]) + " on axis " + std::to_string(axis));
-    }
-  }
-  const bool empty = t.numel() == 0;
-  std::int64_t last_offset = 0;
-  for (int axis = 0; axis < t.rank && !empty; ++axis) {
-    std::int64_t term = 0;
-    if (__builtin_mul_overflow(t.shape[axis] - 1, t.strides[axis], &term) ||
-        __builtin_add_overflow(last_offset, term, &last_offset)) {
-      return invalid(name + ": index overflow, shape " + shape_string(t) +
-                     " with its strides addresses past 2^63 elements");
-    }
-  }
-  std::int64_t bytes = 0;
-  if (__builtin_mul_overflow(last_offset + 1, static_cast<std::int64_t>(dtype_size(t.dtype)), &bytes)) {
-    return invalid(name + ": index overflow, its byte span passes 2^63");
-  }
-  if (t.shape[t.rank - 1] > 1 && t.strides[t.rank - 1] != 1) {
-    return invalid(name + ": the last dimension must be contiguous (stride 1), got stride " +
-                   std::to_string(t.strides[t.rank - 1]));
-  }
-  if (!empty && t.data == nullptr) return invalid(name + ": null data pointer for " + t.describe());
-  if (reinterpret_cast<std::uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
-    return invalid(name + ": data pointer is not aligned to its element size (" + std::to_string(dtype_size(t.dtype)) +
-                   " bytes)");
-  }
-  return Status::ok();
-}
-
-Status check_shape(const std::string& name, const TensorRef& t, const std::vector<std::int64_t>& expected,
+Status check_shape(const char* name, const TensorRef& t, const std::vector<std::int64_t>& expected,
                    const std::string& meaning) {
-  for (std::size_t axis = 0; axis < expected.size(); ++axis) {
-    if (t.shape[axis] != expected[axis]) {
-      return invalid(name + ": expected shape " + shape_string(expected) + " " + meaning + ", got " + shape_string(t));
-    }
-  }
-  return Status::ok();
-}
-
-Status check_dtype(const std::string& name, const TensorRef& t, DType expected, const std::string& why) {
-  if (t.dtype != expected) {
-    return invalid(name + ": expected dtype " + dtype_name(expected) + " (" + why + "), got " + dtype_name(t.dtype));
-  }
-  return Status::ok();
+  if (shape_matches(t, expected.data(), expected.size())) return Status::ok();
+  return shape_mismatch(name, t, expected.data(), expected.size(), meaning);
 }
 
 // Layout, dtype, device and shape in one call: the checks every tensor of a call needs.
-Status check_tensor(const std::string& name, const TensorRef& t, const std::vector<std::int64_t>& shape,
+Status check_tensor(const char* name, const TensorRef& t, const std::vector<std::int64_t>& shape,
                     const std::string& meaning, DType dtype, const std::string& why_dtype, Device device) {
   if (Status s = check_layout(name, t, static_cast<int>(shape.size())); !s) return s;
-  if (Status s = check_dtype(name, t, dtype, why_dtype); !s) return s;
-  if (t.device != device) {
-    return invalid(name + ": is on " + device_name(t.device) + " but q is on " + device_name(device) +
-                   "; all tensors of a call must be on one device");
-  }
+  if (Status s = check_dtype(name, t, dtype, why_dtype.c_str()); !s) return s;
+  if (Status s = check_device(name, t, device); !s) return s;
   return check_shape(name, t, shape, meaning);
-}
-
-bool overlaps(const TensorRef& a, const TensorRef& b) {
-  if (!a.defined() || !b.defined() || a.device != b.device) return false;
-  const auto a_begin = reinterpret_cast<std::uintptr_t>(a.data);
-  const auto b_begin = reinterpret_cast<std::uintptr_t>(b.data);
-  const auto a_span = static_cast<std::uintptr_t>(a.span_bytes());
-  const auto b_span = static_cast<std::uintptr_t>(b.span_bytes());
-  if (a_span == 0 || b_span == 0) return false;
-  return a_begin < b_begin + b_span && b_begin < a_begin + a_span;
-}
-
-struct NamedTensor {
-  const char* name;
-  const TensorRef* tensor;
-};
-
-// Outputs must not share a byte with any input or with each other.
-Status check_no_alias(const std::vector<NamedTensor>& outputs, const std::vector<NamedTensor>& inputs) {
-  for (std::size_t i = 0; i < outputs.size(); ++i) {
-    for (const NamedTensor& input : inputs) {
-      if (overlaps(*outputs[i].tensor, *input.tensor)) {
-        return invalid(std::string("output ") + outputs[i].name + " overlaps input " + input.name +
-                       " in memory; outputs must not alias inputs");
-      }
-    }
-    for (std::size_t j = i + 1; j < outputs.size(); ++j) {
-      if (overlaps(*outputs[i].tensor, *outputs[j].tensor)) {
-        return invalid(std::string("outputs ") + outputs[i].name + " and " + outputs[j].name + " overlap in memory");
-      }
-    }
-  }
-  return Status::ok();
 }
 
 TokenStrides token_strides(const TensorRef& t) {
@@ -188,10 +88,7 @@ Status check_options(const LinearOptions& options, LinearProblem* p) {
 Status check_cu_seqlens(const TensorRef& cu, std::int64_t total, Device device) {
   if (Status s = check_layout("cu_seqlens", cu, 1); !s) return s;
   if (Status s = check_dtype("cu_seqlens", cu, DType::kInt32, "index tensors are int32"); !s) return s;
-  if (cu.device != device) {
-    return invalid("cu_seqlens: is on " + device_name(cu.device) + " but q is on " + device_name(device) +
-                   "; all tensors of a call must be on one device");
-  }
+  if (Status s = check_device("cu_seqlens", cu, device); !s) return s;
   if (cu.shape[0] == 0) return invalid("cu_seqlens: must hold at least one offset (0), got an empty tensor");
   if (cu.device.kind != DeviceKind::kCPU) return Status::ok();
   const auto* offsets = static_cast<const std::int32_t*>(cu.data);
@@ -523,7 +420,8 @@ Status make_linear_problem(const LinearDecodeArgs& args, LinearProblem* problem)
       }
     }
   } else if (p.state_pool != p.num_sequences) {
-    return invalid("state: expected shape " + shape_string(state_shape(p, p.num_sequences)) +
+    const std::vector<std::int64_t> expected = state_shape(p, p.num_sequences);
+    return invalid("state: expected shape " + shape_string(expected.data(), expected.size()) +
                    " (one state per sequence; pass state_indices to address a pool), got " + shape_string(args.state));
   }
   p.out = token_strides(args.out);
