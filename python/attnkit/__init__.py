@@ -14,8 +14,9 @@ out = 0 and lse = -inf. Errors: ValueError (bad argument), NotImplementedError (
 supported by this build or device; every backend's reason is listed), RuntimeError (CUDA).
 
 PyTorch is optional. When it is used, attnkit.attention is differentiable, registers the
-torch.library ops ``attnkit::dense_fwd`` / ``attnkit::dense_bwd`` (traceable by
-``torch.compile(fullgraph=True)``) and runs on the current CUDA stream.
+torch.library ops ``attnkit::dense_fwd`` / ``attnkit::dense_bwd`` and ``attnkit::linear_fwd`` /
+``attnkit::linear_bwd`` / ``attnkit::linear_decode`` (traceable by ``torch.compile(fullgraph=True)``) and
+runs on the current CUDA stream.
 """
 
 import sys as _sys

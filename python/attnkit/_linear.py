@@ -2,15 +2,18 @@
 decode step.
 
 The same pattern as dense attention: arguments are normalised here, outputs allocated in q's framework on
-q's device, and the C++ library (include/attnkit/linear.h) validates and runs the call. PyTorch inputs that
-require grad go through an autograd.Function (eager only: there is no torch.library op for linear
-attention yet, so torch.compile breaks the graph around it).
+q's device, and the C++ library (include/attnkit/linear.h) validates and runs the call. With PyTorch the
+three calls are also the torch.library ops ``attnkit::linear_fwd`` (with autograd), ``attnkit::linear_bwd``
+and ``attnkit::linear_decode`` (mutating its state argument), in python/attnkit/_torch_ops.py; as for dense
+attention, torch.compile, functorch transforms and tensor subclasses take the ops, and an eager call on
+plain tensors skips the op dispatch (an autograd.Function when a gradient is wanted).
 """
 
 import sys
 from typing import Any, NamedTuple, Optional
 
 from . import _arrays, _ext
+from ._core import _torch_support
 from ._layout import backend_code, real_float
 
 VARIANTS = {"gdn": 0, "kda": 1}
@@ -54,6 +57,11 @@ def _options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state
             bool(l2norm_qk), _code("gate", GATE_FORMS, gate), real_float("gate_lower_bound", gate_lower_bound),
             _code("beta_form", BETA_FORMS, beta_form), _code("state_layout", STATE_LAYOUTS, state_layout),
             backend_code(backend))
+
+
+def _names(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend, options):
+    """The options as the torch ops take them (names, not codes), after _options validated them."""
+    return (variant, options[1], options[2], gate, options[4], beta_form, state_layout, backend)
 
 
 def _rank(name: str, array, rank: int, layout: str) -> tuple:
@@ -180,9 +188,15 @@ def linear_attention(q, k, v, g, beta, *, variant: str = "gdn", scale: Optional[
 
     Returns:
         out ``[B, T, HV, V]`` in q's dtype, or ``(out, final_state)`` (fp32) with ``output_final_state``.
+        Differentiable with torch (the op ``attnkit::linear_fwd``; torch.compile(fullgraph=True) traces it).
     """
     options = _options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
     inputs = (q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens)
+    support = _torch_support(q)
+    if support is not None and not support._linear_eager_fast_path(inputs):
+        names = _names(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend, options)
+        out, final_state = support.linear_attention_op(inputs, names, bool(output_final_state))
+        return (out, final_state) if output_final_state else out
     frame = _Frame(q, inputs)
     if frame.torch_ops is not None and frame.torch_ops._linear_wants_grad(inputs):
         out, final_state = frame.torch_ops.linear_attention_autograd(frame, inputs, options, bool(output_final_state))
@@ -205,6 +219,11 @@ def linear_attention_backward(dout, q, k, v, g, beta, *, dfinal_state=None, vari
     sum over its G value heads. PyTorch users get the same through autograd.
     """
     options = _options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
+    inputs = (q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens)
+    support = _torch_support(q)
+    if support is not None and not support._linear_eager_fast_path((dout, dfinal_state) + inputs):
+        names = _names(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend, options)
+        return LinearGradients(*support.linear_backward_op(dout, dfinal_state, inputs, names))
     frame = _Frame(q, (dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens))
     return _backward(frame, dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, options)
 
@@ -226,18 +245,29 @@ def linear_decode(q, k, v, g, beta, state, *, state_indices=None, variant: str =
 
     Returns:
         out ``[N, T, HV, V]`` in q's dtype. With JAX, ``state`` cannot be updated in place: pass NumPy or
-        CuPy arrays (or torch tensors) for decode.
+        CuPy arrays (or torch tensors) for decode. With torch it is the op ``attnkit::linear_decode``
+        (state declared mutated), so ``torch.compile(fullgraph=True)`` traces it; no autograd.
     """
     options = _options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
+    support = _torch_support(q)
+    if support is not None:
+        if support._linear_wants_grad((q, k, v, g, beta, A_log, dt_bias, state)):
+            raise NotImplementedError("linear_decode: no autograd (it updates the state in place, for serving); "
+                                      "call it under torch.no_grad() or pass detached tensors")
+        if not support._linear_eager_fast_path((q, k, v, g, beta, A_log, dt_bias, state, state_indices)):
+            names = _names(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend,
+                           options)
+            return support.linear_decode_op_call(q, k, v, g, beta, A_log, dt_bias, state, state_indices, names)
     frame = _Frame(q, (q, k, v, g, beta, A_log, dt_bias, state, state_indices))
-    if frame.torch_ops is not None and frame.torch_ops._linear_wants_grad((q, k, v, g, beta, A_log, dt_bias, state)):
-        raise NotImplementedError("linear_decode: no autograd (it updates the state in place, for serving); call "
-                                  "it under torch.no_grad() or pass detached tensors")
     if isinstance(frame.arrays, _arrays.JaxArrays):
         raise NotImplementedError("linear_decode: JAX arrays are immutable and the state is updated in place; "
                                   "pass NumPy or CuPy arrays, or torch tensors")
     if getattr(getattr(state, "flags", None), "writeable", True) is False:
         raise ValueError("state: is read-only, but linear_decode updates it in place")
+    return frame.finish(_decode(frame, q, k, v, g, beta, A_log, dt_bias, state, state_indices, options))
+
+
+def _decode(frame, q, k, v, g, beta, A_log, dt_bias, state, state_indices, options):
     _rank("q", q, 4, "[N, T, H, K]")
     v_shape = _rank("v", v, 4, "[N, T, HV, V]")
     out = frame.empty(q, v_shape, q)
@@ -245,7 +275,7 @@ def linear_decode(q, k, v, g, beta, state, *, state_indices=None, variant: str =
     _ext.linear_decode(frame.importer, view("q", q), view("k", k), view("v", v), view("g", g), view("beta", beta),
                        view("A_log", A_log), view("dt_bias", dt_bias), view("out", out), view("state", state),
                        view("state_indices", state_indices), *options, frame.stream, frame.workspace)
-    return frame.finish(out)
+    return out
 
 
 linear_attention.__doc__ += _SEMANTICS

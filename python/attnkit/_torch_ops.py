@@ -1,6 +1,6 @@
 """PyTorch support: torch.library ops with fake (meta) implementations, autograd, the eager fast path.
 
-Loaded only when torch is (see _core._torch_support). Registers two ops:
+Loaded only when torch is (see _core._torch_support). Registers the dense ops:
 
 - ``attnkit::dense_fwd(q, k, v, sinks?, cu_seqlens_q?, cu_seqlens_k?, max_seqlen_q, max_seqlen_k, scale?,
   causal, window_left, window_right, softcap, deterministic, backend) -> (out, lse)``
@@ -12,6 +12,18 @@ Both have fake implementations (shapes only), so torch.compile(fullgraph=True) t
 graph break, and dense_fwd's autograd formula calls dense_bwd. The ops allocate contiguous outputs;
 kernels run on the current CUDA stream of the tensors' device, and nothing synchronises the host
 (cu_seqlens on a GPU are never read back).
+
+and the linear attention ops (python/attnkit/_linear.py), built the same way:
+
+- ``attnkit::linear_fwd(q, k, v, g, beta, A_log?, dt_bias?, initial_state?, cu_seqlens?, variant, scale?,
+  l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend, output_final_state)
+  -> (out, final_state)`` (final_state is an empty fp32 tensor without output_final_state), whose autograd
+  formula calls
+- ``attnkit::linear_bwd(dout, dfinal_state?, q, k, v, g, beta, A_log?, dt_bias?, initial_state?,
+  cu_seqlens?, <the same options>) -> (dq, dk, dv, dg, dbeta, d_initial_state, dA_log, ddt_bias)`` (the last
+  three empty where their input is None);
+- ``attnkit::linear_decode(q, k, v, g, beta, A_log?, dt_bias?, state, state_indices?, <options>) -> out``,
+  mutating state (declared in mutates_args; no autograd).
 
 Eager fast path: a call on plain tensors outside tracing skips the op dispatch. Without a gradient to
 record it calls the library directly; with one it goes through ``_EagerAttention``, an autograd.Function
@@ -260,16 +272,182 @@ def explain(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right
 
 
 # ----------------------------------------------------------------------------------------------------
-# Linear attention (python/attnkit/_linear.py): autograd in eager mode.
+# Linear attention (python/attnkit/_linear.py): the ops attnkit::linear_fwd, attnkit::linear_bwd and
+# attnkit::linear_decode, and the eager fast path. Options travel to the ops by name (variant, gate,
+# beta_form, state_layout, backend: the strings linear_attention takes, already validated); each op
+# turns them into the library's codes with _linear._options.
+
+
+def _linear_options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend):
+    from ._linear import _options
+
+    return _options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
+
+
+def _none_to_empty(t: Optional[Tensor], like: Tensor) -> Tensor:
+    """An op cannot return None: an absent output is an empty fp32 tensor on like's device."""
+    return torch.empty((0,), dtype=torch.float32, device=like.device) if t is None else t
+
+
+def _linear_state_shape(q, v, cu_seqlens, state_layout) -> Tuple:
+    from ._linear import STATE_LAYOUTS, _state_shape
+
+    sequences = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    return _state_shape(sequences, tuple(v.shape), q.shape[3], STATE_LAYOUTS[state_layout])
+
+
+@torch.library.custom_op("attnkit::linear_fwd", mutates_args=())
+def linear_fwd(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, A_log: Optional[Tensor],
+               dt_bias: Optional[Tensor], initial_state: Optional[Tensor], cu_seqlens: Optional[Tensor], variant: str,
+               scale: Optional[float], l2norm_qk: bool, gate: str, gate_lower_bound: float, beta_form: str,
+               state_layout: str, backend: str, output_final_state: bool) -> Tuple[Tensor, Tensor]:
+    from ._linear import _forward, _Frame
+
+    options = _linear_options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
+    out, final_state = _forward(_Frame(q, ()), q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, options,
+                                output_final_state)
+    return out, _none_to_empty(final_state, q)
+
+
+@linear_fwd.register_fake
+def _linear_fwd_fake(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, variant, scale, l2norm_qk, gate,
+                     gate_lower_bound, beta_form, state_layout, backend, output_final_state):
+    out = q.new_empty(v.shape)
+    if not output_final_state:
+        return out, q.new_empty((0,), dtype=torch.float32)
+    return out, q.new_empty(_linear_state_shape(q, v, cu_seqlens, state_layout), dtype=torch.float32)
+
+
+@torch.library.custom_op("attnkit::linear_bwd", mutates_args=())
+def linear_bwd(dout: Tensor, dfinal_state: Optional[Tensor], q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
+               A_log: Optional[Tensor], dt_bias: Optional[Tensor], initial_state: Optional[Tensor],
+               cu_seqlens: Optional[Tensor], variant: str, scale: Optional[float], l2norm_qk: bool, gate: str,
+               gate_lower_bound: float, beta_form: str, state_layout: str,
+               backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dq, dk, dv, dg, dbeta, d_initial_state, dA_log, ddt_bias): the last three empty where their input is
+    None."""
+    from ._linear import _backward, _Frame
+
+    options = _linear_options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
+    grads = _backward(_Frame(q, ()), dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens,
+                      options)
+    return tuple(_none_to_empty(grad, q) for grad in grads)
+
+
+@linear_bwd.register_fake
+def _linear_bwd_fake(dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, variant, scale,
+                     l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend):
+    def fp32_like(t):
+        return q.new_empty((0,) if t is None else t.shape, dtype=torch.float32)
+
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), g.new_empty(g.shape),
+            beta.new_empty(beta.shape), fp32_like(initial_state), fp32_like(A_log), fp32_like(dt_bias))
+
+
+def _linear_setup_context(ctx, inputs, output):
+    (q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens) = inputs[:9]
+    ctx.save_for_backward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens)
+    ctx.options = inputs[9:17]
+    ctx.output_final_state = inputs[17]
+
+
+def _linear_fwd_backward(ctx, dout, dfinal_state):
+    q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens = ctx.saved_tensors
+    if not ctx.output_final_state:
+        dfinal_state = None  # the empty placeholder output carries no gradient
+    if dout.stride(-1) != 1:  # the library needs the last dimension contiguous
+        dout = dout.contiguous()
+    if dfinal_state is not None and dfinal_state.stride(-1) != 1:
+        dfinal_state = dfinal_state.contiguous()
+    grads = torch.ops.attnkit.linear_bwd(dout, dfinal_state, q, k, v, g, beta, A_log, dt_bias, initial_state,
+                                         cu_seqlens, *ctx.options)
+    dq, dk, dv, dg, dbeta, d_initial_state, dA_log, ddt_bias = grads
+    return ((dq, dk, dv, dg, dbeta, dA_log if A_log is not None else None, ddt_bias if dt_bias is not None else None,
+             d_initial_state if initial_state is not None else None, None) + (None,) * 9)
+
+
+linear_fwd.register_autograd(_linear_fwd_backward, setup_context=_linear_setup_context)
+
+
+@torch.library.custom_op("attnkit::linear_decode", mutates_args=("state",))
+def linear_decode_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, A_log: Optional[Tensor],
+                     dt_bias: Optional[Tensor], state: Tensor, state_indices: Optional[Tensor], variant: str,
+                     scale: Optional[float], l2norm_qk: bool, gate: str, gate_lower_bound: float, beta_form: str,
+                     state_layout: str, backend: str) -> Tensor:
+    """out [N, T, HV, V]; state is updated in place (declared in mutates_args, so that torch.compile
+    functionalises the update)."""
+    from ._linear import _decode, _Frame
+
+    options = _linear_options(variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend)
+    return _decode(_Frame(q, ()), q, k, v, g, beta, A_log, dt_bias, state, state_indices, options)
+
+
+@linear_decode_op.register_fake
+def _linear_decode_fake(q, k, v, g, beta, A_log, dt_bias, state, state_indices, variant, scale, l2norm_qk, gate,
+                        gate_lower_bound, beta_form, state_layout, backend):
+    return q.new_empty(v.shape)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Linear attention entry points used by _linear.
+
+
+def _linear_eager_fast_path(tensors) -> bool:
+    """True for an eager call on plain tensors (or Parameters; None allowed): then the op dispatch is
+    skipped. torch.compile, functorch transforms and tensor subclasses take the ops."""
+    if _is_compiling() or _functorch_active():
+        return False
+    return all(t is None or _plain(t) for t in tensors)
 
 
 def _linear_wants_grad(inputs) -> bool:
     return torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in inputs)
 
 
+def _check_linear_tensors(names, tensors) -> None:
+    _check_tensors(**dict(zip(names, tensors)))
+
+
+_FORWARD_NAMES = ("q", "k", "v", "g", "beta", "A_log", "dt_bias", "initial_state", "cu_seqlens")
+
+
+def linear_attention_op(inputs, names, output_final_state):
+    """(out, final_state or None) through attnkit::linear_fwd (traced, functorch or tensor subclasses).
+    names: (variant, scale, l2norm_qk, gate, gate_lower_bound, beta_form, state_layout, backend), validated."""
+    from ._linear import _rank
+
+    _check_linear_tensors(_FORWARD_NAMES, inputs)
+    q, v, cu_seqlens = inputs[0], inputs[2], inputs[8]
+    _rank("q", q, 4, "[B, T, H, K]")  # rank errors as ValueError before the op (also when tracing)
+    _rank("v", v, 4, "[B, T, HV, V]")
+    if cu_seqlens is not None:
+        _rank("cu_seqlens", cu_seqlens, 1, "[N + 1]")
+    out, final_state = torch.ops.attnkit.linear_fwd(*inputs, *names, output_final_state)
+    return out, (final_state if output_final_state else None)
+
+
+def linear_backward_op(dout, dfinal_state, inputs, names):
+    """The 8 gradients (None for an absent A_log, dt_bias or initial_state) through attnkit::linear_bwd."""
+    _check_linear_tensors(("dout", "dfinal_state") + _FORWARD_NAMES, (dout, dfinal_state) + tuple(inputs))
+    grads = torch.ops.attnkit.linear_bwd(dout, dfinal_state, *inputs, *names)
+    present = (True,) * 5 + (inputs[7] is not None, inputs[5] is not None, inputs[6] is not None)
+    return tuple(grad if given else None for grad, given in zip(grads, present))
+
+
+def linear_decode_op_call(q, k, v, g, beta, A_log, dt_bias, state, state_indices, names):
+    _check_linear_tensors(("q", "k", "v", "g", "beta", "A_log", "dt_bias", "state", "state_indices"),
+                          (q, k, v, g, beta, A_log, dt_bias, state, state_indices))
+    from ._linear import _rank
+
+    _rank("q", q, 4, "[N, T, H, K]")
+    _rank("v", v, 4, "[N, T, HV, V]")
+    return torch.ops.attnkit.linear_decode(q, k, v, g, beta, A_log, dt_bias, state, state_indices, *names)
+
+
 class _LinearAttention(torch.autograd.Function):
-    """linear_attention's forward and, for its gradients, the library's linear backward (every
-    intermediate recomputed from the saved inputs)."""
+    """linear_fwd with linear_fwd's autograd formula, for eager calls: the library's forward and backward
+    without the op dispatch (outputs and gradients are those of the ops; every intermediate recomputed from
+    the saved inputs)."""
 
     @staticmethod
     def forward(ctx, options, output_final_state, frame, q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens):
@@ -301,4 +479,3 @@ def linear_attention_autograd(frame, inputs, options, output_final_state):
     """(out, final_state or None) with autograd (eager)."""
     result = _LinearAttention.apply(options, output_final_state, frame, *inputs)
     return result if output_final_state else (result, None)
-
