@@ -7,7 +7,7 @@
 #include "attnkit/build_config.h"
 #include "attnkit/dense.h"
 #include "cpu/dense_cpu.h"
-#include "host/cuda_runtime.h"
+#include "host/backend_selection.h"
 #include "host/dense_backend.h"
 #include "host/dense_problem.h"
 
@@ -81,50 +81,9 @@ const std::array<DenseBackendOps, kBackendCount>& backend_table() {
   return table;
 }
 
-// The device gate shared by forward and backward: where must the tensors live for this backend?
-// Answered without building a message (the success path of every call goes through it);
-// device_gate() turns a closed gate into its reason for explain() and errors.
-enum class Gate { kOpen, kNotCompiled, kNotOnCpu, kNotOnCuda, kCapabilityUnknown, kCapabilityTooLow };
-
-Gate device_gate_code(const DenseBackendOps& ops, const DenseProblem& problem, int* capability) {
-  if (ops.missing_build_option[0] != '\0') return Gate::kNotCompiled;
-  if (ops.backend == Backend::kCPU) return problem.device.kind == DeviceKind::kCPU ? Gate::kOpen : Gate::kNotOnCpu;
-  if (problem.device.kind != DeviceKind::kCUDA) return Gate::kNotOnCuda;
-  *capability = cuda_compute_capability(problem.device.index);
-  if (*capability < 0) return Gate::kCapabilityUnknown;
-  const int needed = ops.backend == Backend::kSm90 ? 90 : 80;
-  if (*capability < needed || (ops.backend == Backend::kSm90 && *capability != 90)) return Gate::kCapabilityTooLow;
-  return Gate::kOpen;
-}
-
-Status device_gate(const DenseBackendOps& ops, const DenseProblem& problem) {
-  int capability = -1;
-  switch (device_gate_code(ops, problem, &capability)) {
-    case Gate::kOpen:
-      return Status::ok();
-    case Gate::kNotCompiled:
-      return {StatusCode::kNotCompiled, std::string("not compiled: needs ") + ops.missing_build_option};
-    case Gate::kNotOnCpu:
-      return {StatusCode::kNotImplemented, "tensors are on " + device_name(problem.device) + ", not the CPU"};
-    case Gate::kNotOnCuda:
-      return {StatusCode::kNotImplemented, "tensors are on the CPU, not a CUDA device"};
-    case Gate::kCapabilityUnknown: {
-      std::string why;
-      cuda_compute_capability(problem.device.index, &why);
-      return {StatusCode::kCudaError, why};
-    }
-    case Gate::kCapabilityTooLow:
-      return {StatusCode::kNotImplemented, device_name(problem.device) + " has compute capability " +
-                                               std::to_string(capability / 10) + "." +
-                                               std::to_string(capability % 10) + "; this backend needs " +
-                                               (ops.backend == Backend::kSm90 ? "exactly 9.0" : "8.0 or newer")};
-  }
-  return {StatusCode::kInternal, "dispatch: unknown device gate"};
-}
-
 template <typename Args>
 Status backend_verdict(const DenseBackendOps& ops, const DenseProblem& problem, const Args& args) {
-  if (Status gate = device_gate(ops, problem); !gate) return gate;
+  if (Status gate = device_gate(ops.missing_build_option, ops.backend, problem.device); !gate) return gate;
   if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
     if (ops.supports_forward == nullptr) return {StatusCode::kNotImplemented, "this backend has no forward kernel yet"};
     return ops.supports_forward(problem, args);
@@ -149,37 +108,10 @@ Selection select_backend(const Args& args, const std::array<DenseBackendOps, kBa
   selection.status = make_dense_problem(args, &selection.problem);
   selection.explanation.validation = selection.status;
   if (!selection.status) return selection;
-  const Backend requested = args.options.backend;
-  std::string reasons;
-  Status first_failure;
-  for (const DenseBackendOps& ops : backends) {
-    Status verdict = backend_verdict(ops, selection.problem, args);
-    if (requested != Backend::kAuto && ops.backend != requested) {
-      verdict = {StatusCode::kNotImplemented, std::string("not requested (backend = ") + backend_name(requested) + ")"};
-    } else if (!verdict && requested != Backend::kAuto) {
-      first_failure = verdict;
-    }
-    const bool usable = verdict.is_ok() && selection.chosen == nullptr;
-    if (verdict.is_ok() && selection.chosen != nullptr) {
-      verdict = {StatusCode::kOk, std::string("usable, but ") + backend_name(selection.chosen->backend) + " is preferred"};
-    }
-    if (usable) selection.chosen = &ops;
-    if (!verdict.is_ok()) reasons += std::string("\n  ") + backend_name(ops.backend) + ": " + verdict.message();
-    selection.explanation.verdicts.push_back(
-        {ops.backend, usable, usable ? std::string("chosen") : verdict.message()});
-  }
-  if (selection.chosen != nullptr) {
-    selection.explanation.chosen = selection.chosen->backend;
-    return selection;
-  }
-  // Zero-size work is a defined no-op on any device, even one no backend of this build can serve.
-  if (selection.problem.no_work()) return selection;
-  if (requested != Backend::kAuto) {
-    selection.status = {first_failure.code(), std::string("backend ") + backend_name(requested) +
-                                                  " cannot run this call: " + first_failure.message()};
-  } else {
-    selection.status = {StatusCode::kNotImplemented, "no backend can run this call:" + reasons};
-  }
+  selection.status = rank_backends(
+      backends, args.options.backend, selection.problem.no_work(),
+      [&](const DenseBackendOps& ops) { return backend_verdict(ops, selection.problem, args); }, &selection.chosen,
+      &selection.explanation);
   return selection;
 }
 
@@ -193,7 +125,9 @@ const DenseBackendOps* first_usable_backend(const Args& args, const DenseProblem
   for (const DenseBackendOps& ops : backends) {
     if (requested != Backend::kAuto && ops.backend != requested) continue;
     int capability = -1;
-    if (device_gate_code(ops, problem, &capability) != Gate::kOpen) continue;
+    if (device_gate_code(ops.missing_build_option, ops.backend, problem.device, &capability) != Gate::kOpen) {
+      continue;
+    }
     if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
       if (ops.supports_forward != nullptr && ops.supports_forward(problem, args).is_ok()) return &ops;
     } else {

@@ -8,7 +8,7 @@
 #include "attnkit/build_config.h"
 #include "attnkit/linear.h"
 #include "cpu/linear_cpu.h"
-#include "host/cuda_runtime.h"
+#include "host/backend_selection.h"
 #include "host/linear_backend.h"
 #include "host/linear_problem.h"
 
@@ -125,35 +125,9 @@ struct OpMembers<LinearDecodeArgs> {
   static constexpr auto kRun = &LinearBackendOps::run_decode;
 };
 
-// Where must the tensors live for this backend, and is the device new enough?
-Status device_gate(const LinearBackendOps& ops, const LinearProblem& problem) {
-  if (ops.missing_build_option[0] != '\0') {
-    return {StatusCode::kNotCompiled, std::string("not compiled: needs ") + ops.missing_build_option};
-  }
-  if (ops.backend == Backend::kCPU) {
-    if (problem.device.kind != DeviceKind::kCPU) {
-      return {StatusCode::kNotImplemented, "tensors are on " + device_name(problem.device) + ", not the CPU"};
-    }
-    return Status::ok();
-  }
-  if (problem.device.kind != DeviceKind::kCUDA) {
-    return {StatusCode::kNotImplemented, "tensors are on the CPU, not a CUDA device"};
-  }
-  std::string why;
-  const int capability = cuda_compute_capability(problem.device.index, &why);
-  if (capability < 0) return {StatusCode::kCudaError, why};
-  const bool hopper = ops.backend == Backend::kSm90;
-  if (hopper ? capability != 90 : capability < 80) {
-    return {StatusCode::kNotImplemented, device_name(problem.device) + " has compute capability " +
-                                             std::to_string(capability / 10) + "." + std::to_string(capability % 10) +
-                                             "; this backend needs " + (hopper ? "exactly 9.0" : "8.0 or newer")};
-  }
-  return Status::ok();
-}
-
 template <typename Args>
 Status backend_verdict(const LinearBackendOps& ops, const LinearProblem& problem, const Args& args) {
-  if (Status gate = device_gate(ops, problem); !gate) return gate;
+  if (Status gate = device_gate(ops.missing_build_option, ops.backend, problem.device); !gate) return gate;
   const auto supports = ops.*OpMembers<Args>::kSupports;
   if (supports == nullptr) {
     return {StatusCode::kNotImplemented, std::string("this backend has no linear-attention ") + OpMembers<Args>::kName +
@@ -175,36 +149,10 @@ Selection select_backend(const Args& args, const BackendTable& backends) {
   selection.status = make_linear_problem(args, &selection.problem);
   selection.explanation.validation = selection.status;
   if (!selection.status) return selection;
-  const Backend requested = args.options.backend;
-  std::string reasons;
-  Status first_failure;
-  for (const LinearBackendOps& ops : backends) {
-    Status verdict = backend_verdict(ops, selection.problem, args);
-    if (requested != Backend::kAuto && ops.backend != requested) {
-      verdict = {StatusCode::kNotImplemented, std::string("not requested (backend = ") + backend_name(requested) + ")"};
-    } else if (!verdict && requested != Backend::kAuto) {
-      first_failure = verdict;
-    }
-    const bool usable = verdict.is_ok() && selection.chosen == nullptr;
-    if (verdict.is_ok() && selection.chosen != nullptr) {
-      verdict = {StatusCode::kOk, std::string("usable, but ") + backend_name(selection.chosen->backend) + " is preferred"};
-    }
-    if (usable) selection.chosen = &ops;
-    if (!verdict.is_ok()) reasons += std::string("\n  ") + backend_name(ops.backend) + ": " + verdict.message();
-    selection.explanation.verdicts.push_back({ops.backend, usable, usable ? std::string("chosen") : verdict.message()});
-  }
-  if (selection.chosen != nullptr) {
-    selection.explanation.chosen = selection.chosen->backend;
-    return selection;
-  }
-  // Zero-size work is a defined no-op on any device, even one no backend of this build can serve.
-  if (selection.problem.no_work()) return selection;
-  if (requested != Backend::kAuto) {
-    selection.status = {first_failure.code(), std::string("backend ") + backend_name(requested) +
-                                                  " cannot run this call: " + first_failure.message()};
-  } else {
-    selection.status = {StatusCode::kNotImplemented, "no backend can run this call:" + reasons};
-  }
+  selection.status = rank_backends(
+      backends, args.options.backend, selection.problem.no_work(),
+      [&](const LinearBackendOps& ops) { return backend_verdict(ops, selection.problem, args); }, &selection.chosen,
+      &selection.explanation);
   return selection;
 }
 
