@@ -6,47 +6,21 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "attnkit/numeric.h"
+#include "reference/tensor_load.h"
 
 namespace attnkit::reference {
 namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw std::invalid_argument("linear reference: " + message); }
 
-// One element of a host tensor, converted exactly to double. `offset` is in elements.
+// One element of a host tensor as double (see tensor_load.h).
 double load(const TensorRef& t, std::int64_t offset) {
-  const char* base = static_cast<const char*>(t.data);
-  switch (t.dtype) {
-    case DType::kFloat64: {
-      double value;
-      std::memcpy(&value, base + offset * 8, 8);
-      return value;
-    }
-    case DType::kFloat32: {
-      float value;
-      std::memcpy(&value, base + offset * 4, 4);
-      return value;
-    }
-    case DType::kFloat16: {
-      std::uint16_t bits;
-      std::memcpy(&bits, base + offset * 2, 2);
-      return fp16_to_float(bits);
-    }
-    case DType::kBFloat16: {
-      std::uint16_t bits;
-      std::memcpy(&bits, base + offset * 2, 2);
-      return bf16_to_float(bits);
-    }
-    case DType::kInt32: {
-      std::int32_t value;
-      std::memcpy(&value, base + offset * 4, 4);
-      return value;
-    }
-  }
+  if (const std::optional<double> value = load_element(t, offset)) return *value;
   fail("unknown dtype");
 }
 
