@@ -63,4 +63,46 @@ int cuda_compute_capability(int ordinal, std::string* why_unknown) {
 #endif
 }
 
+bool cuda_device_limits(int ordinal, CudaDeviceLimits* limits, std::string* why_unknown) {
+#if ATTNKIT_ENABLE_CUDA
+  // sm_count (0 = not asked yet) is published last, with release order, so a reader that sees it also
+  // sees the shared-memory limit stored before it.
+  static std::array<std::atomic<int>, 64> known_sm_count{};
+  static std::array<std::atomic<int>, 64> known_shared_memory{};
+  const bool cacheable = ordinal >= 0 && ordinal < static_cast<int>(known_sm_count.size());
+  if (cacheable) {
+    const auto slot = static_cast<std::size_t>(ordinal);
+    const int sm_count = known_sm_count[slot].load(std::memory_order_acquire);
+    if (sm_count > 0) {
+      *limits = {sm_count, known_shared_memory[slot].load(std::memory_order_relaxed)};
+      return true;
+    }
+  }
+  CudaDeviceLimits asked;
+  cudaError_t error = cudaDeviceGetAttribute(&asked.sm_count, cudaDevAttrMultiProcessorCount, ordinal);
+  if (error == cudaSuccess) {
+    error = cudaDeviceGetAttribute(&asked.shared_memory_per_block_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                   ordinal);
+  }
+  if (error != cudaSuccess) {
+    if (why_unknown) *why_unknown = std::string("cannot query cuda:") + std::to_string(ordinal) + ": " +
+                                    cudaGetErrorString(error);
+    cudaGetLastError();
+    return false;
+  }
+  if (cacheable) {
+    const auto slot = static_cast<std::size_t>(ordinal);
+    known_shared_memory[slot].store(asked.shared_memory_per_block_optin, std::memory_order_relaxed);
+    known_sm_count[slot].store(asked.sm_count, std::memory_order_release);
+  }
+  *limits = asked;
+  return true;
+#else
+  (void)ordinal;
+  (void)limits;
+  if (why_unknown) *why_unknown = "this build has no CUDA (ATTNKIT_ENABLE_CUDA=OFF)";
+  return false;
+#endif
+}
+
 }  // namespace attnkit::host

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "host/cuda_runtime.h"
+#include "host/cuda_scoped_device.h"
 #include "kernels/linear/sm80/linear_sm80_kernels.h"
 
 namespace attnkit::sm80 {
@@ -119,12 +121,13 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
   params.vectorized_io = problem.key_dim % 8 == 0 && problem.value_dim % 8 == 0 && aligned16(args.q.data) &&
                          aligned16(args.k.data) && aligned16(args.v.data) && strides_multiple_of_8(problem.q) &&
                          strides_multiple_of_8(problem.k) && strides_multiple_of_8(problem.v);
-  int sm_count = 0;
-  if (cudaError_t e = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, problem.device.index);
-      e != cudaSuccess) {
-    return launch_status(e, "cudaDeviceGetAttribute(multiprocessor count)");
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+    return {StatusCode::kCudaError, "linear forward (sm80): " + why};
   }
-  const int slice = linear_forward_value_slice(params, sm_count);
+  const int slice = linear_forward_value_slice(params, limits.sm_count);
+  host::ScopedDevice device(problem.device.index);
+  if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;
   return launch_status(launch_linear_forward(params, slice, stream_of(args.options)), "linear forward (sm80) launch");
 }
 
@@ -148,6 +151,8 @@ Status linear_decode(const LinearProblem& problem, const LinearDecodeArgs& args)
   params.state_pool = problem.state_pool;
   params.num_sequences = static_cast<int>(problem.num_sequences);
   params.tokens = static_cast<int>(problem.seqlen);
+  host::ScopedDevice device(problem.device.index);
+  if (Status s = launch_status(device.status(), "linear decode (sm80): selecting the tensors' device"); !s) return s;
   return launch_status(launch_linear_decode(params, stream_of(args.options)), "linear decode (sm80) launch");
 }
 

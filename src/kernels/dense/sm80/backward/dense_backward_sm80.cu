@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "host/cuda_runtime.h"
+#include "host/cuda_scoped_device.h"
 #include "kernels/dense/sm80/backward/dense_backward_sm80_config.h"
 #include "kernels/dense/sm80/backward/dense_backward_sm80_params.h"
 #include "kernels/dense/sm80/dense_sm80.h"
@@ -73,33 +75,18 @@ std::string alignment_problem(const char* name, const TensorRef& t) {
   return "";
 }
 
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int ordinal) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != ordinal) error_ = cudaSetDevice(ordinal);
-  }
-  ~DeviceGuard() {
-    if (previous_ >= 0) cudaSetDevice(previous_);
-  }
-  cudaError_t error() const { return error_; }
-
- private:
-  int previous_ = -1;
-  cudaError_t error_ = cudaSuccess;
-};
-
 Status cuda_status(cudaError_t error, const char* what) {
   if (error == cudaSuccess) return Status::ok();
   return {StatusCode::kCudaError, std::string("sm80 dense backward: ") + what + ": " + cudaGetErrorString(error)};
 }
 
-// Opt-in shared memory per block of a device (bytes).
+// Opt-in shared memory per block of a device (bytes), as the runtime reported it once for that device.
 Status shared_memory_limit(int device_index, std::size_t* bytes) {
-  int limit = 0;
-  const cudaError_t error = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_index);
-  if (error != cudaSuccess) return cuda_status(error, "cannot query the shared-memory limit");
-  *bytes = static_cast<std::size_t>(limit);
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(device_index, &limits, &why)) {
+    return {StatusCode::kCudaError, "sm80 dense backward: cannot query the shared-memory limit: " + why};
+  }
+  *bytes = static_cast<std::size_t>(limits.shared_memory_per_block_optin);
   return Status::ok();
 }
 
@@ -224,8 +211,8 @@ Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs
   p.deterministic = problem.deterministic;
   p.fp16 = problem.dtype == DType::kFloat16;
 
-  DeviceGuard guard(problem.device.index);
-  if (Status s = cuda_status(guard.error(), "cannot select the tensors' device"); !s) return s;
+  host::ScopedDevice device(problem.device.index);
+  if (Status s = cuda_status(device.status(), "cannot select the tensors' device"); !s) return s;
   auto stream = static_cast<cudaStream_t>(args.options.stream);
 
   if (Status s = cuda_status(cudaMemsetAsync(p.dq_accum, 0, layout.dq_accum_bytes, stream), "zeroing dq_accum"); !s)

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "host/cuda_runtime.h"
+#include "host/cuda_scoped_device.h"
 #include "host/split_kv_heuristic.h"
 #include "kernels/dense/sm80/dense_sm80.h"
 #include "kernels/dense/sm80/forward/forward_params.h"
@@ -19,24 +21,6 @@ constexpr std::int64_t kMaxSeqlen = (std::int64_t{1} << 30) - 1;
 
 Status not_implemented(const std::string& why) { return {StatusCode::kNotImplemented, "sm80 forward: " + why}; }
 
-struct DeviceLimits {
-  int sm_count = 0;
-  int shared_memory_optin = 0;  // bytes a block may opt in to
-};
-
-Status device_limits(int ordinal, DeviceLimits* limits) {
-  cudaError_t error = cudaDeviceGetAttribute(&limits->sm_count, cudaDevAttrMultiProcessorCount, ordinal);
-  if (error == cudaSuccess) {
-    error = cudaDeviceGetAttribute(&limits->shared_memory_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ordinal);
-  }
-  if (error != cudaSuccess) {
-    cudaGetLastError();
-    return {StatusCode::kCudaError, "sm80 forward: cannot query cuda:" + std::to_string(ordinal) + ": " +
-                                        cudaGetErrorString(error)};
-  }
-  return Status::ok();
-}
-
 // Everything the launch needs that depends on the device as well as the problem.
 struct ForwardPlan {
   int shape_index = -1;
@@ -46,13 +30,15 @@ struct ForwardPlan {
 };
 
 Status make_plan(const host::DenseProblem& problem, ForwardPlan* plan) {
-  DeviceLimits limits;
-  if (Status s = device_limits(problem.device.index, &limits); !s) return s;
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+    return {StatusCode::kCudaError, "sm80 forward: " + why};
+  }
   std::string too_large;
   for (int i = 0; i < kForwardTileShapeCount; ++i) {
     const ForwardTileShape& shape = kForwardTileShapes[i];
     if (problem.head_dim > shape.head_dim || problem.head_dim_v > shape.head_dim_v) continue;
-    if (shape.shared_memory_bytes() > limits.shared_memory_optin) {
+    if (shape.shared_memory_bytes() > limits.shared_memory_per_block_optin) {
       // Appended piece by piece: GCC 12 warns (-Wrestrict, a false positive) on "literal" + string&&.
       too_large.append(" ").append(std::to_string(shape.head_dim)).append("x");
       too_large.append(std::to_string(shape.head_dim_v)).append(" needs ");
@@ -66,7 +52,7 @@ Status make_plan(const host::DenseProblem& problem, ForwardPlan* plan) {
   if (plan->shape_index < 0) {
     return not_implemented("(D, Dv) = (" + std::to_string(problem.head_dim) + ", " +
                            std::to_string(problem.head_dim_v) + ") has no tile that fits the " +
-                           std::to_string(limits.shared_memory_optin) +
+                           std::to_string(limits.shared_memory_per_block_optin) +
                            " bytes of shared memory per block of cuda:" + std::to_string(problem.device.index) +
                            " (tile shared memory in bytes:" + too_large + ")");
   }
@@ -110,23 +96,6 @@ Status check_alignment(const char* name, const TensorRef& t) {
   }
   return Status::ok();
 }
-
-// Makes `ordinal` the current device for the lifetime of the object, restoring the previous one.
-class ScopedDevice {
- public:
-  explicit ScopedDevice(int ordinal) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != ordinal) status_ = cudaSetDevice(ordinal);
-  }
-  ~ScopedDevice() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-  cudaError_t status() const { return status_; }
-
- private:
-  int previous_ = -1;
-  cudaError_t status_ = cudaSuccess;
-};
 
 // The compiled instantiations, indexed by kForwardTileShapes entry: one switch from runtime to type.
 template <DType kDType>
@@ -257,7 +226,7 @@ Status dense_forward(const host::DenseProblem& problem, const DenseForwardArgs& 
   }
   const ForwardParams params = make_params(problem, args, plan);
   if (params.num_m_blocks == 0) return Status::ok();  // varlen with max_seqlen_q = 0: no query row
-  ScopedDevice device(problem.device.index);
+  host::ScopedDevice device(problem.device.index);
   if (device.status() != cudaSuccess) {
     return {StatusCode::kCudaError, std::string("sm80 forward: cannot select cuda:") +
                                         std::to_string(problem.device.index) + ": " +

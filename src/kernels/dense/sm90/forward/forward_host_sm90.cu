@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "host/cuda_runtime.h"
+#include "host/cuda_scoped_device.h"
 #include "host/split_kv_heuristic.h"
 #include "kernels/dense/sm90/dense_sm90.h"
 #include "kernels/dense/sm90/forward/forward_params_sm90.h"
@@ -125,24 +127,6 @@ Status launch_shape(int shape_index, const ForwardParams& params, void* stream) 
   }
 }
 
-struct DeviceLimits {
-  int sm_count = 0;
-  int shared_memory_optin = 0;  // bytes a block may opt in to
-};
-
-Status device_limits(int ordinal, DeviceLimits* limits) {
-  cudaError_t error = cudaDeviceGetAttribute(&limits->sm_count, cudaDevAttrMultiProcessorCount, ordinal);
-  if (error == cudaSuccess) {
-    error = cudaDeviceGetAttribute(&limits->shared_memory_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ordinal);
-  }
-  if (error != cudaSuccess) {
-    cudaGetLastError();
-    return {StatusCode::kCudaError, "sm90 forward: cannot query cuda:" + std::to_string(ordinal) + ": " +
-                                        cudaGetErrorString(error)};
-  }
-  return Status::ok();
-}
-
 // The first tile shape that covers (D, Dv), or -1. compiled_only: the first this build compiled (a
 // partial development build runs D = 64 on the 128 tile rather than refusing it).
 int shape_for(const host::DenseProblem& problem, bool compiled_only) {
@@ -183,22 +167,6 @@ Status check_alignment(const char* name, const TensorRef& t) {
   }
   return Status::ok();
 }
-
-class ScopedDevice {
- public:
-  explicit ScopedDevice(int ordinal) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != ordinal) status_ = cudaSetDevice(ordinal);
-  }
-  ~ScopedDevice() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-  cudaError_t status() const { return status_; }
-
- private:
-  int previous_ = -1;
-  cudaError_t status_ = cudaSuccess;
-};
 
 int clamp_window(std::int64_t bound, std::int64_t unbounded_from) {
   return bound < 0 || bound >= unbounded_from ? -1 : static_cast<int>(bound);
@@ -307,13 +275,15 @@ Status dense_supports_forward(const host::DenseProblem& problem, const DenseForw
   if (problem.batch > INT32_MAX || problem.heads_q > INT32_MAX) {
     return not_implemented("batch and heads must be below 2^31");
   }
-  DeviceLimits limits;
-  if (Status s = device_limits(problem.device.index, &limits); !s) return s;
-  if (shape.shared_memory_bytes() > limits.shared_memory_optin) {
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+    return {StatusCode::kCudaError, "sm90 forward: " + why};
+  }
+  if (shape.shared_memory_bytes() > limits.shared_memory_per_block_optin) {
     return not_implemented("the " + std::to_string(shape.head_dim) + "x" + std::to_string(shape.head_dim_v) +
                            " tile needs " + std::to_string(shape.shared_memory_bytes()) +
                            " bytes of shared memory; cuda:" + std::to_string(problem.device.index) + " offers " +
-                           std::to_string(limits.shared_memory_optin));
+                           std::to_string(limits.shared_memory_per_block_optin));
   }
   const std::int64_t ctas = std::int64_t{num_m_blocks(problem, shape_index)} * problem.batch * problem.heads_q;
   if (ctas > INT32_MAX) {
@@ -348,11 +318,13 @@ std::size_t dense_forward_workspace_bytes(const host::DenseProblem&) { return kW
 Status dense_forward(const host::DenseProblem& problem, const DenseForwardArgs& args) {
   const int shape_index = shape_for(problem, true);
   if (shape_index < 0) return {StatusCode::kNotCompiled, "sm90 forward: no compiled tile for this head dim"};
-  DeviceLimits limits;
-  if (Status s = device_limits(problem.device.index, &limits); !s) return s;
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+    return {StatusCode::kCudaError, "sm90 forward: " + why};
+  }
   const ForwardParams params = make_params(problem, args, shape_index, limits.sm_count);
   if (params.num_ctas == 0) return Status::ok();  // varlen with max_seqlen_q = 0: no query row
-  ScopedDevice device(problem.device.index);
+  host::ScopedDevice device(problem.device.index);
   if (device.status() != cudaSuccess) {
     return {StatusCode::kCudaError, std::string("sm90 forward: cannot select cuda:") +
                                         std::to_string(problem.device.index) + ": " +
