@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/numeric.h"
 
 namespace {
 
@@ -35,21 +36,6 @@ using attnkit::TensorRef;
       std::exit(2);                                                                            \
     }                                                                                          \
   } while (0)
-
-std::uint16_t to_bf16(float x) {
-  std::uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
-}
-float from_bf16(std::uint16_t h) {
-  std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
-float round_bf16(float x) { return from_bf16(to_bf16(x)); }
 
 // A device buffer with its host mirror of the values it holds (bf16 tensors hold rounded values).
 struct Buffer {
@@ -80,8 +66,8 @@ struct Buffer {
     if (dtype == DType::kBFloat16) {
       std::vector<std::uint16_t> bits(count);
       for (std::int64_t i = 0; i < count; ++i) {
-        bits[i] = to_bf16(host[i]);
-        host[i] = from_bf16(bits[i]);
+        bits[i] = attnkit::float_to_bf16(host[i]);
+        host[i] = attnkit::bf16_to_float(bits[i]);
       }
       CUDA_OK(cudaMemcpy(device, bits.data(), count * 2, cudaMemcpyHostToDevice));
     } else if (dtype == DType::kInt32) {
@@ -96,7 +82,7 @@ struct Buffer {
     if (dtype == DType::kBFloat16) {
       std::vector<std::uint16_t> bits(count);
       CUDA_OK(cudaMemcpy(bits.data(), device, count * 2, cudaMemcpyDeviceToHost));
-      for (std::int64_t i = 0; i < count; ++i) out[i] = from_bf16(bits[i]);
+      for (std::int64_t i = 0; i < count; ++i) out[i] = attnkit::bf16_to_float(bits[i]);
     } else {
       CUDA_OK(cudaMemcpy(out.data(), device, count * 4, cudaMemcpyDeviceToHost));
     }
