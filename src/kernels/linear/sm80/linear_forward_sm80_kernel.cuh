@@ -29,6 +29,7 @@
 
 #include <cstdint>
 
+#include "device/kernel_attributes.cuh"
 #include "kernels/linear/sm80/linear_sm80_common.cuh"
 #include "kernels/linear/sm80/linear_sm80_kernels.h"
 
@@ -590,9 +591,9 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
 template <typename Element, bool kPerKeyGate, int kValueSlice>
 cudaError_t launch_linear_forward_instance(const LinearForwardParams& params, cudaStream_t stream) {
   using Shared = ForwardShared<Element, kPerKeyGate, kValueSlice>;
-  auto kernel = linear_forward_kernel<Element, kPerKeyGate, kValueSlice>;
+  constexpr auto kernel = &linear_forward_kernel<Element, kPerKeyGate, kValueSlice>;
   const int bytes = static_cast<int>(sizeof(Shared));
-  cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  cudaError_t status = device::ensure_dynamic_shared_memory<kernel>(bytes);
   if (status != cudaSuccess) return status;
   const int slices = (params.common.value_dim + kValueSlice - 1) / kValueSlice;
   const dim3 grid(static_cast<unsigned>(params.num_sequences) * slices, params.common.heads_v);

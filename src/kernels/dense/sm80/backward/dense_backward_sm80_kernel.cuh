@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "device/backward_mma_sm80.cuh"
+#include "device/kernel_attributes.cuh"
 #include "kernels/dense/sm80/backward/dense_backward_sm80_config.h"
 #include "kernels/dense/sm80/backward/dense_backward_sm80_params.h"
 
@@ -722,8 +723,8 @@ Status launch_dense_backward_main(const DenseBackwardParams& params, cudaStream_
   using Kernel = detail::BackwardKernel<Element, Tile>;
   const std::int64_t ctas = static_cast<std::int64_t>(params.num_n_blocks) * params.heads_kv * params.batch;
   if (ctas == 0) return Status::ok();
-  const auto kernel = detail::dense_backward_main_kernel<Kernel>;
-  cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Kernel::kSmemBytes);
+  constexpr auto kernel = &detail::dense_backward_main_kernel<Kernel>;
+  cudaError_t error = device::ensure_dynamic_shared_memory<kernel>(Kernel::kSmemBytes);
   if (error != cudaSuccess) {
     return {StatusCode::kCudaError, std::string("sm80 dense backward: cannot raise the shared-memory limit to ") +
                                         std::to_string(Kernel::kSmemBytes) + " bytes: " + cudaGetErrorString(error)};

@@ -9,6 +9,7 @@
 
 #include <cute/tensor.hpp>
 
+#include "device/kernel_attributes.cuh"
 #include "device/mask_policy.cuh"
 #include "device/online_softmax.cuh"
 #include "kernels/dense/sm80/forward/forward_config.cuh"
@@ -60,9 +61,8 @@ Status launch_dense_forward(const ForwardParams& params, void* stream) {
   using Config = ForwardConfig<kShapeIndex, kDType>;
   using Kernel = DenseForwardKernel<Config, ForwardMainloopSm80<Config>, ForwardEpilogueSm80<Config>,
                                     ForwardTileScheduler>;
-  auto* kernel = &dense_forward_sm80_kernel<Kernel>;
-  // Above 48 KiB a kernel must opt in to dynamic shared memory (per device, so on every launch).
-  cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Kernel::kSmemBytes);
+  constexpr auto kernel = &dense_forward_sm80_kernel<Kernel>;
+  cudaError_t error = device::ensure_dynamic_shared_memory<kernel>(Kernel::kSmemBytes);
   if (error == cudaSuccess) {
     const auto blocks = static_cast<unsigned>(ForwardTileScheduler::grid_size(params));
     kernel<<<blocks, Kernel::kThreads, Kernel::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(params);

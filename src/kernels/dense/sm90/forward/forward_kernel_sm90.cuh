@@ -27,6 +27,7 @@
 #include <cutlass/arch/reg_reconfig.h>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
+#include "device/kernel_attributes.cuh"
 #include "device/mask_policy.cuh"
 #include "device/mma_fragment_sm80.cuh"
 #include "device/tile_copy_sm80.cuh"
@@ -639,8 +640,8 @@ Status launch_dense_forward_sm90(const ForwardParams& p, void* stream) {
       make_tma_copy(SM90_TMA_LOAD{}, mV, take<0, 2>(typename Config::SmemLayoutV{}),
                     select<2, 1>(typename Config::TileShapePV{}), _1{})};
 
-  auto* kernel = &dense_forward_sm90_kernel<Kernel, Config>;
-  cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config::kSmemBytes);
+  constexpr auto kernel = &dense_forward_sm90_kernel<Kernel, Config>;
+  cudaError_t error = device::ensure_dynamic_shared_memory<kernel>(Config::kSmemBytes);
   if (error == cudaSuccess) {
     const auto blocks = static_cast<unsigned>(p.num_ctas);
     kernel<<<blocks, Config::kThreads, Config::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(params);
