@@ -282,6 +282,28 @@ bool report(const char* what, const Case& c, const ErrorStats& e) {
   return ok;
 }
 
+// The device workspace a forward call asks for (workspace_size), attached to its arguments.
+struct Workspace {
+  void* device = nullptr;
+  explicit Workspace(attnkit::LinearForwardArgs& args) {
+    std::size_t bytes = 0;
+    const attnkit::Status status = attnkit::workspace_size(args, &bytes);
+    if (!status) {
+      std::fprintf(stderr, "workspace_size: %s\n", status.to_string().c_str());
+      std::exit(2);
+    }
+    if (bytes == 0) return;
+    CUDA_OK(cudaMalloc(&device, bytes));
+    args.workspace = device;
+    args.workspace_bytes = bytes;
+  }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() {
+    if (device != nullptr) cudaFree(device);
+  }
+};
+
 bool check_forward(const Case& c, std::mt19937& rng) {
   const bool varlen = !c.varlen.empty();
   const int batch = varlen ? 1 : c.batch;
@@ -325,6 +347,7 @@ bool check_forward(const Case& c, std::mt19937& rng) {
   args.final_state = ht.ref({N, c.heads_v, rows, cols});
   if (varlen) args.cu_seqlens = cu.ref({N + 1});
   args.options = options_of(c);
+  const Workspace workspace(args);
   const attnkit::Status status = attnkit::forward(args);
   if (!status) {
     std::printf("FAIL fwd  %-34s %s\n", c.name, status.to_string().c_str());
@@ -434,6 +457,8 @@ int run_check() {
       {"gdn T=75 K=V=128 g*1", GDN, 2, 75, 2, 4, 128, 128, 1.0f},
       {"gdn T=500 K=64 V=128 g*0.01", GDN, 1, 500, 1, 2, 64, 128, 0.01f},
       {"gdn T=1000 K=100 V=96 g*10", GDN, 1, 1000, 2, 2, 100, 96, 10.0f},
+      {"gdn T=300 K=128 V=200 g*0.1", GDN, 1, 300, 1, 2, 128, 200, 0.1f},
+      {"gdn B=4 T=130 H=8 HV=40 (slice 32)", GDN, 4, 130, 8, 40, 128, 128, 1.0f},
       {"gdn T=256 K=V=128 l2 softplus sig", GDN, 2, 256, 2, 2, 128, 128, 1.0f, true, LinearGateForm::kSoftplus,
        LinearBetaForm::kSigmoid},
       {"gdn T=200 vk 2sig", GDN, 1, 200, 1, 2, 128, 64, 1.0f, false, LinearGateForm::kLogDecay,
@@ -510,6 +535,7 @@ int run_bench(const char* path) {
       args.beta = in.beta.ref({s.b, s.t, s.hv});
       args.out = out.ref({s.b, s.t, s.hv, 128});
       args.options = options_of(c);
+      const Workspace workspace(args);
       bool failed = false;
       const float ms = median_ms([&] { failed |= !attnkit::forward(args).is_ok(); }, 3, 10);
       CUDA_OK(cudaDeviceSynchronize());

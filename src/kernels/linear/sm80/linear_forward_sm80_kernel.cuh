@@ -30,29 +30,12 @@
 #include <cstdint>
 
 #include "device/kernel_attributes.cuh"
-#include "kernels/linear/sm80/linear_sm80_common.cuh"
-#include "kernels/linear/sm80/linear_sm80_kernels.h"
+#include "kernels/linear/sm80/linear_wmma_sm80.cuh"
 
 namespace attnkit::sm80::linear_detail {
 
-template <typename Element>
-struct ElementConvert;
-template <>
-struct ElementConvert<__nv_bfloat16> {
-  __device__ static __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
-  __device__ static float to(__nv_bfloat16 x) { return __bfloat162float(x); }
-};
-template <>
-struct ElementConvert<__half> {
-  __device__ static __half from(float x) { return __float2half_rn(x); }
-  __device__ static float to(__half x) { return __half2float(x); }
-};
-
 constexpr int kForwardThreads = 256;
 constexpr int kForwardWarps = kForwardThreads / 32;
-constexpr int kChunk = kLinearChunk;              // 64 tokens
-constexpr int kKeyPad = kLinearForwardMaxKeyDim;  // K padded with zeros to 128
-constexpr int kTile = 16;                         // WMMA m = n = k = 16
 
 // Shared memory of one CTA. Leading dimensions carry 16 bytes (Element) or 16 bytes (fp32) of padding so
 // that the rows of a 16 x 16 tile fall in different banks.
@@ -81,86 +64,6 @@ struct ForwardShared {
   alignas(128) float gate[kPerKeyGate ? kChunk * kKeyPad : kChunk];  // G, inclusive cumulative log decay
   alignas(16) float beta[kChunk];
 };
-
-template <typename Element>
-using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, kTile, kTile, kTile, Element, nvcuda::wmma::row_major>;
-template <typename Element>
-using FragAT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
-template <typename Element>
-using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::row_major>;
-template <typename Element>
-using FragBT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
-using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, kTile, kTile, kTile, float>;
-
-// acc += X[rows of tile tr, all depth] Y^T[.., tile tc] where X and Y are row-major [., depth] (ld).
-template <typename Element, int kDepth>
-__device__ __forceinline__ void mma_abt(FragC& acc, const Element* x, const Element* y, int ld) {
-  FragA<Element> fa;
-  FragBT<Element> fb;
-#pragma unroll
-  for (int d = 0; d < kDepth; d += kTile) {
-    nvcuda::wmma::load_matrix_sync(fa, x + d, ld);
-    nvcuda::wmma::load_matrix_sync(fb, y + d, ld);
-    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
-  }
-}
-
-// Stores a 16 x 16 accumulator as Element (times `factor`) through the warp's fp32 staging tile.
-template <typename Element>
-__device__ __forceinline__ void store_tile_lowp(const FragC& acc, float* stage, Element* dst, int ld, float factor) {
-  nvcuda::wmma::store_matrix_sync(stage, acc, kTile, nvcuda::wmma::mem_row_major);
-  __syncwarp();
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int e = lane; e < kTile * kTile; e += 32) {
-    dst[(e / kTile) * ld + e % kTile] = ElementConvert<Element>::from(factor * stage[e]);
-  }
-  __syncwarp();
-}
-
-// Loads `rows` rows of a token-major tensor into Element smem [kChunk][ld], columns [col0, col0 + width)
-// of `cols` valid ones, zero elsewhere. `vectorized`: 16-byte loads (cols and strides multiples of 8).
-template <typename Element, int kWidth>
-__device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* src, std::int64_t token_stride,
-                                          int rows, int col0, int cols, bool vectorized) {
-  constexpr int kVectors = kWidth / 8;
-  for (int e = threadIdx.x; e < kChunk * kVectors; e += kForwardThreads) {
-    const int t = e / kVectors;
-    const int cb = (e % kVectors) * 8;
-    Element* d = dst + t * ld + cb;
-    const int col = col0 + cb;
-    if (t < rows && col < cols) {
-      const Element* s = src + t * token_stride + col;
-      if (vectorized) {
-        *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(s);
-      } else {
-#pragma unroll
-        for (int u = 0; u < 8; ++u) d[u] = col + u < cols ? s[u] : ElementConvert<Element>::from(0.0f);
-      }
-    } else {
-      *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-    }
-  }
-}
-
-// Rescales each of the 64 rows of q and k by its L2 factor (a warp per row, 4 columns per lane).
-template <typename Element>
-__device__ void l2_normalise_rows(Element* rows, int ld) {
-  const int lane = threadIdx.x & 31;
-  for (int r = threadIdx.x >> 5; r < kChunk; r += kForwardWarps) {
-    Element* row = rows + r * ld;
-    float x[4];
-    float sum = 0.0f;
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      x[u] = ElementConvert<Element>::to(row[lane * 4 + u]);
-      sum += x[u] * x[u];
-    }
-    const float factor = l2norm_factor(warp_sum(sum));
-#pragma unroll
-    for (int u = 0; u < 4; ++u) row[lane * 4 + u] = ElementConvert<Element>::from(x[u] * factor);
-  }
-}
 
 template <typename Element, bool kPerKeyGate, int kValueSlice>
 __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(LinearForwardParams params) {
@@ -222,9 +125,9 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
     const int rows = static_cast<int>(length - t0 < kChunk ? length - t0 : kChunk);
 
     // ---- Load: q, k, v slice, gates, beta; the state's low-precision copy ----------------------------
-    load_rows<Element, kKeyPad>(sm.q, kLdKey, q_base + t0 * c.q.token_stride, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
-    load_rows<Element, kKeyPad>(sm.k, kLdKey, k_base + t0 * c.k.token_stride, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
-    load_rows<Element, kValueSlice>(sm.v, kLdValue, v_base + t0 * c.v.token_stride, c.v.token_stride, rows, col0, c.value_dim, params.vectorized_io);
+    load_rows<Element, kKeyPad, kForwardThreads>(sm.q, kLdKey, q_base + t0 * c.q.token_stride, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+    load_rows<Element, kKeyPad, kForwardThreads>(sm.k, kLdKey, k_base + t0 * c.k.token_stride, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+    load_rows<Element, kValueSlice, kForwardThreads>(sm.v, kLdValue, v_base + t0 * c.v.token_stride, c.v.token_stride, rows, col0, c.value_dim, params.vectorized_io);
     for (int e = tid; e < kKeyPad * kValueSlice; e += kForwardThreads) {
       const int i = e / kValueSlice;
       const int jj = e % kValueSlice;
@@ -250,8 +153,8 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
 
     // ---- L2 norm and the cumulative log decay G ------------------------------------------------------
     if (c.l2norm_qk) {
-      l2_normalise_rows(sm.q, kLdKey);
-      l2_normalise_rows(sm.k, kLdKey);
+      l2_normalise_rows<Element, kForwardThreads>(sm.q, kLdKey);
+      l2_normalise_rows<Element, kForwardThreads>(sm.k, kLdKey);
     }
     if constexpr (kPerKeyGate) {
       if (tid < kKeyPad) {

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -91,6 +92,36 @@ Status launch_status(cudaError_t error, const char* what) {
   return {StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(error)};
 }
 
+// Where the chunk-parallel GDN forward keeps its intermediates (LinearChunkWorkspace) in the workspace:
+// byte offsets of 256-byte aligned pieces. At (B, T, HV) = (4, 8192, 32), K = V = 128: 1.8 GB.
+struct GdnWorkspaceLayout {
+  std::int64_t slots = 0;
+  std::int64_t value_pad = 0;
+  std::size_t w_neg = 0, k_decay = 0, u = 0, gate = 0, h = 0, v_new = 0, total = 0;
+};
+
+GdnWorkspaceLayout gdn_workspace_layout(const LinearProblem& problem) {
+  constexpr std::int64_t kChunk = kLinearChunk;
+  GdnWorkspaceLayout layout;
+  layout.slots = problem.varlen ? problem.seqlen / kChunk + problem.num_sequences
+                                : problem.num_sequences * ((problem.seqlen + kChunk - 1) / kChunk);
+  layout.value_pad = (problem.value_dim + 63) / 64 * 64;
+  const std::size_t heads = static_cast<std::size_t>(layout.slots) * static_cast<std::size_t>(problem.heads_v);
+  const std::size_t element = 2;  // fp16 / bf16
+  auto take = [&](std::size_t bytes) {
+    const std::size_t at = layout.total;
+    layout.total += (bytes + 255) / 256 * 256;
+    return at;
+  };
+  layout.w_neg = take(heads * kChunk * kLinearForwardMaxKeyDim * element);
+  layout.k_decay = take(heads * kChunk * kLinearForwardMaxKeyDim * element);
+  layout.u = take(heads * kChunk * layout.value_pad * sizeof(float));
+  layout.gate = take(heads * kChunk * sizeof(float));
+  layout.h = take(heads * kLinearForwardMaxKeyDim * layout.value_pad * element);
+  layout.v_new = take(heads * kChunk * layout.value_pad * element);
+  return layout;
+}
+
 }  // namespace
 
 Status linear_supports_forward(const LinearProblem& problem, const LinearForwardArgs&) {
@@ -105,7 +136,9 @@ Status linear_supports_forward(const LinearProblem& problem, const LinearForward
   return grid_fits(problem, (problem.value_dim + 31) / 32);
 }
 
-std::size_t linear_forward_workspace_bytes(const LinearProblem&) { return 0; }
+std::size_t linear_forward_workspace_bytes(const LinearProblem& problem) {
+  return problem.per_key_gate() ? 0 : gdn_workspace_layout(problem).total;
+}
 
 Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& args) {
   LinearForwardParams params;
@@ -125,7 +158,26 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
   if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
     return {StatusCode::kCudaError, "linear forward (sm80): " + why};
   }
-  const int slice = linear_forward_value_slice(params, limits.sm_count);
+  if (!problem.per_key_gate()) {
+    const GdnWorkspaceLayout layout = gdn_workspace_layout(problem);
+    if (layout.slots * (layout.value_pad / 64) > 0x7fffffff) {
+      return {StatusCode::kNotImplemented, "linear forward (sm80): " + std::to_string(layout.slots) +
+                                               " chunks times the 64-column value slices exceed grid.x (2^31 - 1)"};
+    }
+    if (reinterpret_cast<std::uintptr_t>(args.workspace) % 256 != 0) {
+      return {StatusCode::kInvalidArgument, "linear forward (sm80): the workspace must be 256-byte aligned"};
+    }
+    unsigned char* base = static_cast<unsigned char*>(args.workspace);
+    params.chunk.w_neg = base + layout.w_neg;
+    params.chunk.k_decay = base + layout.k_decay;
+    params.chunk.u = reinterpret_cast<float*>(base + layout.u);
+    params.chunk.gate = reinterpret_cast<float*>(base + layout.gate);
+    params.chunk.h = base + layout.h;
+    params.chunk.v_new = base + layout.v_new;
+    params.chunk.slots = layout.slots;
+    params.chunk.value_pad = static_cast<int>(layout.value_pad);
+  }
+  const int slice = linear_gdn_state_slice(params, limits.sm_count);
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;
   return launch_status(launch_linear_forward(params, slice, stream_of(args.options)), "linear forward (sm80) launch");

@@ -18,9 +18,11 @@ constexpr int kLinearChunk = 64;
 
 cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t stream);
 
-// Value columns per CTA of the chunked forward: 64 halves the per-chunk work shared by the slices of a
-// head (K K^T, the solve, w) against 32; 32 doubles the CTAs of few-head, long-sequence problems.
-int linear_forward_value_slice(const LinearForwardParams& params, int sm_count);
-cudaError_t launch_linear_forward(const LinearForwardParams& params, int value_slice, cudaStream_t stream);
+// The chunked forward: KDA runs the fused chunk walk (one CTA per sequence, value head and 32 value
+// columns); GDN the three chunk-parallel kernels, whose intermediates live in the workspace
+// (params.chunk, sized by linear_gdn_workspace_bytes) and whose state pass takes value slices of
+// `gdn_state_slice` (16 or 32) columns.
+int linear_gdn_state_slice(const LinearForwardParams& params, int sm_count);
+cudaError_t launch_linear_forward(const LinearForwardParams& params, int gdn_state_slice, cudaStream_t stream);
 
 }  // namespace attnkit::sm80

@@ -62,8 +62,24 @@ struct LinearDecodeParams {
   int tokens = 0;                      // T per sequence
 };
 
+// Intermediates of the chunk-parallel GDN forward, per chunk slot s and value head hv (64-bit offsets
+// ((s * HV + hv) * rows + row) * cols + col). A slot is one 64-token chunk of one sequence: sequence n,
+// chunk c sits at slot n * ceil(T / 64) + c (fixed length) or cu_seqlens[n] / 64 + n + c (varlen, fewer
+// than T / 64 + N slots; some stay unused).
+struct LinearChunkWorkspace {
+  void* w_neg = nullptr;   // Element [slots][HV][64][128]: -T_beta (k Gamma)
+  void* k_decay = nullptr; // Element [slots][HV][64][128]: k exp(G_last - G)
+  float* u = nullptr;      // fp32 [slots][HV][64][value_pad]: T_beta v
+  float* gate = nullptr;   // fp32 [slots][HV][64]: G, the inclusive cumulative log decay in the chunk
+  void* h = nullptr;       // Element [slots][HV][128][value_pad]: the state at the chunk's start
+  void* v_new = nullptr;   // Element [slots][HV][64][value_pad]: u - w h
+  std::int64_t slots = 0;
+  int value_pad = 0;       // V rounded up to 64
+};
+
 struct LinearForwardParams {
   LinearCommonParams common;
+  LinearChunkWorkspace chunk;       // GDN only
   LinearStateTensor initial_state;  // data null: zero state
   LinearStateTensor final_state;    // data null: not requested
   const std::int32_t* cu_seqlens = nullptr;  // [N + 1] for varlen, else null

@@ -1,0 +1,663 @@
+// Chunk-parallel forward of GDN on sm80+ tensor cores (WMMA bf16/fp16, fp32 accumulation and state), in
+// three kernels so that only the state recurrence runs sequentially:
+//
+//   prep   (grid: every chunk slot x value head, in parallel) from k, g, beta, v of one 64-token chunk:
+//          G = inclusive cumulative log decay, A[t][s] = beta_t exp(G_t - G_s) k_t . k_s (s < t),
+//          T_beta = (I + A)^-1 diag(beta) (fp32 substitution), and writes
+//          w_neg = -T_beta (k Gamma), k_decay = k exp(G_last - G), u = T_beta v (fp32), G.
+//   state  (grid: sequence x value head x slice of 16 or 32 value columns) walks the chunks in order
+//          with its fp32 state slice S in shared memory: v_new = u + w_neg S, S <- exp(G_last) S +
+//          k_decay^T v_new; it writes S at each chunk's start (Element) and v_new. Per chunk that is two
+//          small GEMMs and two barriers, with the next chunk's operands in flight (cp.async, double buffer).
+//   output (grid: every chunk slot x value head x 64 value columns, in parallel)
+//          O = (scale q Gamma) S_chunk + P v_new, P[t][s] = scale exp(G_t - G_s) q_t . k_s (s <= t).
+//
+// Every exp has a non-positive argument (G falls along the chunk). The state slice S [128, slice] of a
+// (sequence, value head) is exact parallelism: value columns evolve independently.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+
+#include "device/kernel_attributes.cuh"
+#include "kernels/linear/sm80/linear_wmma_sm80.cuh"
+
+namespace attnkit::sm80::linear_detail {
+
+constexpr int kChunkedThreads = 128;
+constexpr int kChunkedWarps = kChunkedThreads / 32;
+constexpr int kOutputSlice = 64;  // value columns per output CTA
+
+// ---- Chunk slots ---------------------------------------------------------------------------------------
+
+struct SlotPlace {
+  std::int64_t chunk = 0;   // chunk index inside the sequence
+  std::int64_t batch = 0;   // batch index into the token tensors (0 for varlen)
+  std::int64_t bos = 0;     // the sequence's first token in the tensors' T dimension
+  std::int64_t length = 0;  // the sequence's token count
+};
+
+__device__ __forceinline__ std::int64_t chunks_per_sequence(const LinearForwardParams& p) {
+  return (p.seqlen + kChunk - 1) / kChunk;
+}
+
+// First slot of sequence n (see LinearChunkWorkspace): strictly increasing in n.
+__device__ __forceinline__ std::int64_t sequence_first_slot(const LinearForwardParams& p, int n) {
+  if (p.cu_seqlens == nullptr) return n * chunks_per_sequence(p);
+  return static_cast<std::int64_t>(p.cu_seqlens[n * p.cu_seqlens_stride]) / kChunk + n;
+}
+
+// Resolves a slot to its sequence and chunk; false for a varlen slot that holds no chunk.
+__device__ __forceinline__ bool locate_slot(const LinearForwardParams& p, std::int64_t slot, SlotPlace* place) {
+  if (p.cu_seqlens == nullptr) {
+    const std::int64_t per = chunks_per_sequence(p);
+    place->batch = slot / per;
+    place->chunk = slot % per;
+    place->bos = 0;
+    place->length = p.seqlen;
+    return true;
+  }
+  int lo = 0, hi = p.num_sequences - 1;  // the last sequence whose first slot is <= slot
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (sequence_first_slot(p, mid) <= slot) lo = mid; else hi = mid - 1;
+  }
+  place->batch = 0;
+  place->bos = p.cu_seqlens[lo * p.cu_seqlens_stride];
+  place->length = p.cu_seqlens[(lo + 1) * p.cu_seqlens_stride] - place->bos;
+  place->chunk = slot - sequence_first_slot(p, lo);
+  return place->chunk >= 0 && place->chunk * kChunk < place->length;
+}
+
+// ---- cp.async ------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* global) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
+}
+__device__ __forceinline__ void cp_async_4(void* smem, const void* global) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(address), "l"(global));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Converts a warp's 16 x 16 fp32 tile (row-major, ld `ld_src`) to Element and writes it to one or two
+// destinations, 8 elements (16 bytes) per lane. `dst2` may be null.
+template <typename Element>
+__device__ __forceinline__ void convert_tile(const float* src, int ld_src, Element* dst, int ld_dst, Element* dst2,
+                                             std::int64_t ld_dst2) {
+  const int lane = threadIdx.x & 31;
+  const int r = lane >> 1;
+  const int c = (lane & 1) * 8;
+  alignas(16) Element x[8];
+#pragma unroll
+  for (int u = 0; u < 8; ++u) x[u] = ElementConvert<Element>::from(src[r * ld_src + c + u]);
+  const uint4 packed = *reinterpret_cast<const uint4*>(x);
+  *reinterpret_cast<uint4*>(dst + r * ld_dst + c) = packed;
+  if (dst2 != nullptr) *reinterpret_cast<uint4*>(dst2 + r * ld_dst2 + c) = packed;
+}
+
+// ---- prep ----------------------------------------------------------------------------------------------
+
+template <typename Element>
+struct PrepShared {
+  static constexpr int kLdKey = kKeyPad + 8;
+  static constexpr int kLdChunk = kChunk + 8;
+  static constexpr int kLdChunkF = kChunk + 4;
+  static constexpr int kValuePiece = 64;
+  static constexpr int kLdValue = kValuePiece + 8;
+  alignas(128) Element k[kChunk * kLdKey];  // k (L2-normalised)
+  alignas(128) Element x[kChunk * kLdKey];  // k Gamma
+  alignas(128) Element v[kChunk * kLdValue];
+  alignas(128) Element t_beta[kChunk * kLdChunk];
+  alignas(128) float a[kChunk * kLdChunkF];
+  alignas(16) float gate[kChunk];
+  alignas(16) float beta[kChunk];
+};
+
+template <typename Element>
+__global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(LinearForwardParams params) {
+  using Shared = PrepShared<Element>;
+  using Convert = ElementConvert<Element>;
+  namespace wmma = nvcuda::wmma;
+  constexpr int kLdKey = Shared::kLdKey;
+  constexpr int kLdChunk = Shared::kLdChunk;
+  constexpr int kLdChunkF = Shared::kLdChunkF;
+  constexpr int kLdValue = Shared::kLdValue;
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
+  const LinearCommonParams& c = params.common;
+  const LinearChunkWorkspace& ws = params.chunk;
+  const int tid = threadIdx.x;
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+
+  SlotPlace place;
+  const std::int64_t slot = blockIdx.x;
+  if (!locate_slot(params, slot, &place)) return;
+  const int hv = blockIdx.y;
+  const int h = hv / c.group;
+  const std::int64_t t0 = place.bos + place.chunk * kChunk;
+  const int rows = static_cast<int>(place.length - place.chunk * kChunk < kChunk ? place.length - place.chunk * kChunk : kChunk);
+  const std::int64_t sh = slot * c.heads_v + hv;
+
+  const Element* k_base = static_cast<const Element*>(c.k.data) + place.batch * c.k.batch_stride + t0 * c.k.token_stride + h * c.k.head_stride;
+  const Element* v_base = static_cast<const Element*>(c.v.data) + place.batch * c.v.batch_stride + t0 * c.v.token_stride + hv * c.v.head_stride;
+  load_rows<Element, kKeyPad, kChunkedThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+  if (tid < kChunk) {
+    sm.gate[tid] = tid < rows ? gate_at(c, place.batch * c.g.batch_stride + (t0 + tid) * c.g.token_stride, hv, 0) : 0.0f;
+  } else {
+    const int t = tid - kChunk;
+    const std::int64_t offset = place.batch * c.beta.batch_stride + (t0 + t) * c.beta.token_stride + hv * c.beta.head_stride;
+    sm.beta[t] = t < rows ? beta_value(c, load_element(c.beta.data, offset, c.beta_element)) : 0.0f;
+  }
+  __syncthreads();
+  if (c.l2norm_qk) l2_normalise_rows<Element, kChunkedThreads>(sm.k, kLdKey);
+  if (warp == 0) {
+    float lo = sm.gate[lane];
+    float hi = sm.gate[lane + 32];
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const float lo_up = __shfl_up_sync(0xffffffffu, lo, offset);
+      const float hi_up = __shfl_up_sync(0xffffffffu, hi, offset);
+      if (lane >= offset) {
+        lo += lo_up;
+        hi += hi_up;
+      }
+    }
+    hi += __shfl_sync(0xffffffffu, lo, 31);
+    sm.gate[lane] = lo;
+    sm.gate[lane + 32] = hi;
+  }
+  __syncthreads();
+
+  // A: the 10 lower 16 x 16 tiles of K K^T (3, 3, 2, 2 per warp).
+  for (int job = warp; job < 10; job += kChunkedWarps) {
+    int row_tile = 0;
+    while ((row_tile + 1) * (row_tile + 2) / 2 <= job) ++row_tile;
+    const int col_tile = job - row_tile * (row_tile + 1) / 2;
+    FragC acc;
+    wmma::fill_fragment(acc, 0.0f);
+    mma_abt<Element, kKeyPad>(acc, sm.k + row_tile * kTile * kLdKey, sm.k + col_tile * kTile * kLdKey, kLdKey);
+    wmma::store_matrix_sync(sm.a + row_tile * kTile * kLdChunkF + col_tile * kTile, acc, kLdChunkF, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int e = tid; e < kChunk * kChunk; e += kChunkedThreads) {
+    const int t = e / kChunk;
+    const int s = e % kChunk;
+    float* a = sm.a + t * kLdChunkF + s;
+    *a = s < t ? sm.beta[t] * __expf(sm.gate[t] - sm.gate[s]) * *a : 0.0f;
+  }
+  __syncthreads();
+
+  // Solve (threads 0-63, a column of T each) beside k Gamma, k exp(G_last - G) and G (threads 64-127).
+  Element* k_decay = static_cast<Element*>(ws.k_decay) + sh * kChunk * kKeyPad;
+  if (tid < kChunk) {
+    // Column j of T = (I + A)^-1 by forward substitution; A is strictly lower, so rows above j are 0.
+    // Four partial sums per row keep the dependent chain of a row short.
+    const int j = tid;
+    float x[kChunk];
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) {
+      float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int s = 0; s < i; ++s) sum[s & 3] += sm.a[i * kLdChunkF + s] * x[s];
+      x[i] = i == j ? 1.0f : -((sum[0] + sum[1]) + (sum[2] + sum[3]));
+    }
+    const float beta_j = sm.beta[j];
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) sm.t_beta[i * kLdChunk + j] = Convert::from(x[i] * beta_j);
+  } else {
+    const int id = tid - kChunk;
+    const float g_last = sm.gate[kChunk - 1];
+    ws.gate[sh * kChunk + id] = sm.gate[id];
+    // 8 columns per step: 16-byte stores of k_decay.
+    for (int e = id; e < kChunk * kKeyPad / 8; e += kChunkedThreads - kChunk) {
+      const int t = e / (kKeyPad / 8);
+      const int i0 = (e % (kKeyPad / 8)) * 8;
+      const float g = sm.gate[t];
+      const float gamma = __expf(g);
+      const float tail = __expf(g_last - g);
+      alignas(16) Element kd[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const float kv = Convert::to(sm.k[t * kLdKey + i0 + u]);
+        sm.x[t * kLdKey + i0 + u] = Convert::from(kv * gamma);
+        kd[u] = Convert::from(kv * tail);
+      }
+      *reinterpret_cast<uint4*>(k_decay + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(kd);
+    }
+  }
+  __syncthreads();
+
+  // w_neg = -T_beta (k Gamma): 32 tiles, 8 per warp (all row tiles, column tiles warp and warp + 4; the
+  // k-steps of the 8 interleaved), straight to the workspace.
+  {
+    constexpr int kRowTiles = kChunk / kTile;  // 4
+    FragC acc[kRowTiles][2];
+#pragma unroll
+    for (int r = 0; r < kRowTiles; ++r) {
+      wmma::fill_fragment(acc[r][0], 0.0f);
+      wmma::fill_fragment(acc[r][1], 0.0f);
+    }
+#pragma unroll
+    for (int d = 0; d < kChunk; d += kTile) {
+      FragB<Element> fb[2];
+      wmma::load_matrix_sync(fb[0], sm.x + d * kLdKey + warp * kTile, kLdKey);
+      wmma::load_matrix_sync(fb[1], sm.x + d * kLdKey + (warp + kChunkedWarps) * kTile, kLdKey);
+#pragma unroll
+      for (int r = 0; r < kRowTiles; ++r) {
+        FragA<Element> fa;
+        wmma::load_matrix_sync(fa, sm.t_beta + r * kTile * kLdChunk + d, kLdChunk);
+        wmma::mma_sync(acc[r][0], fa, fb[0], acc[r][0]);
+        wmma::mma_sync(acc[r][1], fa, fb[1], acc[r][1]);
+      }
+    }
+    Element* w_neg = static_cast<Element*>(ws.w_neg) + sh * kChunk * kKeyPad;
+    float* stage = sm.a + warp * kTile * kTile;  // A is no longer read: 4 staging tiles
+#pragma unroll
+    for (int r = 0; r < kRowTiles; ++r) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        FragC& tile = acc[r][half];
+#pragma unroll
+        for (int i = 0; i < tile.num_elements; ++i) tile.x[i] = -tile.x[i];
+        wmma::store_matrix_sync(stage, tile, kTile, wmma::mem_row_major);
+        __syncwarp();
+        convert_tile<Element>(stage, kTile, w_neg + r * kTile * kKeyPad + (warp + half * kChunkedWarps) * kTile, kKeyPad,
+                              nullptr, 0);
+        __syncwarp();
+      }
+    }
+  }
+
+  // u = T_beta v in pieces of 64 value columns: 16 tiles, 4 per warp, fp32 to the workspace.
+  float* u_out = ws.u + sh * kChunk * ws.value_pad;
+  for (int col0 = 0; col0 < ws.value_pad; col0 += Shared::kValuePiece) {
+    __syncthreads();  // the previous piece's v is read
+    load_rows<Element, Shared::kValuePiece, kChunkedThreads>(sm.v, kLdValue, v_base, c.v.token_stride, rows, col0, c.value_dim,
+                                                            params.vectorized_io);
+    __syncthreads();
+    FragC acc[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) wmma::fill_fragment(acc[u], 0.0f);
+    FragA<Element> fa;
+#pragma unroll
+    for (int d = 0; d < kChunk; d += kTile) {
+      wmma::load_matrix_sync(fa, sm.t_beta + warp * kTile * kLdChunk + d, kLdChunk);  // row tile = warp
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        FragB<Element> fb;
+        wmma::load_matrix_sync(fb, sm.v + d * kLdValue + u * kTile, kLdValue);
+        wmma::mma_sync(acc[u], fa, fb, acc[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      wmma::store_matrix_sync(u_out + static_cast<std::int64_t>(warp) * kTile * ws.value_pad + col0 + u * kTile, acc[u],
+                              ws.value_pad, wmma::mem_row_major);
+    }
+  }
+}
+
+// ---- state ---------------------------------------------------------------------------------------------
+
+template <typename Element, int kSlice>
+struct StateShared {
+  static constexpr int kLdKey = kKeyPad + 8;
+  static constexpr int kLdSlice = kSlice + 8;
+  static constexpr int kLdSliceF = kSlice + 4;
+  alignas(128) Element w[2][kChunk * kLdKey];   // w_neg, double-buffered
+  alignas(128) Element kd[2][kChunk * kLdKey];  // k_decay
+  alignas(128) float u[2][kChunk * kLdSliceF];
+  alignas(128) float state[kKeyPad * kLdSliceF];   // S, fp32
+  alignas(128) Element state_lowp[kKeyPad * kLdSlice];
+  alignas(128) Element v_new[kChunk * kLdSlice];
+  alignas(128) float stage[kChunkedWarps][kTile * kTile];
+  alignas(16) float g_last[2];
+};
+
+template <typename Element, int kSlice>
+__global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(LinearForwardParams params) {
+  using Shared = StateShared<Element, kSlice>;
+  namespace wmma = nvcuda::wmma;
+  constexpr int kLdKey = Shared::kLdKey;
+  constexpr int kLdSlice = Shared::kLdSlice;
+  constexpr int kLdSliceF = Shared::kLdSliceF;
+  constexpr int kSliceTiles = kSlice / kTile;
+  constexpr int kNewPerWarp = (kChunk / kTile) * kSliceTiles / kChunkedWarps;     // v_new tiles per warp
+  constexpr int kStatePerWarp = (kKeyPad / kTile) * kSliceTiles / kChunkedWarps;  // S tiles per warp
+  static_assert(kNewPerWarp >= 1 && kStatePerWarp >= 1, "every warp owns tiles");
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
+  const LinearCommonParams& c = params.common;
+  const LinearChunkWorkspace& ws = params.chunk;
+  const int tid = threadIdx.x;
+  const int warp = tid >> 5;
+  float* stage = sm.stage[warp];
+
+  const int slices = (c.value_dim + kSlice - 1) / kSlice;
+  const int n = blockIdx.x / slices;
+  const int col0 = (blockIdx.x % slices) * kSlice;
+  const int hv = blockIdx.y;
+  const std::int64_t length = params.cu_seqlens == nullptr
+                                  ? params.seqlen
+                                  : params.cu_seqlens[(n + 1) * params.cu_seqlens_stride] - params.cu_seqlens[n * params.cu_seqlens_stride];
+  const std::int64_t chunks = (length + kChunk - 1) / kChunk;
+  const std::int64_t first_slot = sequence_first_slot(params, n);
+  const Element* w_ws = static_cast<const Element*>(ws.w_neg);
+  const Element* kd_ws = static_cast<const Element*>(ws.k_decay);
+  Element* h_ws = static_cast<Element*>(ws.h);
+  Element* v_new_ws = static_cast<Element*>(ws.v_new);
+
+  auto prefetch = [&](std::int64_t chunk, int buf) {
+    const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
+    const Element* w = w_ws + sh * kChunk * kKeyPad;
+    const Element* kd = kd_ws + sh * kChunk * kKeyPad;
+    for (int e = tid; e < kChunk * (kKeyPad / 8); e += kChunkedThreads) {
+      const int t = e / (kKeyPad / 8);
+      const int i = (e % (kKeyPad / 8)) * 8;
+      cp_async_16(&sm.w[buf][t * kLdKey + i], w + t * kKeyPad + i);
+      cp_async_16(&sm.kd[buf][t * kLdKey + i], kd + t * kKeyPad + i);
+    }
+    const float* u = ws.u + sh * kChunk * ws.value_pad + col0;
+    for (int e = tid; e < kChunk * (kSlice / 4); e += kChunkedThreads) {
+      const int t = e / (kSlice / 4);
+      const int j = (e % (kSlice / 4)) * 4;
+      cp_async_16(&sm.u[buf][t * kLdSliceF + j], u + t * ws.value_pad + j);
+    }
+    if (tid == 0) cp_async_4(&sm.g_last[buf], ws.gate + sh * kChunk + kChunk - 1);
+    cp_async_commit();
+  };
+  // The warp's S tiles: fp32 -> Element for the tensor cores and, for chunk slot `slot` >= 0, the workspace.
+  auto publish = [&](std::int64_t slot) {
+#pragma unroll
+    for (int u = 0; u < kStatePerWarp; ++u) {
+      const int job = warp + u * kChunkedWarps;
+      const int row_tile = job / kSliceTiles;
+      const int col_tile = job % kSliceTiles;
+      Element* global = slot < 0 ? nullptr
+                                 : h_ws + ((slot * c.heads_v + hv) * kKeyPad + row_tile * kTile) * ws.value_pad + col0 + col_tile * kTile;
+      convert_tile<Element>(sm.state + row_tile * kTile * kLdSliceF + col_tile * kTile, kLdSliceF,
+                            sm.state_lowp + row_tile * kTile * kLdSlice + col_tile * kTile, kLdSlice, global, ws.value_pad);
+    }
+  };
+  auto state_offset = [&](const LinearStateTensor& s, int i, int j) {
+    return n * s.sequence_stride + hv * s.head_stride + (c.state_vk ? j * s.row_stride + i : i * s.row_stride + j);
+  };
+
+  if (chunks > 0) prefetch(0, 0);
+  for (int e = tid; e < kKeyPad * kSlice; e += kChunkedThreads) {
+    const int i = e / kSlice;
+    const int j = col0 + e % kSlice;
+    float value = 0.0f;
+    if (params.initial_state.data != nullptr && i < c.key_dim && j < c.value_dim) {
+      value = params.initial_state.data[state_offset(params.initial_state, i, j)];
+    }
+    sm.state[i * kLdSliceF + e % kSlice] = value;
+  }
+  __syncthreads();
+  publish(chunks > 0 ? first_slot : -1);
+
+  for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int buf = static_cast<int>(chunk & 1);
+    cp_async_wait_all();
+    __syncthreads();  // this chunk's operands and the Element copy of S are visible; the other buffer is free
+    if (chunk + 1 < chunks) prefetch(chunk + 1, buf ^ 1);
+    const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
+
+    // v_new = u + w_neg S, to shared memory (for the update) and the workspace (for the output kernel).
+    {
+      FragC acc[kNewPerWarp];
+#pragma unroll
+      for (int u = 0; u < kNewPerWarp; ++u) {
+        const int job = warp + u * kChunkedWarps;
+        wmma::load_matrix_sync(acc[u], sm.u[buf] + (job / kSliceTiles) * kTile * kLdSliceF + (job % kSliceTiles) * kTile,
+                               kLdSliceF, wmma::mem_row_major);
+      }
+#pragma unroll
+      for (int d = 0; d < kKeyPad; d += kTile) {
+#pragma unroll
+        for (int u = 0; u < kNewPerWarp; ++u) {
+          const int job = warp + u * kChunkedWarps;
+          FragA<Element> fa;
+          FragB<Element> fb;
+          wmma::load_matrix_sync(fa, sm.w[buf] + (job / kSliceTiles) * kTile * kLdKey + d, kLdKey);
+          wmma::load_matrix_sync(fb, sm.state_lowp + d * kLdSlice + (job % kSliceTiles) * kTile, kLdSlice);
+          wmma::mma_sync(acc[u], fa, fb, acc[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kNewPerWarp; ++u) {
+        const int job = warp + u * kChunkedWarps;
+        const int row_tile = job / kSliceTiles;
+        const int col_tile = job % kSliceTiles;
+        wmma::store_matrix_sync(stage, acc[u], kTile, wmma::mem_row_major);
+        __syncwarp();
+        convert_tile<Element>(stage, kTile, sm.v_new + row_tile * kTile * kLdSlice + col_tile * kTile, kLdSlice,
+                              v_new_ws + (sh * kChunk + row_tile * kTile) * ws.value_pad + col0 + col_tile * kTile,
+                              ws.value_pad);
+        __syncwarp();
+      }
+    }
+    __syncthreads();
+
+    // S = exp(G_last) S + k_decay^T v_new; then the warp publishes its tiles for the next chunk.
+    {
+      const float decay = __expf(sm.g_last[buf]);
+      FragC acc[kStatePerWarp];
+#pragma unroll
+      for (int u = 0; u < kStatePerWarp; ++u) {
+        const int job = warp + u * kChunkedWarps;
+        wmma::load_matrix_sync(acc[u], sm.state + (job / kSliceTiles) * kTile * kLdSliceF + (job % kSliceTiles) * kTile,
+                               kLdSliceF, wmma::mem_row_major);
+#pragma unroll
+        for (int i = 0; i < acc[u].num_elements; ++i) acc[u].x[i] *= decay;
+      }
+#pragma unroll
+      for (int d = 0; d < kChunk; d += kTile) {
+#pragma unroll
+        for (int u = 0; u < kStatePerWarp; ++u) {
+          const int job = warp + u * kChunkedWarps;
+          FragAT<Element> fa;
+          FragB<Element> fb;
+          // k_decay^T as a column-major [128][64] matrix: element (i, s) at s * ld + i.
+          wmma::load_matrix_sync(fa, sm.kd[buf] + d * kLdKey + (job / kSliceTiles) * kTile, kLdKey);
+          wmma::load_matrix_sync(fb, sm.v_new + d * kLdSlice + (job % kSliceTiles) * kTile, kLdSlice);
+          wmma::mma_sync(acc[u], fa, fb, acc[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kStatePerWarp; ++u) {
+        const int job = warp + u * kChunkedWarps;
+        wmma::store_matrix_sync(sm.state + (job / kSliceTiles) * kTile * kLdSliceF + (job % kSliceTiles) * kTile, acc[u],
+                                kLdSliceF, wmma::mem_row_major);
+      }
+      __syncwarp();
+      publish(chunk + 1 < chunks ? first_slot + chunk + 1 : -1);
+    }
+  }
+
+  if (params.final_state.data == nullptr) return;
+  __syncthreads();
+  for (int e = tid; e < kKeyPad * kSlice; e += kChunkedThreads) {
+    const int i = e / kSlice;
+    const int j = col0 + e % kSlice;
+    if (i < c.key_dim && j < c.value_dim) {
+      params.final_state.data[state_offset(params.final_state, i, j)] = sm.state[i * kLdSliceF + e % kSlice];
+    }
+  }
+}
+
+// ---- output --------------------------------------------------------------------------------------------
+
+template <typename Element>
+struct OutputShared {
+  static constexpr int kLdKey = kKeyPad + 8;
+  static constexpr int kLdChunk = kChunk + 8;
+  static constexpr int kLdChunkF = kChunk + 4;
+  static constexpr int kLdValue = kOutputSlice + 8;
+  alignas(128) Element q[kChunk * kLdKey];  // q (L2-normalised), then scale q Gamma
+  alignas(128) Element k[kChunk * kLdKey];
+  alignas(128) Element p[kChunk * kLdChunk];
+  alignas(128) Element state[kKeyPad * kLdValue];  // S at the chunk's start, this CTA's columns
+  alignas(128) Element v_new[kChunk * kLdValue];
+  alignas(128) float p_raw[kChunk * kLdChunkF];     // Q K^T, then the warps' staging tiles
+  alignas(16) float gate[kChunk];
+};
+
+template <typename Element>
+__global__ void __launch_bounds__(kChunkedThreads) linear_gdn_output_kernel(LinearForwardParams params) {
+  using Shared = OutputShared<Element>;
+  using Convert = ElementConvert<Element>;
+  namespace wmma = nvcuda::wmma;
+  constexpr int kLdKey = Shared::kLdKey;
+  constexpr int kLdChunk = Shared::kLdChunk;
+  constexpr int kLdChunkF = Shared::kLdChunkF;
+  constexpr int kLdValue = Shared::kLdValue;
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
+  const LinearCommonParams& c = params.common;
+  const LinearChunkWorkspace& ws = params.chunk;
+  const int tid = threadIdx.x;
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+
+  const int slices = ws.value_pad / kOutputSlice;
+  const std::int64_t slot = blockIdx.x / slices;
+  const int col0 = static_cast<int>(blockIdx.x % slices) * kOutputSlice;
+  SlotPlace place;
+  if (!locate_slot(params, slot, &place)) return;
+  const int hv = blockIdx.y;
+  const int h = hv / c.group;
+  const std::int64_t t0 = place.bos + place.chunk * kChunk;
+  const int rows = static_cast<int>(place.length - place.chunk * kChunk < kChunk ? place.length - place.chunk * kChunk : kChunk);
+  const std::int64_t sh = slot * c.heads_v + hv;
+
+  {
+    const Element* h_ws = static_cast<const Element*>(ws.h) + sh * kKeyPad * ws.value_pad + col0;
+    const Element* v_ws = static_cast<const Element*>(ws.v_new) + sh * kChunk * ws.value_pad + col0;
+    constexpr int kPieces = kOutputSlice / 8;
+    for (int e = tid; e < kKeyPad * kPieces; e += kChunkedThreads) {
+      const int r = e / kPieces;
+      const int j = (e % kPieces) * 8;
+      cp_async_16(&sm.state[r * kLdValue + j], h_ws + r * ws.value_pad + j);
+      if (r < kChunk) cp_async_16(&sm.v_new[r * kLdValue + j], v_ws + r * ws.value_pad + j);
+    }
+    cp_async_commit();
+  }
+  const Element* q_base = static_cast<const Element*>(c.q.data) + place.batch * c.q.batch_stride + t0 * c.q.token_stride + h * c.q.head_stride;
+  const Element* k_base = static_cast<const Element*>(c.k.data) + place.batch * c.k.batch_stride + t0 * c.k.token_stride + h * c.k.head_stride;
+  load_rows<Element, kKeyPad, kChunkedThreads>(sm.q, kLdKey, q_base, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+  load_rows<Element, kKeyPad, kChunkedThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+  if (tid < kChunk) sm.gate[tid] = ws.gate[sh * kChunk + tid];
+  __syncthreads();
+  if (c.l2norm_qk) {
+    l2_normalise_rows<Element, kChunkedThreads>(sm.q, kLdKey);
+    l2_normalise_rows<Element, kChunkedThreads>(sm.k, kLdKey);
+    __syncthreads();
+  }
+  // Q K^T: the 10 lower tiles (3, 3, 2, 2 per warp).
+  for (int job = warp; job < 10; job += kChunkedWarps) {
+    int row_tile = 0;
+    while ((row_tile + 1) * (row_tile + 2) / 2 <= job) ++row_tile;
+    const int col_tile = job - row_tile * (row_tile + 1) / 2;
+    FragC acc;
+    wmma::fill_fragment(acc, 0.0f);
+    mma_abt<Element, kKeyPad>(acc, sm.q + row_tile * kTile * kLdKey, sm.k + col_tile * kTile * kLdKey, kLdKey);
+    wmma::store_matrix_sync(sm.p_raw + row_tile * kTile * kLdChunkF + col_tile * kTile, acc, kLdChunkF, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int e = tid; e < kChunk * kChunk; e += kChunkedThreads) {
+    const int t = e / kChunk;
+    const int s = e % kChunk;
+    const float pr = sm.p_raw[t * kLdChunkF + s];
+    sm.p[t * kLdChunk + s] = Convert::from(s <= t ? c.scale * __expf(sm.gate[t] - sm.gate[s]) * pr : 0.0f);
+  }
+  for (int e = tid; e < kChunk * kKeyPad; e += kChunkedThreads) {
+    const int t = e / kKeyPad;
+    const int i = e % kKeyPad;
+    Element* x = sm.q + t * kLdKey + i;
+    *x = Convert::from(c.scale * __expf(sm.gate[t]) * Convert::to(*x));
+  }
+  cp_async_wait_all();
+  __syncthreads();
+
+  // O = (scale q Gamma) S + P v_new: 16 tiles, a row tile of 4 per warp.
+  FragC acc[kOutputSlice / kTile];
+#pragma unroll
+  for (int u = 0; u < kOutputSlice / kTile; ++u) wmma::fill_fragment(acc[u], 0.0f);
+#pragma unroll
+  for (int d = 0; d < kKeyPad; d += kTile) {
+    FragA<Element> fa;
+    wmma::load_matrix_sync(fa, sm.q + warp * kTile * kLdKey + d, kLdKey);
+#pragma unroll
+    for (int u = 0; u < kOutputSlice / kTile; ++u) {
+      FragB<Element> fb;
+      wmma::load_matrix_sync(fb, sm.state + d * kLdValue + u * kTile, kLdValue);
+      wmma::mma_sync(acc[u], fa, fb, acc[u]);
+    }
+  }
+#pragma unroll
+  for (int d = 0; d <= warp * kTile; d += kTile) {  // P is lower triangular: tiles past the diagonal are 0
+    FragA<Element> fa;
+    wmma::load_matrix_sync(fa, sm.p + warp * kTile * kLdChunk + d, kLdChunk);
+#pragma unroll
+    for (int u = 0; u < kOutputSlice / kTile; ++u) {
+      FragB<Element> fb;
+      wmma::load_matrix_sync(fb, sm.v_new + d * kLdValue + u * kTile, kLdValue);
+      wmma::mma_sync(acc[u], fa, fb, acc[u]);
+    }
+  }
+  float* stage = sm.p_raw + warp * kTile * kTile;  // P's raw sums are no longer read
+  Element* o_base = static_cast<Element*>(c.out_data) + place.batch * c.out.batch_stride + t0 * c.out.token_stride + hv * c.out.head_stride;
+#pragma unroll
+  for (int u = 0; u < kOutputSlice / kTile; ++u) {
+    wmma::store_matrix_sync(stage, acc[u], kTile, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < kTile * kTile; e += 32) {
+      const int t = warp * kTile + e / kTile;
+      const int j = col0 + u * kTile + e % kTile;
+      if (t < rows && j < c.value_dim) o_base[t * c.out.token_stride + j] = Convert::from(stage[e]);
+    }
+    __syncwarp();
+  }
+}
+
+// ---- launchers -----------------------------------------------------------------------------------------
+
+template <typename Element>
+cudaError_t launch_linear_gdn_prep(const LinearForwardParams& params, cudaStream_t stream) {
+  constexpr auto kernel = &linear_gdn_prep_kernel<Element>;
+  const int bytes = static_cast<int>(sizeof(PrepShared<Element>));
+  if (cudaError_t status = device::ensure_dynamic_shared_memory<kernel>(bytes); status != cudaSuccess) return status;
+  const dim3 grid(static_cast<unsigned>(params.chunk.slots), params.common.heads_v);
+  kernel<<<grid, kChunkedThreads, bytes, stream>>>(params);
+  return cudaGetLastError();
+}
+
+template <typename Element, int kSlice>
+cudaError_t launch_linear_gdn_state(const LinearForwardParams& params, cudaStream_t stream) {
+  constexpr auto kernel = &linear_gdn_state_kernel<Element, kSlice>;
+  const int bytes = static_cast<int>(sizeof(StateShared<Element, kSlice>));
+  if (cudaError_t status = device::ensure_dynamic_shared_memory<kernel>(bytes); status != cudaSuccess) return status;
+  const int slices = (params.common.value_dim + kSlice - 1) / kSlice;
+  const dim3 grid(static_cast<unsigned>(params.num_sequences) * slices, params.common.heads_v);
+  kernel<<<grid, kChunkedThreads, bytes, stream>>>(params);
+  return cudaGetLastError();
+}
+
+template <typename Element>
+cudaError_t launch_linear_gdn_output(const LinearForwardParams& params, cudaStream_t stream) {
+  constexpr auto kernel = &linear_gdn_output_kernel<Element>;
+  const int bytes = static_cast<int>(sizeof(OutputShared<Element>));
+  if (cudaError_t status = device::ensure_dynamic_shared_memory<kernel>(bytes); status != cudaSuccess) return status;
+  const dim3 grid(static_cast<unsigned>(params.chunk.slots * (params.chunk.value_pad / kOutputSlice)), params.common.heads_v);
+  kernel<<<grid, kChunkedThreads, bytes, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace attnkit::sm80::linear_detail

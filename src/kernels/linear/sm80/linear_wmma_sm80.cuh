@@ -1,0 +1,116 @@
+// WMMA building blocks shared by the sm80 linear-attention forward kernels (the fused chunk walk of KDA
+// and the three chunk-parallel GDN kernels): element conversion, fragment types, tile stores through a
+// per-warp fp32 staging tile, and the chunk row loads with the optional L2 normalisation.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+
+#include "kernels/linear/sm80/linear_sm80_common.cuh"
+#include "kernels/linear/sm80/linear_sm80_kernels.h"
+
+namespace attnkit::sm80::linear_detail {
+
+template <typename Element>
+struct ElementConvert;
+template <>
+struct ElementConvert<__nv_bfloat16> {
+  __device__ static __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
+  __device__ static float to(__nv_bfloat16 x) { return __bfloat162float(x); }
+};
+template <>
+struct ElementConvert<__half> {
+  __device__ static __half from(float x) { return __float2half_rn(x); }
+  __device__ static float to(__half x) { return __half2float(x); }
+};
+
+constexpr int kChunk = kLinearChunk;              // 64 tokens
+constexpr int kKeyPad = kLinearForwardMaxKeyDim;  // K padded with zeros to 128
+constexpr int kTile = 16;                         // WMMA m = n = k = 16
+
+template <typename Element>
+using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, kTile, kTile, kTile, Element, nvcuda::wmma::row_major>;
+template <typename Element>
+using FragAT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
+template <typename Element>
+using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::row_major>;
+template <typename Element>
+using FragBT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
+using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, kTile, kTile, kTile, float>;
+
+// acc += X[rows of tile tr, all depth] Y^T[.., tile tc] where X and Y are row-major [., depth] (ld).
+template <typename Element, int kDepth>
+__device__ __forceinline__ void mma_abt(FragC& acc, const Element* x, const Element* y, int ld) {
+  FragA<Element> fa;
+  FragBT<Element> fb;
+#pragma unroll
+  for (int d = 0; d < kDepth; d += kTile) {
+    nvcuda::wmma::load_matrix_sync(fa, x + d, ld);
+    nvcuda::wmma::load_matrix_sync(fb, y + d, ld);
+    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
+// Stores a 16 x 16 accumulator as Element (times `factor`) through the warp's fp32 staging tile.
+// `dst` may be shared or global memory.
+template <typename Element>
+__device__ __forceinline__ void store_tile_lowp(const FragC& acc, float* stage, Element* dst, std::int64_t ld, float factor) {
+  nvcuda::wmma::store_matrix_sync(stage, acc, kTile, nvcuda::wmma::mem_row_major);
+  __syncwarp();
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int e = lane; e < kTile * kTile; e += 32) {
+    dst[(e / kTile) * ld + e % kTile] = ElementConvert<Element>::from(factor * stage[e]);
+  }
+  __syncwarp();
+}
+
+// Loads `rows` rows of a token-major tensor into Element smem [kChunk][ld], columns [col0, col0 + width)
+// of `cols` valid ones, zero elsewhere. `vectorized`: 16-byte loads (cols and strides multiples of 8).
+template <typename Element, int kWidth, int kThreads>
+__device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* src, std::int64_t token_stride,
+                                          int rows, int col0, int cols, bool vectorized) {
+  constexpr int kVectors = kWidth / 8;
+  for (int e = threadIdx.x; e < kChunk * kVectors; e += kThreads) {
+    const int t = e / kVectors;
+    const int cb = (e % kVectors) * 8;
+    Element* d = dst + t * ld + cb;
+    const int col = col0 + cb;
+    if (t < rows && col < cols) {
+      const Element* s = src + t * token_stride + col;
+      if (vectorized) {
+        *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(s);
+      } else {
+#pragma unroll
+        for (int u = 0; u < 8; ++u) d[u] = col + u < cols ? s[u] : ElementConvert<Element>::from(0.0f);
+      }
+    } else {
+      *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// Rescales each of the 64 rows (128 columns) of a chunk by its L2 factor (a warp per row, 4 columns per lane).
+template <typename Element, int kThreads>
+__device__ void l2_normalise_rows(Element* rows, int ld) {
+  const int lane = threadIdx.x & 31;
+  for (int r = threadIdx.x >> 5; r < kChunk; r += kThreads / 32) {
+    Element* row = rows + r * ld;
+    float x[4];
+    float sum = 0.0f;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      x[u] = ElementConvert<Element>::to(row[lane * 4 + u]);
+      sum += x[u] * x[u];
+    }
+    const float factor = l2norm_factor(warp_sum(sum));
+#pragma unroll
+    for (int u = 0; u < 4; ++u) row[lane * 4 + u] = ElementConvert<Element>::from(x[u] * factor);
+  }
+}
+
+}  // namespace attnkit::sm80::linear_detail
