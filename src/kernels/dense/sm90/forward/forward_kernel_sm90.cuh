@@ -22,6 +22,13 @@
 #include <string>
 #include <type_traits>
 
+// The wgmma shapes whose N is not a multiple of 32 (n80, n112, n176, ...: every multiple of 8) are
+// behind this switch in CUTLASS; without it GMMA::ss_op_selector builds the 80-key S tile of D = 256
+// from five m64n16 instructions, each of which re-reads the warpgroup's 64 x 16 slice of Q from shared
+// memory (the D = 256 kernel of d611b38 did so: 0.67-0.78x cuDNN). ForwardConfig asserts the shapes.
+#ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#endif
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
@@ -66,6 +73,11 @@ struct ForwardConfig {
   using TiledMmaPV = decltype(cute::make_tiled_mma(
       cute::GMMA::rs_op_selector<Element, Element, float, TileShapePV, cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
       AtomLayout{}));
+  // One wgmma instruction spans the whole key tile (S) and the whole Dv (O); a narrower atom would
+  // re-read its A operand (Q from shared memory) once per instruction.
+  static_assert(cute::size<1>(typename TiledMmaQK::AtomShape_MNK{}) == kBlockN,
+                "S = Q K^T must be one wgmma wide: is CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED set before CuTe?");
+  static_assert(cute::size<1>(typename TiledMmaPV::AtomShape_MNK{}) == kHeadDimV);
 
   // 128-byte swizzled, K-major: the layout TMA writes and wgmma reads without conflicts.
   using SmemAtom = cute::GMMA::Layout_K_SW128_Atom<Element>;  // (8, 64)
