@@ -30,7 +30,7 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
 
 struct WorkspaceLayout {
   std::size_t delta = 0;         // offset of delta [Hq, total_q] fp32
-  std::size_t dq_accum = 0;      // offset of dq_accum [total_q, Hq, D] fp32
+  std::size_t dq_accum = 0;      // offset of dq_accum (DqAccumLayout: accum rows x Hq x tier) fp32
   std::size_t dq_accum_bytes = 0;
   std::size_t semaphore = 0;     // offset of the semaphores [B, Hq, num_m_blocks] int32 (deterministic)
   std::size_t semaphore_bytes = 0;
@@ -44,11 +44,14 @@ WorkspaceLayout workspace_layout(const host::DenseProblem& problem) {
   WorkspaceLayout layout;
   layout.delta = 0;
   layout.dq_accum = align_up(heads * rows * sizeof(float));
-  layout.dq_accum_bytes = rows * heads * static_cast<std::size_t>(problem.head_dim) * sizeof(float);
+  const int block_m = backward::backward_block_m_for_tier(tier);
+  const std::int64_t m_blocks = ceil_div(problem.seqlen_q, block_m);
+  const auto accum_rows =
+      static_cast<std::size_t>(backward::dq_accum_rows(problem.varlen, problem.batch, problem.total_q, m_blocks, block_m));
+  layout.dq_accum_bytes = accum_rows * heads * static_cast<std::size_t>(tier) * sizeof(float);
   layout.semaphore = layout.dq_accum + align_up(layout.dq_accum_bytes);
   if (problem.deterministic) {
-    const auto m_blocks = static_cast<std::size_t>(ceil_div(problem.seqlen_q, backward::backward_block_m_for_tier(tier)));
-    layout.semaphore_bytes = static_cast<std::size_t>(problem.batch) * heads * m_blocks * sizeof(std::int32_t);
+    layout.semaphore_bytes = static_cast<std::size_t>(problem.batch) * heads * static_cast<std::size_t>(m_blocks) * sizeof(std::int32_t);
   }
   layout.total = layout.semaphore + align_up(layout.semaphore_bytes);
   return layout;
@@ -232,7 +235,7 @@ Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs
   const Status main = p.fp16 ? launch_main_for_tier<__half>(tier, stages, p, stream)
                              : launch_main_for_tier<__nv_bfloat16>(tier, stages, p, stream);
   if (!main) return main;
-  return backward::launch_dense_backward_postprocess(p, stream);
+  return backward::launch_dense_backward_postprocess(p, tier, stream);
 }
 
 }  // namespace attnkit::sm80

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace attnkit::sm80::backward {
 
@@ -54,6 +55,63 @@ struct BackwardTile<256, 2> {
   static constexpr int kWarpsMForSdP = 4, kWarpsNForDkv = 2, kWarpsMForDq = 2, kDqPasses = 2, kStages = 2;
 };
 
+// dq_accum (fp32 dQ / scale) is kept in the order of the main kernel's dQ accumulators, not in dQ's
+// own row-major order, so that one warp's atomic adds cover contiguous memory: one 128-value group per
+// warp and 16 x 8 accumulator tile (512 bytes: with sm_90's red.global.add.v4.f32 one request per warp
+// and tile, against 16 rows x 32 bytes in row-major order). The postprocess reads the order back.
+//
+// Blocks: every (query tile of kBlockM rows, query head) owns kBlockM x kHeadDim values (the tier's
+// width, whatever D is; columns >= D stay zero and are never read). The tiles of sequence b start at
+// accum row R_b (dq_accum_row0), and the block of the tile at accum row R, head h begins at value
+// (R * Hq + h * kBlockM) * kHeadDim: kBlockM accum rows hold the blocks of all Hq heads of one tile.
+// Inside a block, group ((pass * kWarps + warp) * kTilesM + tm) * kTilesN + tn of 128 values holds the
+// accumulator tile (tm, tn) of `warp` in column pass `pass`; value e (0..3, the mma C fragment order:
+// (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)) of lane l sits at l * 4 + e where the adds are
+// 4-wide (sm_90), at e * 32 + l where they are scalar (sm_80: one contiguous 128-byte line per request).
+template <typename Tile>
+struct DqAccumLayout {
+  static constexpr int kBlockM = Tile::kBlockM;
+  static constexpr int kHeadDim = Tile::kHeadDim;
+  static constexpr int kWarps = Tile::kWarps;
+  static constexpr int kWarpsM = Tile::kWarpsMForDq;
+  static constexpr int kWarpsD = kWarps / kWarpsM;
+  static constexpr int kPasses = Tile::kDqPasses;
+  static constexpr int kPassCols = kHeadDim / kPasses;
+  static constexpr int kWarpRows = kBlockM / kWarpsM;
+  static constexpr int kWarpCols = kPassCols / kWarpsD;
+  static constexpr int kTilesM = kWarpRows / 16;
+  static constexpr int kTilesN = kWarpCols / 8;
+  static constexpr int kBlockValues = kBlockM * kHeadDim;
+  static_assert(kPasses * kWarps * kTilesM * kTilesN * 128 == kBlockValues, "the groups tile the block");
+
+  // First value of the group of (pass, warp, tm, tn) inside a block.
+  static constexpr int group_offset(int pass, int warp, int tm, int tn) {
+    return (((pass * kWarps + warp) * kTilesM + tm) * kTilesN + tn) * 128;
+  }
+};
+
+// Whether the dQ adds are 4-wide (sm_90's red.global.add.v4.f32; value order l * 4 + e) or scalar
+// (e * 32 + l). Device code only: the main kernel and the postprocess are compiled for the same targets
+// (the backward sources of src/kernels/dense/sm80/CMakeLists.txt), so both see the same value.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+inline constexpr bool kDqAccumVectorAdds = true;
+#else
+inline constexpr bool kDqAccumVectorAdds = false;
+#endif
+
+// First accum row of sequence b's tiles: BSHD b * num_m_blocks * kBlockM; varlen (q_begin = its first
+// token) q_begin + b * kBlockM, which leaves each sequence room for its last, partial tile.
+constexpr std::int64_t dq_accum_row0(bool varlen, std::int64_t batch_index, std::int64_t q_begin, std::int64_t num_m_blocks,
+                                     int block_m) {
+  return varlen ? q_begin + batch_index * block_m : batch_index * num_m_blocks * block_m;
+}
+
+// Accum rows of the whole dq_accum (each holds Hq * kHeadDim values).
+constexpr std::int64_t dq_accum_rows(bool varlen, std::int64_t batch, std::int64_t total_q, std::int64_t num_m_blocks,
+                                     int block_m) {
+  return varlen ? total_q + batch * block_m : batch * num_m_blocks * block_m;
+}
+
 template <typename Tile>
 constexpr std::size_t backward_smem_bytes() {
   constexpr std::size_t element = 2;  // fp16 / bf16
@@ -92,5 +150,9 @@ constexpr int backward_block_n_for_tier(int tier) {
 }
 static_assert(BackwardTile<256, 1>::kBlockM == BackwardTile<256, 2>::kBlockM &&
               BackwardTile<256, 1>::kBlockN == BackwardTile<256, 2>::kBlockN);
+// ... and so does the dq_accum layout (one postprocess per tier).
+static_assert(BackwardTile<256, 1>::kWarps == BackwardTile<256, 2>::kWarps &&
+              BackwardTile<256, 1>::kWarpsMForDq == BackwardTile<256, 2>::kWarpsMForDq &&
+              BackwardTile<256, 1>::kDqPasses == BackwardTile<256, 2>::kDqPasses);
 
 }  // namespace attnkit::sm80::backward

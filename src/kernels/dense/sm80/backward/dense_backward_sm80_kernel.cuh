@@ -49,17 +49,19 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
-// Fire-and-forget fp32 adds of two neighbours (address 8-byte aligned) to global memory (no return
-// value, so no round trip). sm_90 has a vector form: one request instead of two halves the atomic
-// traffic of dQ, which is (key tiles) x (query rows) x D adds.
-__device__ __forceinline__ void red_add_pair(float* address, float first, float second) {
+// Fire-and-forget fp32 adds to global memory (no return value, so no round trip). dQ takes
+// (key tiles) x (query rows) x D of them, and the number of requests counts: sm_90's vector form
+// (four neighbours, 16-byte aligned, one request) is used there; sm_80's PTX has only the scalar one.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(address), "f"(first), "f"(second) : "memory");
-#else
-  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(address), "f"(first) : "memory");
-  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(address + 1), "f"(second) : "memory");
-#endif
+__device__ __forceinline__ void red_add_quad(float* address, float x0, float x1, float x2, float x3) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(address), "f"(x0), "f"(x1), "f"(x2), "f"(x3)
+               : "memory");
 }
+#else
+__device__ __forceinline__ void red_add(float* address, float x) {
+  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(address), "f"(x) : "memory");
+}
+#endif
 
 __device__ __forceinline__ int load_acquire(const std::int32_t* pointer) {
   int value;
@@ -75,7 +77,7 @@ struct SequenceView {
   int len_k = 0;
   int q_row0 = 0;      // first row of the sequence in q / dO / lse (varlen: cu_seqlens_q[b]; BSHD: 0)
   int k_row0 = 0;      // first row in k / v / dk / dv
-  int accum_row0 = 0;  // first row in delta / dq_accum (varlen: cu_seqlens_q[b]; BSHD: b * Sq)
+  int delta_row0 = 0;  // first row in delta (varlen: cu_seqlens_q[b]; BSHD: b * Sq)
   // visible iff diag_lo <= j - i <= diag_hi. Both are clamped to [-len_q, len_k], which changes no
   // test since j - i lies in [-(len_q - 1), len_k - 1]; an unbounded side is its clamp.
   int diag_lo = 0;
@@ -92,11 +94,11 @@ struct SequenceView {
       len_k = min(k_end - k_begin, p.seqlen_k);
       q_row0 = q_begin;
       k_row0 = k_begin;
-      accum_row0 = q_begin;
+      delta_row0 = q_begin;
     } else {
       len_q = p.seqlen_q;
       len_k = p.seqlen_k;
-      accum_row0 = b * p.seqlen_q;
+      delta_row0 = b * p.seqlen_q;
     }
     const std::int64_t offset = static_cast<std::int64_t>(len_k) - len_q;  // bottom-right alignment
     const std::int64_t lo = p.window_left < 0 ? -len_q : offset - p.window_left;
@@ -171,14 +173,16 @@ struct BackwardKernel {
   static constexpr int kDkvTilesM = kDkvWarpRows / 16;
   static constexpr int kDkvTilesN = kDkvWarpCols / 8;
 
-  // dQ: (kBlockM x kHeadDim) in kDqPasses column slices, warp grid kDqWarpsM x kDqWarpsD per slice.
-  static constexpr int kDqWarpsM = Tile::kWarpsMForDq;
-  static constexpr int kDqWarpsD = kWarps / kDqWarpsM;
-  static constexpr int kDqPassCols = kHeadDim / Tile::kDqPasses;
-  static constexpr int kDqWarpRows = kBlockM / kDqWarpsM;
-  static constexpr int kDqWarpCols = kDqPassCols / kDqWarpsD;
-  static constexpr int kDqTilesM = kDqWarpRows / 16;
-  static constexpr int kDqTilesN = kDqWarpCols / 8;
+  // dQ: (kBlockM x kHeadDim) in kDqPasses column slices, warp grid kDqWarpsM x kDqWarpsD per slice;
+  // dq_accum keeps the accumulators' order (DqAccumLayout, dense_backward_sm80_config.h).
+  using DqLayout = DqAccumLayout<Tile>;
+  static constexpr int kDqWarpsM = DqLayout::kWarpsM;
+  static constexpr int kDqWarpsD = DqLayout::kWarpsD;
+  static constexpr int kDqPassCols = DqLayout::kPassCols;
+  static constexpr int kDqWarpRows = DqLayout::kWarpRows;
+  static constexpr int kDqWarpCols = DqLayout::kWarpCols;
+  static constexpr int kDqTilesM = DqLayout::kTilesM;
+  static constexpr int kDqTilesN = DqLayout::kTilesN;
 
   static_assert(kSdpWarpRows % 16 == 0 && kSdpTilesN % 2 == 0, "S/dP warp tile: 16-row, 16-column multiples");
   static_assert(kDkvWarpRows % 16 == 0 && kDkvTilesN % 2 == 0, "dK/dV warp tile: 16-row, 16-column multiples");
@@ -460,7 +464,7 @@ struct BackwardKernel {
         const bool valid = row < seq.len_q;
         const float* lse = p.lse + batch * p.lse_strides.batch + static_cast<std::int64_t>(head) * p.lse_strides.head +
                            (seq.q_row0 + row) * p.lse_strides.row;
-        const float* delta = p.delta + static_cast<std::int64_t>(head) * p.total_q + seq.accum_row0 + row;
+        const float* delta = p.delta + static_cast<std::int64_t>(head) * p.total_q + seq.delta_row0 + row;
         cp_async_4(smem + kSmemLse + 4 * (stage * kBlockM + tid), valid ? lse : p.lse, valid);
         cp_async_4(smem + kSmemDelta + 4 * (stage * kBlockM + tid), valid ? delta : p.delta, valid);
       }
@@ -595,84 +599,101 @@ struct BackwardKernel {
       store_fragment<TileP>(smem + kSmemDs, acc_dp, sdp_m0, sdp_n0, 1.0f);
       __syncthreads();  // P and dS are visible to every warp
 
-      // dK += dS^T Q (the last reader of this stage's Q).
-      warp_gemm<kDkvTilesM, kDkvTilesN, kBlockM / 16, true, true, TileP, TileQ>(acc_dk, smem + kSmemDs, dkv_n0,
-                                                                                smem_q, dkv_d0);
-      if constexpr (kStages == 1) {
+      // dQ (unscaled) += dS K, added to dq_accum; deterministic mode takes its turn first.
+      auto add_dq = [&] {
+        std::int32_t* semaphore = nullptr;
+        if (p.deterministic) {
+          semaphore = p.dq_semaphore + (static_cast<std::int64_t>(batch) * p.heads_q + head) * p.num_m_blocks + m_block;
+          if (tid == 0) {
+            // Contributors to this query tile are the key tiles [first, last]; they add in ascending
+            // order, so this one waits until the n_block - first tiles before it have added.
+            int first = 0;
+            int high = n_block;
+            while (first < high) {
+              const int middle = (first + high) / 2;
+              int middle_first = 0;
+              int middle_last = 0;
+              seq.template query_tiles_for_key_tile<kBlockM, kBlockN>(middle, &middle_first, &middle_last);
+              if (middle_last >= m_block) {
+                high = middle;
+              } else {
+                first = middle + 1;
+              }
+            }
+            while (load_acquire(semaphore) != n_block - first) {
+            }
+          }
+          __syncthreads();
+        }
+        // This (query tile, head)'s block of dq_accum (DqAccumLayout); recomputed per step rather than
+        // kept from the start, which cost D = 256 spills.
+        const std::int64_t accum_row =
+            dq_accum_row0(p.cu_seqlens_q != nullptr, batch, seq.q_row0, p.num_m_blocks, kBlockM) + row0;
+        float* dq_block = p.dq_accum + (accum_row * p.heads_q + static_cast<std::int64_t>(head) * kBlockM) * kHeadDim;
+#pragma unroll
+        for (int pass = 0; pass < Tile::kDqPasses; ++pass) {
+          float acc_dq[kDqTilesM][kDqTilesN][4];
+          clear(acc_dq);
+          const int pass_d0 = pass * kDqPassCols + dq_d0;
+          warp_gemm<kDqTilesM, kDqTilesN, kBlockN / 16, false, true, TileP, TileKV>(acc_dq, smem + kSmemDs, dq_m0,
+                                                                                    smem + kSmemK, pass_d0);
+#pragma unroll
+          for (int tm = 0; tm < kDqTilesM; ++tm) {
+#pragma unroll
+            for (int tn = 0; tn < kDqTilesN; ++tn) {
+              // head_dim is a multiple of 8: one test per 8 columns. Rows past the sequence need none, their
+              // values stay inside this tile's block and the postprocess does not read them.
+              if (pass_d0 + tn * 8 >= p.head_dim) continue;
+              float* group = dq_block + DqLayout::group_offset(pass, warp, tm, tn);
+              const float* c = acc_dq[tm][tn];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+              static_assert(kDqAccumVectorAdds, "the postprocess reads the 4-wide order");
+              red_add_quad(group + lane * 4, c[0], c[1], c[2], c[3]);
+#else
+              static_assert(!kDqAccumVectorAdds, "the postprocess reads the scalar order");
+#pragma unroll
+              for (int e = 0; e < 4; ++e) red_add(group + e * 32 + lane, c[e]);
+#endif
+            }
+          }
+        }
+        if (p.deterministic) {
+          __syncthreads();  // every thread's adds are issued before the turn passes on
+          if (tid == 0) {
+            __threadfence();
+            atomicAdd(semaphore, 1);
+          }
+        }
+      };
+      // dK += dS^T Q (the last reader of this stage's Q); dV += P^T dO (the last reader of this stage's dO).
+      auto gemm_dk = [&] {
+        warp_gemm<kDkvTilesM, kDkvTilesN, kBlockM / 16, true, true, TileP, TileQ>(acc_dk, smem + kSmemDs, dkv_n0,
+                                                                                  smem_q, dkv_d0);
+      };
+      auto gemm_dv = [&] {
+        warp_gemm<kDkvTilesM, kDkvTilesN, kBlockM / 16, true, true, TileP, TileQ>(acc_dv, smem + kSmemP, dkv_n0,
+                                                                                  smem_dout, dkv_d0);
+      };
+      if constexpr (kStages == 2) {
+        // The dQ adds go out before the dK GEMM (as in FlashAttention-2), so that the atomics drain while
+        // the tensor cores run dK instead of in front of the next step's barrier.
+        gemm_dv();
+        add_dq();
+        gemm_dk();
+      } else {
+        // One Q/dO buffer: the next Q loads from the end of dK on, the next dO from the end of dV on.
+        gemm_dk();
         __syncthreads();
         if (step + 1 < num_steps) {
           load_q(step + 1, 0);
           load_row_stats(step + 1, 0);
         }
         cp_async_commit();
-      }
-      // dV += P^T dO (the last reader of this stage's dO).
-      warp_gemm<kDkvTilesM, kDkvTilesN, kBlockM / 16, true, true, TileP, TileQ>(acc_dv, smem + kSmemP, dkv_n0,
-                                                                                smem_dout, dkv_d0);
-      if constexpr (kStages == 1) {
+        gemm_dv();
         __syncthreads();
         if (step + 1 < num_steps) load_dout(step + 1, 0);
         cp_async_commit();
-      }
-
-      // dQ (unscaled) += dS K, added to dq_accum; deterministic mode takes its turn first.
-      std::int32_t* semaphore = nullptr;
-      if (p.deterministic) {
-        semaphore = p.dq_semaphore + (static_cast<std::int64_t>(batch) * p.heads_q + head) * p.num_m_blocks + m_block;
-        if (tid == 0) {
-          // Contributors to this query tile are the key tiles [first, last]; they add in ascending
-          // order, so this one waits until the n_block - first tiles before it have added.
-          int first = 0;
-          int high = n_block;
-          while (first < high) {
-            const int middle = (first + high) / 2;
-            int middle_first = 0;
-            int middle_last = 0;
-            seq.template query_tiles_for_key_tile<kBlockM, kBlockN>(middle, &middle_first, &middle_last);
-            if (middle_last >= m_block) {
-              high = middle;
-            } else {
-              first = middle + 1;
-            }
-          }
-          while (load_acquire(semaphore) != n_block - first) {
-          }
-        }
-        __syncthreads();
-      }
-#pragma unroll
-      for (int pass = 0; pass < Tile::kDqPasses; ++pass) {
-        float acc_dq[kDqTilesM][kDqTilesN][4];
-        clear(acc_dq);
-        const int pass_d0 = pass * kDqPassCols + dq_d0;
-        warp_gemm<kDqTilesM, kDqTilesN, kBlockN / 16, false, true, TileP, TileKV>(acc_dq, smem + kSmemDs, dq_m0,
-                                                                                  smem + kSmemK, pass_d0);
-#pragma unroll
-        for (int tm = 0; tm < kDqTilesM; ++tm) {
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int row = row0 + dq_m0 + tm * 16 + (lane >> 2) + half * 8;
-            const bool row_inside = row < seq.len_q;
-            // (row 0 stands in for rows past the sequence so that the pointer stays inside the buffer)
-            float* accum = p.dq_accum +
-                           (static_cast<std::int64_t>(seq.accum_row0 + (row_inside ? row : 0)) * p.heads_q + head) * p.head_dim + pass_d0 +
-                           (lane & 3) * 2;
-#pragma unroll
-            for (int tn = 0; tn < kDqTilesN; ++tn) {
-              // head_dim is a multiple of 8, so one test per 8 columns decides both of this thread's.
-              if (row_inside && pass_d0 + tn * 8 < p.head_dim) {
-                red_add_pair(accum + tn * 8, acc_dq[tm][tn][2 * half], acc_dq[tm][tn][2 * half + 1]);
-              }
-            }
-          }
-        }
-      }
-      if (p.deterministic) {
-        __syncthreads();  // every thread's adds are issued before the turn passes on
-        if (tid == 0) {
-          __threadfence();
-          atomicAdd(semaphore, 1);
-        }
+        add_dq();
       }
     }
 

@@ -42,7 +42,7 @@ struct DenseBackwardParams {
 
   // Workspace (see dense_backward_workspace_bytes).
   float* delta = nullptr;             // [Hq, total_q]: D_i = <dO_i, O_i>
-  float* dq_accum = nullptr;          // [total_q, Hq, head_dim]: fp32 dQ / scale
+  float* dq_accum = nullptr;          // fp32 dQ / scale in the main kernel's order (DqAccumLayout)
   std::int32_t* dq_semaphore = nullptr;  // [B, Hq, num_m_blocks]: deterministic mode only
 
   int batch = 0;
@@ -75,7 +75,8 @@ Status launch_dense_backward_main(const DenseBackwardParams& params, cudaStream_
 Status launch_dense_backward_preprocess(const DenseBackwardParams& params, cudaStream_t stream);
 // dsinks[h] = -sum_i exp(sink_h - lse_i) * delta_i, in a fixed order (deterministic).
 Status launch_dense_backward_sinks(const DenseBackwardParams& params, cudaStream_t stream);
-// dq = scale * dq_accum, converted to the element type.
-Status launch_dense_backward_postprocess(const DenseBackwardParams& params, cudaStream_t stream);
+// dq = scale * dq_accum, converted to the element type; `tier` (64, 128, 256) names the layout of
+// dq_accum, that of the main kernel's tiles of that head-dim tier.
+Status launch_dense_backward_postprocess(const DenseBackwardParams& params, int tier, cudaStream_t stream);
 
 }  // namespace attnkit::sm80::backward

@@ -1,7 +1,8 @@
 // The small kernels around the main sm_80+ dense backward kernel:
 //   preprocess:  delta[h, token] = sum_d dO[token, h, d] * O[token, h, d]   (fp32)
 //   sinks:       dsinks[h] = -sum_token exp(sink_h - lse[h, token]) * delta[h, token]
-//   postprocess: dq[token, h, d] = scale * dq_accum[token, h, d], rounded to the element type
+//   postprocess: dq[token, h, d] = scale * dq_accum, rounded to the element type; dq_accum is in the
+//                main kernel's accumulator order (DqAccumLayout), read back here
 // Memory-bound, one pass each; 16-byte loads and stores (the host checks the alignment).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -11,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/dense/sm80/backward/dense_backward_sm80_config.h"
+#include "kernels/dense/sm80/backward/dense_backward_sm80_kernel.cuh"
 #include "kernels/dense/sm80/backward/dense_backward_sm80_params.h"
 
 namespace attnkit::sm80::backward {
@@ -34,22 +37,6 @@ __device__ __forceinline__ void chunk_to_float(const uint4& chunk, bool fp16, fl
       out[2 * i + 1] = pair.y;
     }
   }
-}
-
-__device__ __forceinline__ uint4 float_to_chunk(const float (&in)[8], bool fp16) {
-  uint4 chunk;
-  auto* words = reinterpret_cast<std::uint32_t*>(&chunk);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    if (fp16) {
-      __half2 pair = __floats2half2_rn(in[2 * i], in[2 * i + 1]);
-      words[i] = *reinterpret_cast<std::uint32_t*>(&pair);
-    } else {
-      __nv_bfloat162 pair = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
-      words[i] = *reinterpret_cast<std::uint32_t*>(&pair);
-    }
-  }
-  return chunk;
 }
 
 // Element offset of (token, head) in a [B, S, H, *] or [T, H, *] tensor: BSHD tokens are b * S + i.
@@ -121,25 +108,72 @@ __global__ void __launch_bounds__(kThreads) dense_backward_sinks_kernel(const De
   if (threadIdx.x == 0) p.dsinks[head * p.dsinks_stride] = -partial[0];
 }
 
-// One thread per 8 columns of one (token, head) row.
+__device__ __forceinline__ std::uint16_t to_element_bits(float x, bool fp16) {
+  if (fp16) return __half_as_ushort(__float2half_rn(x));
+  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+
+// One CTA per (query tile, query head, sequence), looping when there are more than the grid: the
+// tile's block of dq_accum is read in order (16-byte loads), scaled, rounded and put at its (row,
+// column) in shared memory, then written out as 16-byte row chunks.
+template <typename Tile>
 __global__ void __launch_bounds__(kThreads) dense_backward_postprocess_kernel(const DenseBackwardParams p) {
+  using Layout = DqAccumLayout<Tile>;
+  constexpr int kBlockM = Layout::kBlockM;
+  constexpr int kHeadDim = Layout::kHeadDim;
+  // 16 bytes of padding per row: the 8 rows that one warp's writes touch fall in 8 different bank groups.
+  constexpr int kPitch = kHeadDim + 8;
+  constexpr int kChunksPerRow = kHeadDim / 8;
+  __shared__ __align__(16) std::uint16_t tile[kBlockM * kPitch];
   const bool varlen = p.cu_seqlens_q != nullptr;
-  const int chunks_per_row = p.head_dim / 8;
-  const std::int64_t chunks = static_cast<std::int64_t>(p.total_q) * p.heads_q * chunks_per_row;
+  const std::int64_t blocks = static_cast<std::int64_t>(p.batch) * p.heads_q * p.num_m_blocks;
   auto* dq = static_cast<std::uint8_t*>(p.dq);
-  for (std::int64_t index = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; index < chunks;
-       index += static_cast<std::int64_t>(gridDim.x) * kThreads) {
-    const int chunk = static_cast<int>(index % chunks_per_row);
-    const std::int64_t row = index / chunks_per_row;  // token * Hq + head
-    const std::int64_t token = row / p.heads_q;
-    const int head = static_cast<int>(row % p.heads_q);
-    const auto* accum = reinterpret_cast<const float4*>(p.dq_accum + row * p.head_dim + chunk * 8);
-    const float4 lo = accum[0];
-    const float4 hi = accum[1];
-    const float values[8] = {lo.x * p.scale, lo.y * p.scale, lo.z * p.scale, lo.w * p.scale,
-                             hi.x * p.scale, hi.y * p.scale, hi.z * p.scale, hi.w * p.scale};
-    const std::int64_t at = token_offset(p.dq_strides, varlen, p.seqlen_q, token, head) + chunk * 8;
-    *reinterpret_cast<uint4*>(dq + 2 * at) = float_to_chunk(values, p.fp16);
+  for (std::int64_t linear = blockIdx.x; linear < blocks; linear += gridDim.x) {
+    const int m_block = static_cast<int>(linear % p.num_m_blocks);
+    const int head = static_cast<int>((linear / p.num_m_blocks) % p.heads_q);
+    const int batch = static_cast<int>(linear / p.num_m_blocks / p.heads_q);
+    const detail::SequenceView seq(p, batch);
+    const int row0 = m_block * kBlockM;
+    if (row0 >= seq.len_q) continue;  // the same for the whole CTA
+    const float* block =
+        p.dq_accum +
+        ((dq_accum_row0(varlen, batch, seq.q_row0, p.num_m_blocks, kBlockM) + row0) * p.heads_q + static_cast<std::int64_t>(head) * kBlockM) *
+            kHeadDim;
+    __syncthreads();  // the previous block's rows are out of shared memory
+    for (int quad = static_cast<int>(threadIdx.x); quad < Layout::kBlockValues / 4; quad += kThreads) {
+      const float4 four = reinterpret_cast<const float4*>(block)[quad];
+      const float values[4] = {four.x, four.y, four.z, four.w};
+      // Group (pass, warp, tm, tn) of 128 values, i.e. 32 quads.
+      int group = quad / 32;
+      const int tn = group % Layout::kTilesN;
+      group /= Layout::kTilesN;
+      const int tm = group % Layout::kTilesM;
+      group /= Layout::kTilesM;
+      const int warp = group % Layout::kWarps;
+      const int pass = group / Layout::kWarps;
+      const int row_base = (warp / Layout::kWarpsD) * Layout::kWarpRows + tm * 16;
+      const int col_base = pass * Layout::kPassCols + (warp % Layout::kWarpsD) * Layout::kWarpCols + tn * 8;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int slot = (quad % 32) * 4 + j;
+        const int lane = kDqAccumVectorAdds ? slot / 4 : slot % 32;
+        const int e = kDqAccumVectorAdds ? slot % 4 : slot / 32;
+        const int row = row_base + (lane >> 2) + (e >> 1) * 8;
+        const int col = col_base + (lane & 3) * 2 + (e & 1);
+        tile[row * kPitch + col] = to_element_bits(values[j] * p.scale, p.fp16);
+      }
+    }
+    __syncthreads();
+    const int rows_here = min(kBlockM, seq.len_q - row0);
+    for (int chunk = static_cast<int>(threadIdx.x); chunk < kBlockM * kChunksPerRow; chunk += kThreads) {
+      const int row = chunk / kChunksPerRow;
+      const int col = (chunk % kChunksPerRow) * 8;
+      if (row < rows_here && col < p.head_dim) {
+        const std::int64_t at = batch * p.dq_strides.batch + static_cast<std::int64_t>(seq.q_row0 + row0 + row) * p.dq_strides.row +
+                                static_cast<std::int64_t>(head) * p.dq_strides.head + col;
+        *reinterpret_cast<uint4*>(dq + 2 * at) = *reinterpret_cast<const uint4*>(tile + row * kPitch + col);
+      }
+    }
   }
 }
 
@@ -174,10 +208,15 @@ Status launch_dense_backward_sinks(const DenseBackwardParams& params, cudaStream
   return launch_status("sinks");
 }
 
-Status launch_dense_backward_postprocess(const DenseBackwardParams& params, cudaStream_t stream) {
-  const std::int64_t chunks = static_cast<std::int64_t>(params.total_q) * params.heads_q * (params.head_dim / 8);
-  if (chunks == 0) return Status::ok();
-  dense_backward_postprocess_kernel<<<grid_for(chunks, kThreads), kThreads, 0, stream>>>(params);
+Status launch_dense_backward_postprocess(const DenseBackwardParams& params, int tier, cudaStream_t stream) {
+  const std::int64_t blocks = static_cast<std::int64_t>(params.batch) * params.heads_q * params.num_m_blocks;
+  if (blocks == 0) return Status::ok();
+  const unsigned grid = grid_for(blocks, 1);
+  switch (tier) {
+    case 64: dense_backward_postprocess_kernel<BackwardTile<64, 2>><<<grid, kThreads, 0, stream>>>(params); break;
+    case 128: dense_backward_postprocess_kernel<BackwardTile<128, 2>><<<grid, kThreads, 0, stream>>>(params); break;
+    default: dense_backward_postprocess_kernel<BackwardTile<256, 2>><<<grid, kThreads, 0, stream>>>(params); break;
+  }
   return launch_status("postprocess");
 }
 
