@@ -170,9 +170,12 @@ struct ChainParam {
 
 class LinearDecodeChain : public ::testing::TestWithParam<ChainParam> {};
 
-// T = 1 decode steps carried through one state reproduce the chunked forward over the same tokens: the
-// outputs to within bf16 rounding (both round an fp32 value; a different fp32 path can land on the
-// neighbouring bf16 value), the state to fp32 accumulation noise.
+// T = 1 decode steps carried through one state reproduce the chunked forward over the same tokens. On the
+// CPU: the outputs to within bf16 rounding (both round an fp32 value; a different fp32 path can land on
+// the neighbouring bf16 value), the state to fp32 accumulation noise. The GPU forwards round the state
+// and the chunk operands to bf16 for their tensor-core products (as FLA does) while decode keeps fp32
+// throughout, so there both sides are held to the bound each meets against float64 (semantics.md
+// section 6, rms 0.005); on the H100 the sm80 pair differed by rms 3.95e-3 (outputs) and 3.2e-3 (states).
 TEST_P(LinearDecodeChain, StepsEqualForward) {
   const ChainParam& p = GetParam();
   if (test_device().kind == DeviceKind::kCUDA) {
@@ -221,9 +224,10 @@ TEST_P(LinearDecodeChain, StepsEqualForward) {
     max_out_diff = std::max(max_out_diff, std::abs(out_decode[e] - out_forward[e]));
   }
   EXPECT_LE(max_out_diff, 2.0 * std::ldexp(1.0, -8) * out_scale) << "two bf16 ulps of max|out| = " << out_scale;
-  const RmsReport out_rms = rms_ratio("out", out_decode, out_forward, 2e-3);
+  const bool cpu = p.backend == Backend::kCPU;
+  const RmsReport out_rms = rms_ratio("out", out_decode, out_forward, cpu ? 2e-3 : 5e-3);
   EXPECT_TRUE(out_rms.passed) << out_rms.text();
-  const RmsReport state_rms = rms_ratio("state", state_decode, state_forward, 1e-5);
+  const RmsReport state_rms = rms_ratio("state", state_decode, state_forward, cpu ? 1e-5 : 5e-3);
   EXPECT_TRUE(state_rms.passed) << state_rms.text();
 }
 

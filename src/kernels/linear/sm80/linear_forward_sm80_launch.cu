@@ -18,12 +18,15 @@ namespace {
 template <typename Element>
 cudaError_t launch_gdn(const LinearForwardParams& params, int state_slice, cudaStream_t stream) {
   using namespace linear_detail;
-  cudaError_t status = launch_linear_gdn_prep<Element>(params, stream);
+  // T = 0 with states (final = initial): no chunk slots, so only the state pass runs (a grid of 0 CTAs
+  // is a launch error).
+  const bool chunks = params.chunk.slots > 0;
+  cudaError_t status = chunks ? launch_linear_gdn_prep<Element>(params, stream) : cudaSuccess;
   if (status != cudaSuccess) return status;
   status = state_slice == 32 ? launch_linear_gdn_state<Element, 32>(params, stream)
                              : launch_linear_gdn_state<Element, 16>(params, stream);
   if (status != cudaSuccess) return status;
-  return launch_linear_gdn_output<Element>(params, stream);
+  return chunks ? launch_linear_gdn_output<Element>(params, stream) : cudaSuccess;
 }
 
 }  // namespace
