@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# One device call for linear attention (gpu-workflow.md): the GPU check against the float64 recurrence,
-# then (with --bench) attnkit's timings and, with --fla, FLA's on the same shapes, joined into one
-# results file under $OUT. Expects the stripped linear_gpu_bench and the FLA wheels in $CARRY.
+# One device call for linear attention (gpu-workflow.md), every log under $OUT, a short table last:
+#   1. the linear conformance tests of attnkit_gpu_tests on the sm80 backend (forward, decode, chains);
+#   2. `linear_gpu_bench check`: forward and decode against the float64 recurrence;
+#   3. with --bench: `linear_gpu_bench bench`, then (with --fla) FLA's forward on the same shapes, joined
+#      into one results file $OUT/linear_results.json.
 #   bench/linear/run_device.sh CARRY [--bench] [--fla]
-# ATTNKIT_COMMIT names the commit of the carried binary in the results file (the device's checkout may
-# report another HEAD); FLA_ARGS passes options to bench/peers/fla_linear.py (e.g. --skip-backward).
+# CARRY holds the stripped attnkit_gpu_tests and linear_gpu_bench and the FLA wheels.
+# Environment: ATTNKIT_COMMIT names the carried binaries' commit in the results file (the device's checkout
+# may report another HEAD); FLA_VARIANTS (default "gdn kda") limits the FLA rows, since its Triton
+# autotuning takes about a minute per shape; FLA_ARGS passes options to bench/peers/fla_linear.py
+# (e.g. --skip-backward); GTEST_LIMIT and FLA_LIMIT are the seconds allowed to those steps.
 set -u
 carry=$1
 shift
@@ -18,14 +23,35 @@ for arg in "$@"; do
 done
 out=${OUT:-/tmp/linear_out}
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
-"$carry/linear_gpu_bench" check 2>&1 | tee "$out/check.log"
-check_status=${PIPESTATUS[0]}
-[ "$bench" = 1 ] || exit "$check_status"
-"$carry/linear_gpu_bench" bench "$out/attnkit_linear.json" 2>&1 | tee "$out/bench.log"
-[ "$fla" = 1 ] || exit "$check_status"
-pip install --quiet --no-index --no-deps --target /tmp/fla "$carry"/*.whl 2>&1 | tail -2
-PYTHONPATH=/tmp/fla:${PYTHONPATH:-} python3 bench/peers/fla_linear.py --attnkit "$out/attnkit_linear.json" \
-  --out "$out/linear_results.json" --commit "${ATTNKIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" \
-  --command "bench/linear/run_device.sh $*" ${FLA_ARGS:-} 2>&1 | tee "$out/fla.log"
-exit "$check_status"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv > "$out/gpu.txt"
+timeout "${GTEST_LIMIT:-120}" "$carry/attnkit_gpu_tests" --gtest_brief=1 \
+  --gtest_filter='Linear/LinearForward.*Sm80*:Linear/LinearDecode.*Sm80*:Linear/LinearDecodeChain.*' > "$out/gtest.log" 2>&1
+echo "gtest rc=$?" | tee "$out/summary.txt"
+timeout 120 "$carry/linear_gpu_bench" check > "$out/check.log" 2>&1
+echo "check rc=$?" | tee -a "$out/summary.txt"
+if [ "$bench" = 1 ]; then
+  timeout 120 "$carry/linear_gpu_bench" bench "$out/attnkit_linear.json" > "$out/bench.log" 2>&1
+  echo "bench rc=$?" | tee -a "$out/summary.txt"
+fi
+if [ "$bench" = 1 ] && [ "$fla" = 1 ]; then
+  FLA_VARIANTS=${FLA_VARIANTS:-gdn kda} python3 - "$out" <<'PY'
+import json, os, sys
+rows = json.load(open(sys.argv[1] + "/attnkit_linear.json"))
+keep = os.environ["FLA_VARIANTS"].split()
+rows["rows"] = [r for r in rows["rows"] if r["op"] == "linear_fwd" and r["variant"] in keep]
+json.dump(rows, open(sys.argv[1] + "/attnkit_for_fla.json", "w"))
+PY
+  pip install --quiet --no-index --no-deps --target /tmp/fla "$carry"/*.whl > "$out/pip.log" 2>&1
+  PYTHONPATH=/tmp/fla:${PYTHONPATH:-} timeout "${FLA_LIMIT:-300}" python3 bench/peers/fla_linear.py \
+    --attnkit "$out/attnkit_for_fla.json" --out "$out/linear_results.json" \
+    --commit "${ATTNKIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" \
+    --command "bench/linear/run_device.sh $*" ${FLA_ARGS:-} > "$out/fla.log" 2>&1
+  echo "fla rc=$?" | tee -a "$out/summary.txt"
+fi
+gzip -f "$out/gtest.log"
+echo "== gtest"; zcat "$out/gtest.log.gz" | grep -E "^\[  (FAILED|PASSED|SKIPPED) " | sed 's/, where.*//' | tail -20
+echo "== check"; grep -E "FAIL|ALL OK|FAILURES" "$out/check.log" | head -20
+[ -f "$out/bench.log" ] && { echo "== bench"; cat "$out/bench.log"; }
+[ -f "$out/fla.log" ] && { echo "== fla"; tail -12 "$out/fla.log"; }
+cat "$out/summary.txt"
+grep -q "check rc=0" "$out/summary.txt"
