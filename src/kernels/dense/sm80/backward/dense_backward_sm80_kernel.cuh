@@ -674,27 +674,25 @@ struct BackwardKernel {
         warp_gemm<kDkvTilesM, kDkvTilesN, kBlockM / 16, true, true, TileP, TileQ>(acc_dv, smem + kSmemP, dkv_n0,
                                                                                   smem_dout, dkv_d0);
       };
-      if constexpr (kStages == 2) {
-        // The dQ adds go out before the dK GEMM (as in FlashAttention-2), so that the atomics drain while
-        // the tensor cores run dK instead of in front of the next step's barrier.
-        gemm_dv();
-        add_dq();
-        gemm_dk();
-      } else {
-        // One Q/dO buffer: the next Q loads from the end of dK on, the next dO from the end of dV on.
-        gemm_dk();
+      // dK, dV, then dQ. Issuing the dQ adds before the dK GEMM (FlashAttention-2's order) measured 0-4%
+      // slower on the H100 (backward/README.md, round 3). With one Q/dO buffer the next Q loads from the
+      // end of dK on, the next dO from the end of dV on.
+      gemm_dk();
+      if constexpr (kStages == 1) {
         __syncthreads();
         if (step + 1 < num_steps) {
           load_q(step + 1, 0);
           load_row_stats(step + 1, 0);
         }
         cp_async_commit();
-        gemm_dv();
+      }
+      gemm_dv();
+      if constexpr (kStages == 1) {
         __syncthreads();
         if (step + 1 < num_steps) load_dout(step + 1, 0);
         cp_async_commit();
-        add_dq();
       }
+      add_dq();
     }
 
     // Epilogue: dK (times scale) and dV through shared memory (K and V are no longer read), then
