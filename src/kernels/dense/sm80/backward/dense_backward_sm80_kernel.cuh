@@ -50,8 +50,9 @@ __device__ __forceinline__ float exp2_approx(float x) {
 }
 
 // Fire-and-forget fp32 adds to global memory (no return value, so no round trip). dQ takes
-// (key tiles) x (query rows) x D of them, and the number of requests counts: sm_90's vector form
-// (four neighbours, 16-byte aligned, one request) is used there; sm_80's PTX has only the scalar one.
+// (key tiles) x (query rows) x D of them; sm_90's vector form (four neighbours, 16-byte aligned) is used
+// there, sm_80's PTX has only the scalar one. What a warp request spans matters more than how many
+// there are: DqAccumLayout makes each one contiguous (backward/README.md, round 3).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void red_add_quad(float* address, float x0, float x1, float x2, float x3) {
   asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(address), "f"(x0), "f"(x1), "f"(x2), "f"(x3)
