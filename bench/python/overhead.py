@@ -169,12 +169,18 @@ def main():
             parts = {
                 # One extension call: imports q, k, v, allocates out (new_empty), validates, dispatches, launches.
                 "part_ext_call_and_launch": lambda: _ext.dense_forward_torch(q, k, v, None, None, None, 0, 0, None,
-                                                                             True, -1, -1, 0.0, 0, False, None),
+                                                                             True, -1, -1, 0.0, 0, False),
                 # The same call on B = 0 tensors: everything but backend choice, planning and the launch.
                 "part_ext_call_zero_size": lambda: _ext.dense_forward_torch(q0, q0, q0, None, None, None, 0, 0, None,
-                                                                            True, -1, -1, 0.0, 0, False, None),
+                                                                            True, -1, -1, 0.0, 0, False),
                 # Inside it, the allocation and the stream query (each timed from Python: an upper bound).
                 "part_new_empty_out": lambda: q.new_empty(out_shape),
+                # Its alternatives, for the choice of the cheapest torch allocation call.
+                "part_torch_empty_out": lambda: torch.empty(out_shape, dtype=q.dtype, device=q.device),
+                "part_torch_empty_like_out": lambda: torch.empty_like(q, memory_format=torch.contiguous_format),
+                # What each call of a backend with a workspace paid before the per-stream buffer (the Python
+                # allocator callback: torch.empty(16 bytes) on q's device).
+                "part_workspace_alloc_callback": lambda: _torch_ops._workspace(16, q),
                 "part_current_stream": lambda: _torch_ops._raw_stream(q.get_device()),
                 # The Python layers above it, each with everything below it.
                 "part_forward_impl": lambda: _torch_ops._forward_impl(q, k, v, None, None, None, 0, 0, None, True, -1,

@@ -51,7 +51,8 @@ if _raw_stream is None:  # pragma: no cover - older torch
         return torch.cuda.current_stream(index).cuda_stream
 
 
-_ext.set_torch_types(Tensor, torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32, _raw_stream)
+_ext.set_torch_types(Tensor, torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32, torch.uint8,
+                     _raw_stream)
 
 
 _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
@@ -73,10 +74,11 @@ def _workspace(nbytes: int, like: Tensor):
 def _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, backend_code,
                   need_lse) -> Tuple[Tensor, Optional[Tensor]]:
     """The forward in one extension call: it allocates out (and lse) with q.new_empty and runs on the current
-    stream of q's device. Ranks are checked here only when the extension finds them wrong, so that the
-    message is forward_shapes' on every path."""
+    stream of q's device (a backend's workspace is the stream's reusable buffer, tensor_import.h). Ranks are
+    checked here only when the extension finds them wrong, so that the message is forward_shapes' on every
+    path."""
     result = _ext.dense_forward_torch(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
-                                      backend_code, need_lse, _workspace)
+                                      backend_code, need_lse)
     if result is None:
         forward_shapes(q, v, cu_q is not None)  # raises the rank error
         raise RuntimeError("internal error: the extension refused ranks that forward_shapes accepts")

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
@@ -19,6 +20,7 @@
 #include "attnkit/dense.h"
 #include "attnkit/linear.h"
 #include "attnkit/version.h"
+#include "host/dense_dispatch.h"
 #include "tensor_import.h"
 
 namespace nb = nanobind;
@@ -75,14 +77,12 @@ DenseOptions to_options(std::optional<double> scale, bool causal, std::int64_t w
   return options;
 }
 
-// The library entry point for each kind of call.
-Status launch(const DenseForwardArgs& args) { return forward(args); }
-Status launch(const DenseBackwardArgs& args) { return backward(args); }
+// The library entry point for each kind of linear call (the dense ones go through run_dense()).
 Status launch(const LinearForwardArgs& args) { return forward(args); }
 Status launch(const LinearBackwardArgs& args) { return backward(args); }
 Status launch(const LinearDecodeArgs& args) { return decode(args); }
 
-// Runs forward()/backward()/decode(). Only a call that needs scratch memory pays for asking its size: the first
+// Runs the linear forward()/backward()/decode(). Only a call that needs scratch memory pays for asking its size: the first
 // attempt runs without workspace, and WorkspaceTooSmall (returned before anything is launched or
 // written) makes it ask workspace_size() and allocate through `workspace_alloc`, a Python callable
 // (bytes, q) -> (owner, address) that allocates on q's device with q's framework's allocator.
@@ -104,6 +104,50 @@ void run(Args& args, nb::handle q, nb::handle workspace_alloc) {
     args.workspace = reinterpret_cast<void*>(nb::cast<std::uintptr_t>(owner_and_address[1]));
     args.workspace_bytes = bytes;
     status = call();
+  }
+  if (!status) raise_status(status);
+}
+
+// Where a dense call's workspace comes from, asked by host::forward_allocating/backward_allocating only
+// when the chosen backend needs one: the Python callable `workspace_alloc` (see run()), or for the
+// torch fast path torch_workspace() (a per-stream buffer, or torch's allocator). `owner` keeps the
+// allocation alive until the call returns. Called with or without the GIL (CPU work runs without).
+struct DenseWorkspace {
+  DenseWorkspace(nb::handle q, nb::handle workspace_alloc, const TensorRef* torch_like = nullptr,
+                 std::uintptr_t stream = 0)
+      : q(q), workspace_alloc(workspace_alloc), torch_like(torch_like), stream(stream) {}
+
+  nb::handle q;
+  nb::handle workspace_alloc;
+  const TensorRef* torch_like;  // set: the torch fast path, on this tensor's device
+  std::uintptr_t stream;
+  nb::object owner;
+
+  static void* allocate(void* context, std::size_t bytes) {
+    auto* self = static_cast<DenseWorkspace*>(context);
+    nb::gil_scoped_acquire locked;
+    if (self->torch_like != nullptr) return torch_workspace(self->q, *self->torch_like, self->stream, bytes, &self->owner);
+    if (self->workspace_alloc.is_none()) return nullptr;
+    nb::tuple owner_and_address = nb::cast<nb::tuple>(self->workspace_alloc(bytes, self->q));
+    self->owner = owner_and_address[0];
+    return reinterpret_cast<void*>(nb::cast<std::uintptr_t>(owner_and_address[1]));
+  }
+};
+
+// The dense forward/backward: one plan per call (host/dense_dispatch.h), the workspace allocated only when
+// the chosen backend needs it. GIL as in run().
+template <typename Args>
+void run_dense(const Args& args, DenseWorkspace* workspace) {
+  const host::WorkspaceAllocator allocator{&DenseWorkspace::allocate, workspace};
+  Status status;
+  {
+    std::optional<nb::gil_scoped_release> unlocked;
+    if (on_cpu(args.q)) unlocked.emplace();
+    if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+      status = host::forward_allocating(args, allocator);
+    } else {
+      status = host::backward_allocating(args, allocator);
+    }
   }
   if (!status) raise_status(status);
 }
@@ -180,7 +224,8 @@ void dense_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::h
   ForwardCall call;
   make_forward(&call, importer, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                to_options(scale, causal, window_left, window_right, softcap, backend, stream));
-  run(call.args, q, workspace_alloc);
+  DenseWorkspace workspace{q, workspace_alloc};
+  run_dense(call.args, &workspace);
 }
 
 // The PyTorch forward of the eager fast path (python/attnkit/_torch_ops.py) in one call: q, k, v, sinks and
@@ -191,8 +236,7 @@ void dense_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::h
 nb::object dense_forward_torch(nb::handle q, nb::handle k, nb::handle v, nb::handle sinks, nb::handle cu_seqlens_q,
                                nb::handle cu_seqlens_k, std::int64_t max_seqlen_q, std::int64_t max_seqlen_k,
                                std::optional<double> scale, bool causal, std::int64_t window_left,
-                               std::int64_t window_right, double softcap, int backend, bool need_lse,
-                               nb::handle workspace_alloc) {
+                               std::int64_t window_right, double softcap, int backend, bool need_lse) {
   const bool varlen = !cu_seqlens_q.is_none();
   const int rank = varlen ? 3 : 4;
   ForwardCall call;
@@ -214,7 +258,8 @@ nb::object dense_forward_torch(nb::handle q, nb::handle k, nb::handle v, nb::han
   if (need_lse) lse = torch_new_empty(q, a.q, lse_shape, rank - 1, /*fp32=*/true, &a.lse);
   const std::uintptr_t stream = a.q.device.kind == DeviceKind::kCUDA ? torch_current_stream(a.q.device.index) : 0;
   a.options = to_options(scale, causal, window_left, window_right, softcap, backend, stream);
-  run(a, q, workspace_alloc);
+  DenseWorkspace workspace{q, nb::none(), &a.q, stream};
+  run_dense(a, &workspace);
   return nb::make_tuple(out, lse);
 }
 
@@ -239,7 +284,8 @@ void dense_backward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::
   make_backward(&call, importer, q, k, v, out, dout, lse, dq, dk, dv, sinks, dsinks, cu_seqlens_q, cu_seqlens_k,
                 max_seqlen_q, max_seqlen_k, deterministic,
                 to_options(scale, causal, window_left, window_right, softcap, backend, stream));
-  run(call.args, q, workspace_alloc);
+  DenseWorkspace workspace{q, workspace_alloc};
+  run_dense(call.args, &workspace);
 }
 
 nb::tuple dense_explain_backward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
@@ -459,7 +505,7 @@ NB_MODULE(_ext, m) {
       std::make_tuple(tensor("q"), tensor("k"), tensor("v"), tensor("sinks"), tensor("cu_seqlens_q"),
                       tensor("cu_seqlens_k"), nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("scale").none(),
                       nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"), nb::arg("softcap"),
-                      nb::arg("backend"), nb::arg("need_lse"), nb::arg("workspace_alloc").none()));
+                      nb::arg("backend"), nb::arg("need_lse")));
   m.def("set_torch_types", &py::set_torch_types, nb::arg("tensor_type"), nb::arg("float16"), nb::arg("bfloat16"),
-        nb::arg("float32"), nb::arg("float64"), nb::arg("int32"), nb::arg("current_stream"));
+        nb::arg("float32"), nb::arg("float64"), nb::arg("int32"), nb::arg("uint8"), nb::arg("current_stream"));
 }

@@ -4,6 +4,11 @@
 #include <cstdint>
 #include <string>
 
+#include "attnkit/build_config.h"
+#if ATTNKIT_ENABLE_CUDA
+#include <cuda_runtime.h>
+#endif
+
 namespace nb = nanobind;
 
 namespace attnkit::python {
@@ -18,6 +23,7 @@ struct TorchTypes {
   PyObject* float32 = nullptr;
   PyObject* float64 = nullptr;
   PyObject* int32 = nullptr;
+  PyObject* uint8 = nullptr;
   PyObject* current_stream = nullptr;
 };
 TorchTypes torch_types;
@@ -218,11 +224,11 @@ TensorRef import_dlpack(const char* name, nb::handle object, bool uint16_is_bf16
 }  // namespace
 
 void set_torch_types(nb::handle tensor_type, nb::handle float16, nb::handle bfloat16, nb::handle float32,
-                     nb::handle float64, nb::handle int32, nb::handle current_stream) {
+                     nb::handle float64, nb::handle int32, nb::handle uint8, nb::handle current_stream) {
   torch_types = TorchTypes{nb::handle(tensor_type).inc_ref().ptr(), nb::handle(float16).inc_ref().ptr(),
                            nb::handle(bfloat16).inc_ref().ptr(),   nb::handle(float32).inc_ref().ptr(),
                            nb::handle(float64).inc_ref().ptr(),    nb::handle(int32).inc_ref().ptr(),
-                           nb::handle(current_stream).inc_ref().ptr()};
+                           nb::handle(uint8).inc_ref().ptr(),      nb::handle(current_stream).inc_ref().ptr()};
 }
 
 bool import_torch_with_rank(const char* name, nb::handle object, int rank, TensorRef* ref) {
@@ -253,6 +259,76 @@ nb::object torch_new_empty(nb::handle like, const TensorRef& like_ref, const std
     stride *= std::max<std::int64_t>(shape[axis], 1);
   }
   return tensor;
+}
+
+namespace {
+
+// like.new_empty((bytes,), dtype=torch.uint8), and its address.
+void* torch_new_bytes(nb::handle like, std::size_t bytes, nb::object* owner) {
+  nb::object sizes = checked(PyTuple_New(1));
+  PyTuple_SET_ITEM(sizes.ptr(), 0, checked(PyLong_FromSize_t(bytes)).release().ptr());
+  const Names& n = names();
+  PyObject* args[] = {like.ptr(), sizes.ptr(), torch_types.uint8};
+  *owner = checked(PyObject_VectorcallMethod(n.new_empty, args, 2, n.dtype_keyword));
+  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(owner->ptr(), n.data_ptr));
+  void* data = PyLong_AsVoidPtr(data_ptr.ptr());
+  if (data == nullptr && PyErr_Occurred()) throw nb::python_error();
+  return data;
+}
+
+#if ATTNKIT_ENABLE_CUDA
+struct StreamWorkspace {
+  int device;
+  unsigned long long stream_id;
+  std::size_t bytes;
+  void* data;
+  PyObject* tensor;  // a strong reference, never released: the buffer lives as long as the process
+};
+constexpr std::size_t kMaxStreamWorkspaces = 64;
+
+// The reusable buffer of (device, stream), or nullptr: the stream is capturing a graph, its state cannot
+// be read, or the table is full. Called with the GIL held, which guards the table.
+void* stream_workspace(nb::handle like, int device, std::uintptr_t stream, std::size_t bytes) {
+  static std::vector<StreamWorkspace>& table = *new std::vector<StreamWorkspace>();  // leaked: see above
+  const auto handle = reinterpret_cast<cudaStream_t>(stream);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  unsigned long long stream_id = 0;
+  if (cudaStreamIsCapturing(handle, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone ||
+      cudaStreamGetId(handle, &stream_id) != cudaSuccess) {
+    // (The legacy stream answers cudaErrorStreamCaptureImplicit while another stream captures.) Clear the
+    // error, which the launch's cudaGetLastError() would otherwise report as its own.
+    cudaGetLastError();
+    return nullptr;
+  }
+  for (StreamWorkspace& entry : table) {
+    if (entry.device != device || entry.stream_id != stream_id) continue;
+    if (entry.bytes >= bytes) return entry.data;
+    // Too small: a larger one replaces it. The old tensor goes back to torch's allocator, which hands
+    // its memory only to work queued after this point on the same stream.
+    nb::object tensor;
+    void* data = torch_new_bytes(like, bytes, &tensor);
+    Py_DECREF(entry.tensor);
+    entry = StreamWorkspace{device, stream_id, bytes, data, tensor.release().ptr()};
+    return data;
+  }
+  if (table.size() >= kMaxStreamWorkspaces) return nullptr;
+  nb::object tensor;
+  void* data = torch_new_bytes(like, bytes, &tensor);
+  table.push_back(StreamWorkspace{device, stream_id, bytes, data, tensor.release().ptr()});
+  return data;
+}
+#endif
+
+}  // namespace
+
+void* torch_workspace(nb::handle like, const TensorRef& like_ref, std::uintptr_t stream, std::size_t bytes,
+                      nb::object* owner) {
+#if ATTNKIT_ENABLE_CUDA
+  if (like_ref.device.kind == DeviceKind::kCUDA) {
+    if (void* data = stream_workspace(like, like_ref.device.index, stream, bytes)) return data;
+  }
+#endif
+  return torch_new_bytes(like, bytes, owner);
 }
 
 std::uintptr_t torch_current_stream(int device_index) {

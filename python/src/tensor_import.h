@@ -10,6 +10,7 @@
 //    export ml_dtypes.bfloat16 through DLPack, so the Python layer passes a uint16 view of it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -31,7 +32,7 @@ enum class Importer : int {
 // the raw cudaStream_t of that device's current stream as an int.
 void set_torch_types(nanobind::handle tensor_type, nanobind::handle float16, nanobind::handle bfloat16,
                      nanobind::handle float32, nanobind::handle float64, nanobind::handle int32,
-                     nanobind::handle current_stream);
+                     nanobind::handle uint8, nanobind::handle current_stream);
 
 // Keeps the imported DLPack views (and so the producer's buffers) alive until the call returns.
 using ImportKeepAlive = std::vector<nanobind::ndarray<nanobind::ro>>;
@@ -49,6 +50,18 @@ bool import_torch_with_rank(const char* name, nanobind::handle object, int rank,
 // described in `ref` from what was asked for: only its address is read back.
 nanobind::object torch_new_empty(nanobind::handle like, const TensorRef& like_ref, const std::int64_t* shape,
                                  int rank, bool fp32, TensorRef* ref);
+
+// Scratch memory of `bytes` bytes on like's device for work queued on `stream`; returns its address.
+// On a CUDA stream that is not capturing a graph, one buffer per (device, stream) is kept and reused
+// (at most 64 streams; the memory stays allocated for the life of the process): every use is ordered
+// on that one stream, so a call cannot overlap the previous one's use. This saves torch's allocator
+// call (about 3 us on the H100 host, bench/python/NOTES.md) on every call of a backend that needs a
+// workspace. Streams are told apart by cudaStreamGetId, which is never reused, unlike a handle freed by
+// cudaStreamDestroy. While the stream captures a CUDA graph, and on the CPU, it is a fresh
+// like.new_empty((bytes,), dtype=torch.uint8) instead, kept alive by *owner (during capture, torch
+// allocates from the graph's private pool, and the graph may replay on another stream).
+void* torch_workspace(nanobind::handle like, const TensorRef& like_ref, std::uintptr_t stream, std::size_t bytes,
+                      nanobind::object* owner);
 
 // The current stream of a CUDA device (torch's), as an integer cudaStream_t.
 std::uintptr_t torch_current_stream(int device_index);

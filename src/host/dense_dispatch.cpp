@@ -9,6 +9,7 @@
 #include "cpu/dense_cpu.h"
 #include "host/backend_selection.h"
 #include "host/dense_backend.h"
+#include "host/dense_dispatch.h"
 #include "host/dense_problem.h"
 
 // The sm80 forward and backward are separate translation units, each announced by its own define
@@ -193,6 +194,32 @@ Status run_impl(const Args& args) {
   }
 }
 
+// run_impl with the workspace taken from `allocator` when the caller's is too small: the plan (validation,
+// backend choice, workspace size) is made once.
+template <typename Args>
+Status run_allocating_impl(Args& args, const WorkspaceAllocator& allocator) {
+  DenseProblem problem;
+  const DenseBackendOps* chosen = nullptr;
+  if (Status s = choose_backend(args, &problem, &chosen); !s) return s;
+  if (chosen == nullptr) return Status::ok();  // zero-size work
+  const std::size_t needed = needed_workspace<Args>(*chosen, problem);
+  if (needed > 0 && (args.workspace == nullptr || args.workspace_bytes < needed)) {
+    void* memory = allocator.allocate == nullptr ? nullptr : allocator.allocate(allocator.context, needed);
+    if (memory == nullptr) {
+      return {StatusCode::kWorkspaceTooSmall, std::string("workspace: backend ") + backend_name(chosen->backend) +
+                                                  " needs " + std::to_string(needed) +
+                                                  " bytes and none could be allocated"};
+    }
+    args.workspace = memory;
+    args.workspace_bytes = needed;
+  }
+  if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+    return chosen->run_forward(problem, args);
+  } else {
+    return chosen->run_backward(problem, args);
+  }
+}
+
 template <typename Args>
 Status workspace_size_impl(const Args& args, std::size_t* bytes) {
   if (bytes == nullptr) return {StatusCode::kInvalidArgument, "workspace_size: bytes must not be null"};
@@ -209,6 +236,14 @@ Explanation explain_impl(const Args& args) {
 }
 
 }  // namespace
+
+Status forward_allocating(DenseForwardArgs args, const WorkspaceAllocator& allocator) {
+  return run_allocating_impl(args, allocator);
+}
+Status backward_allocating(DenseBackwardArgs args, const WorkspaceAllocator& allocator) {
+  return run_allocating_impl(args, allocator);
+}
+
 }  // namespace host
 
 std::string Explanation::to_string() const {

@@ -312,6 +312,53 @@ def test_gpu_runs_on_the_current_stream():
 
 
 @needs_gpu
+def test_gpu_concurrent_streams_get_their_own_workspace():
+    """Calls queued on two streams at once: each stream's reusable workspace (the sm90 forward's tile
+    counter) must be its own, or concurrent kernels would take each other's tiles and leave rows unwritten.
+    Each call has its own inputs, so that a stale output could not pass for the right one."""
+    q, k, v = tensors((4, 1024, 8, 64), (4, 1024, 8, 64), (4, 1024, 8, 64), dtype=torch.bfloat16, device="cuda",
+                      seed=11)
+    rounds = 6
+    inputs = [(q * (1 + 0.125 * i), k, v) for i in range(2 * rounds)]
+    expected = [attnkit.attention(*args, causal=True) for args in inputs]
+    streams = (torch.cuda.Stream(), torch.cuda.Stream())
+    torch.cuda.synchronize()
+    for stream in streams:
+        with torch.cuda.stream(stream):
+            torch.cuda._sleep(20_000_000)  # both streams start their queues together
+    got = []
+    for i, args in enumerate(inputs):
+        with torch.cuda.stream(streams[i % 2]):
+            got.append(attnkit.attention(*args, causal=True))
+    torch.cuda.synchronize()
+    for i, (out, reference) in enumerate(zip(got, expected)):
+        assert torch.equal(out, reference), f"call {i} (stream {i % 2}) differs from the same call made alone"
+
+
+@needs_gpu
+def test_gpu_cuda_graph_capture_and_replay():
+    """A captured call gets its own workspace (torch's graph pool), so replays and eager calls on the
+    capturing stream do not share a tile counter."""
+    q, k, v = tensors((2, 512, 8, 64), (2, 512, 8, 64), (2, 512, 8, 64), dtype=torch.bfloat16, device="cuda",
+                      seed=12)
+    static_q = q.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as torch's CUDA graph guide asks
+        attnkit.attention(static_q, k, v, causal=True)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = attnkit.attention(static_q, k, v, causal=True)
+    for scale in (0.5, 2.0, 3.0):
+        static_q.copy_(q * scale)
+        eager = attnkit.attention(q * scale, k, v, causal=True)  # queued next to the replay, same stream
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, eager), f"replay with q * {scale} differs from the eager call"
+
+
+@needs_gpu
 def test_gpu_calls_never_synchronise_the_host():
     q, k, v = tensors((1, 256, 4, 64), (1, 256, 4, 64), (1, 256, 4, 64), dtype=torch.bfloat16, device="cuda",
                       requires_grad=True)
