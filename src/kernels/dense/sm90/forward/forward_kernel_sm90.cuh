@@ -135,6 +135,11 @@ struct ForwardConfig {
   using TmaV = decltype(cute::make_tma_copy(cute::SM90_TMA_LOAD{}, GmemTensor{}, cute::take<0, 2>(SmemLayoutV{}),
                                             cute::select<2, 1>(TileShapePV{}), cute::_1{}));
 
+  // Conditional rescaling (SplitOnlineSoftmax) where it measured faster: D = 256 gained 2-4% on every
+  // issue-5 case (the rescale of its 64 x 256 O is 128 multiplies per thread and key tile), D = 128
+  // lost 3-7% (NOTES.md, run 6), D = 64 moved by less than the noise (+1% on average).
+  static constexpr bool kConditionalRescale = kHeadDimV == 256;
+
   // Register budget per thread (65,536 per SM, one CTA): 128 x 24 + 256 x 240 = 64,512.
   static constexpr int kProducerRegisters = 24;
   static constexpr int kConsumerRegisters = kConsumerWarpgroups == 2 ? 240 : 160;
@@ -155,7 +160,8 @@ struct ForwardWork {
 };
 
 // Persistent and dynamic: p.num_ctas CTAs (one per SM) start on tiles 0 .. num_ctas - 1 and then take
-// the next linear tile index from a global counter (p.tile_counter, zeroed before the launch) as they
+// the next linear tile index from a global counter (p.tile_counter, zero at the launch and left at zero
+// by it: next_tile) as they
 // finish, so tiles of unequal work (causal / window) balance themselves. The query tiles of one head
 // are adjacent, so CTAs running together share K/V in L2 (causal S = 1024 ran at 279 TFLOP/s, bound
 // by HBM, when heads were interleaved); causal / window go from the tile with the most key tiles to the
@@ -379,11 +385,11 @@ struct ForwardMainloopSm90 {
       pipeline_k.consumer_release(read_k);
       ++read_k;
       score_mod(n);
-      softmax.template update<false>(wgmma_rows_cols_view(acc_s), correction);
+      const bool rescale_o = softmax.template update<false>(wgmma_rows_cols_view(acc_s), correction);
       warpgroup_wait<0>();
       pipeline_v.consumer_release(read_v);
       ++read_v;
-      Softmax::rescale(wgmma_rows_cols_view(acc_o), correction);
+      if (rescale_o) Softmax::rescale(wgmma_rows_cols_view(acc_o), correction);
       convert_p();
     }
 
@@ -497,6 +503,17 @@ struct ForwardEpilogueSm90 {
   }
 };
 
+// The next work tile from the global counter, which this launch leaves at zero: every CTA takes tiles
+// until it draws one past the end, so the draws number exactly tile_count (tile_count - gridDim.x
+// tiles beyond each CTA's first, and one past the end per CTA), the counter returns 0 .. tile_count - 1
+// in order, and the draw that returns tile_count - 1 is the last one of the launch. That CTA puts the
+// counter back to zero, so a caller that zeroes the workspace once may launch again without a memset.
+__device__ __forceinline__ int next_tile(int* counter, int tile_count) {
+  const int drawn = atomicAdd(counter, 1);
+  if (drawn == tile_count - 1) atomicExch(counter, 0);
+  return drawn + static_cast<int>(gridDim.x);
+}
+
 template <class Config, class Mainloop, class Epilogue, class TileScheduler>
 struct DenseForwardKernelSm90 {
   using SharedStorage = typename Config::SharedStorage;
@@ -564,7 +581,7 @@ struct DenseForwardKernelSm90 {
         auto state = cutlass::make_producer_start_state<PipelineK>();
         auto tile_state = cutlass::make_producer_start_state<PipelineTile>();
         int q_loads = 0;
-        for (int linear = blockIdx.x;; linear = atomicAdd(p.tile_counter, 1) + gridDim.x) {
+        for (int linear = blockIdx.x;; linear = next_tile(p.tile_counter, tile_count)) {
           pipeline_tile.producer_acquire(tile_state);
           shared.tile_slots[tile_state.index()] = linear;
           pipeline_tile.producer_commit(tile_state);
@@ -602,7 +619,7 @@ struct DenseForwardKernelSm90 {
       Tensor acc_o = partition_fragment_C(mma_pv, select<0, 1>(typename Config::TileShapePV{}));
       clear(acc_o);
       constexpr int kRows = decltype(size<0>(wgmma_rows_cols(acc_o.layout())))::value;
-      SplitOnlineSoftmax<kRows> softmax(p.softmax_scale_log2);
+      SplitOnlineSoftmax<kRows, Config::kConditionalRescale> softmax(p.softmax_scale_log2);
       cutlass::arch::ClusterTransactionBarrier::wait(&shared.barrier_q_full, q_loads & 1);
       Mainloop::run(p, t.row_begin, t.tiles, t.mask, shared, pipeline_k, pipeline_v, read_k, read_v, acc_o, softmax);
       Epilogue::store(p, t.seq, t.work, shared, acc_o, softmax);

@@ -48,10 +48,19 @@ CUTE_HOST_DEVICE constexpr auto wgmma_accumulator_as_operand_a(AccumulatorLayout
 // the update split in two: update() turns a score tile into probabilities and returns each row's
 // correction exp(m_old - m_new) while O += P V of the previous tile is still in flight on the tensor
 // cores; rescale() applies it to O once that GEMM has retired.
-template <int kRows>
+//
+// kConditional (conditional rescaling): a row's reference maximum moves only when the tile's maximum
+// passes it by more than kRescaleThreshold (log2 units). Below that the row keeps its old reference,
+// its probabilities may reach 2^kRescaleThreshold = 256 (far inside bf16/fp16 range and exact to the
+// same relative precision; the sums and O stay fp32), and its correction is 1. update() tells whether
+// any row of the warp moved: when none did, the warp skips the rescale of O altogether. After the
+// first few key tiles the running maximum rarely grows by a factor 256, so most tiles skip it.
+// Without kConditional every row's reference follows its maximum and O is always rescaled.
+template <int kRows, bool kConditional>
 class SplitOnlineSoftmax {
  public:
   static constexpr int kRowCount = kRows;
+  static constexpr float kRescaleThreshold = 8.0f;
 
   __device__ explicit SplitOnlineSoftmax(float scale_log2) : scale_log2_(scale_log2) {
     CUTE_UNROLL
@@ -61,20 +70,31 @@ class SplitOnlineSoftmax {
     }
   }
 
-  // scores (rows, cols): overwritten with exp(s - m_new). correction: exp(m_old - m_new) per row
-  // (unused on the first tile, where O is still zero).
+  // scores (rows, cols): overwritten with exp(s - m_ref). correction: exp(m_old - m_ref) per row, 1
+  // where the reference stayed (unused on the first tile, where O is still zero). Returns whether O
+  // needs rescale() (the same answer for every thread of the warp; always, without kConditional).
   template <bool kFirstTile, class ScoreTensor>
-  __device__ __forceinline__ void update(ScoreTensor&& scores, float (&correction)[kRows]) {
+  __device__ __forceinline__ bool update(ScoreTensor&& scores, float (&correction)[kRows]) {
     using namespace cute;
+    bool moved = false;
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       float tile_max = row_max_[r];
       CUTE_UNROLL
       for (int c = 0; c < size<1>(scores); ++c) tile_max = fmaxf(tile_max, scores(r, c));
       tile_max = device::quad_allreduce(tile_max, device::MaxOp{});
-      const float reference = exponent_reference(tile_max);
-      correction[r] = kFirstTile ? 1.0f : device::fast_exp2(row_max_[r] * scale_log2_ - reference);
-      row_max_[r] = tile_max;
+      // Old maximum -inf (no visible key yet): the difference is +inf and the reference moves. Both
+      // -inf: NaN compares false and the row stays empty (reference 0, every p = 0).
+      const bool move =
+          kFirstTile || !kConditional || (tile_max - row_max_[r]) * scale_log2_ > kRescaleThreshold;
+      correction[r] = 1.0f;
+      if (move) {
+        const float reference = exponent_reference(tile_max);
+        if (!kFirstTile) correction[r] = device::fast_exp2(row_max_[r] * scale_log2_ - reference);
+        row_max_[r] = tile_max;
+        moved = true;
+      }
+      const float reference = exponent_reference(row_max_[r]);
       float tile_sum = 0.0f;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(scores); ++c) {
@@ -84,6 +104,9 @@ class SplitOnlineSoftmax {
       }
       row_sum_[r] = (kFirstTile ? 0.0f : row_sum_[r] * correction[r]) + tile_sum;
     }
+    if constexpr (kFirstTile) return false;
+    if constexpr (!kConditional) return true;
+    return __any_sync(0xffffffffu, moved);
   }
 
   template <class OutputTensor>
