@@ -123,10 +123,12 @@ struct DenseWorkspace {
   std::uintptr_t stream;
   nb::object owner;
 
-  static void* allocate(void* context, std::size_t bytes) {
+  static void* allocate(void* context, std::size_t bytes, bool keeps_zeroed, bool* zeroed) {
     auto* self = static_cast<DenseWorkspace*>(context);
     nb::gil_scoped_acquire locked;
-    if (self->torch_like != nullptr) return torch_workspace(self->q, *self->torch_like, self->stream, bytes, &self->owner);
+    if (self->torch_like != nullptr) {
+      return torch_workspace(self->q, *self->torch_like, self->stream, bytes, keeps_zeroed, zeroed, &self->owner);
+    }
     if (self->workspace_alloc.is_none()) return nullptr;
     nb::tuple owner_and_address = nb::cast<nb::tuple>(self->workspace_alloc(bytes, self->q));
     self->owner = owner_and_address[0];

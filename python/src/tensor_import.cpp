@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "attnkit/build_config.h"
@@ -280,15 +281,29 @@ void* torch_new_bytes(nb::handle like, std::size_t bytes, nb::object* owner) {
 struct StreamWorkspace {
   int device;
   unsigned long long stream_id;
+  bool zeroed;  // the buffer of calls that leave it zero (keeps_zeroed); zeroed when made
   std::size_t bytes;
   void* data;
   PyObject* tensor;  // a strong reference, never released: the buffer lives as long as the process
 };
 constexpr std::size_t kMaxStreamWorkspaces = 64;
 
-// The reusable buffer of (device, stream), or nullptr: the stream is capturing a graph, its state cannot
-// be read, or the table is full. Called with the GIL held, which guards the table.
-void* stream_workspace(nb::handle like, int device, std::uintptr_t stream, std::size_t bytes) {
+// A buffer of `bytes` bytes for the table: zeroed on the stream when `zeroed` (once, when it is made).
+void* new_stream_buffer(nb::handle like, cudaStream_t stream, std::size_t bytes, bool zeroed, nb::object* tensor) {
+  void* data = torch_new_bytes(like, bytes, tensor);
+  if (zeroed) {
+    if (cudaError_t error = cudaMemsetAsync(data, 0, bytes, stream); error != cudaSuccess) {
+      cudaGetLastError();  // not the next launch's error to report
+      throw std::runtime_error(std::string("attnkit: zeroing the per-stream workspace: ") +
+                               cudaGetErrorString(error));
+    }
+  }
+  return data;
+}
+
+// The reusable buffer of (device, stream, zeroed), or nullptr: the stream is capturing a graph, its state
+// cannot be read, or the table is full. Called with the GIL held, which guards the table.
+void* stream_workspace(nb::handle like, int device, std::uintptr_t stream, std::size_t bytes, bool zeroed) {
   static std::vector<StreamWorkspace>& table = *new std::vector<StreamWorkspace>();  // leaked: see above
   const auto handle = reinterpret_cast<cudaStream_t>(stream);
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -301,20 +316,20 @@ void* stream_workspace(nb::handle like, int device, std::uintptr_t stream, std::
     return nullptr;
   }
   for (StreamWorkspace& entry : table) {
-    if (entry.device != device || entry.stream_id != stream_id) continue;
+    if (entry.device != device || entry.stream_id != stream_id || entry.zeroed != zeroed) continue;
     if (entry.bytes >= bytes) return entry.data;
     // Too small: a larger one replaces it. The old tensor goes back to torch's allocator, which hands
     // its memory only to work queued after this point on the same stream.
     nb::object tensor;
-    void* data = torch_new_bytes(like, bytes, &tensor);
+    void* data = new_stream_buffer(like, handle, bytes, zeroed, &tensor);
     Py_DECREF(entry.tensor);
-    entry = StreamWorkspace{device, stream_id, bytes, data, tensor.release().ptr()};
+    entry = StreamWorkspace{device, stream_id, zeroed, bytes, data, tensor.release().ptr()};
     return data;
   }
   if (table.size() >= kMaxStreamWorkspaces) return nullptr;
   nb::object tensor;
-  void* data = torch_new_bytes(like, bytes, &tensor);
-  table.push_back(StreamWorkspace{device, stream_id, bytes, data, tensor.release().ptr()});
+  void* data = new_stream_buffer(like, handle, bytes, zeroed, &tensor);
+  table.push_back(StreamWorkspace{device, stream_id, zeroed, bytes, data, tensor.release().ptr()});
   return data;
 }
 #endif
@@ -322,10 +337,13 @@ void* stream_workspace(nb::handle like, int device, std::uintptr_t stream, std::
 }  // namespace
 
 void* torch_workspace(nb::handle like, const TensorRef& like_ref, std::uintptr_t stream, std::size_t bytes,
-                      nb::object* owner) {
+                      bool keeps_zeroed, bool* zeroed, nb::object* owner) {
 #if ATTNKIT_ENABLE_CUDA
   if (like_ref.device.kind == DeviceKind::kCUDA) {
-    if (void* data = stream_workspace(like, like_ref.device.index, stream, bytes)) return data;
+    if (void* data = stream_workspace(like, like_ref.device.index, stream, bytes, keeps_zeroed)) {
+      *zeroed = keeps_zeroed;
+      return data;
+    }
   }
 #endif
   return torch_new_bytes(like, bytes, owner);

@@ -60,8 +60,11 @@ nanobind::object torch_new_empty(nanobind::handle like, const TensorRef& like_re
 // cudaStreamDestroy. While the stream captures a CUDA graph, and on the CPU, it is a fresh
 // like.new_empty((bytes,), dtype=torch.uint8) instead, kept alive by *owner (during capture, torch
 // allocates from the graph's private pool, and the graph may replay on another stream).
+// keeps_zeroed (host::WorkspaceAllocator): the call's backend leaves its workspace zero. Such calls get
+// a second buffer per (device, stream), zeroed once when it is made and used by no other call, and
+// *zeroed is set (the backend then skips its own memset). A fresh buffer is never reported zeroed.
 void* torch_workspace(nanobind::handle like, const TensorRef& like_ref, std::uintptr_t stream, std::size_t bytes,
-                      nanobind::object* owner);
+                      bool keeps_zeroed, bool* zeroed, nanobind::object* owner);
 
 // The current stream of a CUDA device (torch's), as an integer cudaStream_t.
 std::uintptr_t torch_current_stream(int device_index);

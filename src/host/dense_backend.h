@@ -19,6 +19,9 @@ struct DenseBackendOps {
   std::size_t (*backward_workspace_bytes)(const DenseProblem&);
   Status (*run_forward)(const DenseProblem&, const DenseForwardArgs&);
   Status (*run_backward)(const DenseProblem&, const DenseBackwardArgs&);
+  // The forward needs its workspace zeroed and every launch leaves it zero again (the sm90 forward: its
+  // last tile draw puts the tile counter back to 0), so memory that only such calls use stays zero.
+  bool forward_keeps_workspace_zeroed;
 };
 
 }  // namespace attnkit::host

@@ -44,15 +44,15 @@ constexpr std::size_t kBackendCount = 3;
 std::array<DenseBackendOps, kBackendCount> dense_backends() {
 #if ATTNKIT_HAVE_DENSE_SM90_FORWARD
   DenseBackendOps sm90{Backend::kSm90, "", sm90::dense_supports_forward, nullptr, sm90::dense_forward_workspace_bytes,
-                       nullptr, sm90::dense_forward, nullptr};
+                       nullptr, sm90::dense_forward, nullptr, /*forward_keeps_workspace_zeroed=*/true};
 #else
   DenseBackendOps sm90{Backend::kSm90,
                        ATTNKIT_ENABLE_CUDA ? "ATTNKIT_CUDA_ARCHS including 90a (and ATTNKIT_OP_DENSE=ON)"
                                            : "ATTNKIT_ENABLE_CUDA=ON with ATTNKIT_CUDA_ARCHS including 90a",
-                       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+                       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, false};
 #endif
 #if ATTNKIT_HAVE_DENSE_SM80_FORWARD || ATTNKIT_HAVE_DENSE_SM80_BACKWARD
-  DenseBackendOps sm80{Backend::kSm80, "", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  DenseBackendOps sm80{Backend::kSm80, "", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, false};
 #if ATTNKIT_HAVE_DENSE_SM80_FORWARD
   sm80.supports_forward = sm80::dense_supports_forward;
   sm80.forward_workspace_bytes = sm80::dense_forward_workspace_bytes;
@@ -67,12 +67,12 @@ std::array<DenseBackendOps, kBackendCount> dense_backends() {
   DenseBackendOps sm80{Backend::kSm80,
                        ATTNKIT_ENABLE_CUDA ? "ATTNKIT_CUDA_ARCHS including 80 (and ATTNKIT_OP_DENSE=ON)"
                                            : "ATTNKIT_ENABLE_CUDA=ON with ATTNKIT_CUDA_ARCHS including 80",
-                       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+                       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, false};
 #endif
   DenseBackendOps cpu_backend{Backend::kCPU, "",
                               cpu::dense_supports_forward, cpu::dense_supports_backward,
                               cpu::dense_forward_workspace_bytes, cpu::dense_backward_workspace_bytes,
-                              cpu::dense_forward, cpu::dense_backward};
+                              cpu::dense_forward, cpu::dense_backward, false};
   return {sm90, sm80, cpu_backend};
 }
 
@@ -203,8 +203,13 @@ Status run_allocating_impl(Args& args, const WorkspaceAllocator& allocator) {
   if (Status s = choose_backend(args, &problem, &chosen); !s) return s;
   if (chosen == nullptr) return Status::ok();  // zero-size work
   const std::size_t needed = needed_workspace<Args>(*chosen, problem);
+  constexpr bool kForward = std::is_same_v<Args, DenseForwardArgs>;
   if (needed > 0 && (args.workspace == nullptr || args.workspace_bytes < needed)) {
-    void* memory = allocator.allocate == nullptr ? nullptr : allocator.allocate(allocator.context, needed);
+    const bool keeps_zeroed = kForward && chosen->forward_keeps_workspace_zeroed;
+    bool zeroed = false;
+    void* memory = allocator.allocate == nullptr
+                       ? nullptr
+                       : allocator.allocate(allocator.context, needed, keeps_zeroed, &zeroed);
     if (memory == nullptr) {
       return {StatusCode::kWorkspaceTooSmall, std::string("workspace: backend ") + backend_name(chosen->backend) +
                                                   " needs " + std::to_string(needed) +
@@ -212,8 +217,9 @@ Status run_allocating_impl(Args& args, const WorkspaceAllocator& allocator) {
     }
     args.workspace = memory;
     args.workspace_bytes = needed;
+    problem.workspace_zeroed = keeps_zeroed && zeroed;
   }
-  if constexpr (std::is_same_v<Args, DenseForwardArgs>) {
+  if constexpr (kForward) {
     return chosen->run_forward(problem, args);
   } else {
     return chosen->run_backward(problem, args);

@@ -31,6 +31,10 @@ struct DenseProblem {
   bool has_lse = false;
   bool has_sinks = false;
   bool deterministic = false;
+  // Forward only, set by host::forward_allocating alone: the workspace is all zero at the call (memory
+  // reserved to backends whose launches leave it zero; see WorkspaceAllocator), so a backend that needs
+  // it zeroed may skip the memset. Never set for a caller's own workspace, whose contents are unknown.
+  bool workspace_zeroed = false;
 
   // True when there is nothing to compute or write: zero batch or heads, or no query rows (in backward
   // also no key rows, since dk and dv of keys that no query sees are written as zeros).
