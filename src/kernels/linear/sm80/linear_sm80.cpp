@@ -9,6 +9,7 @@
 
 #include "host/cuda_runtime.h"
 #include "host/cuda_scoped_device.h"
+#include "kernels/linear/sm80/linear_backward_sm80.h"
 #include "kernels/linear/sm80/linear_sm80_kernels.h"
 
 namespace attnkit::sm80 {
@@ -206,6 +207,106 @@ Status linear_decode(const LinearProblem& problem, const LinearDecodeArgs& args)
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear decode (sm80): selecting the tensors' device"); !s) return s;
   return launch_status(launch_linear_decode(params, stream_of(args.options)), "linear decode (sm80) launch");
+}
+
+
+// The backward (linear_backward_sm80.cu): exact reverse mode through the recurrence, K <= 128, any V
+// in slices of 32 columns, every fused option, varlen, grouped value heads, both state layouts.
+Status linear_supports_backward(const LinearProblem& problem, const LinearBackwardArgs&) {
+  if (problem.dtype != DType::kFloat16 && problem.dtype != DType::kBFloat16) {
+    return {StatusCode::kNotImplemented, std::string("the sm80 linear backward takes fp16 or bf16 q/k/v, not ") +
+                                             dtype_name(problem.dtype)};
+  }
+  if (problem.key_dim > kLinearBackwardMaxKeyDim) {
+    return {StatusCode::kNotImplemented, "K = " + std::to_string(problem.key_dim) +
+                                             ": the sm80 linear backward keeps 32 key rows per warp in registers "
+                                             "(4 warps) and supports K <= 128"};
+  }
+  return grid_fits(problem, (problem.value_dim + kLinearBackwardColumns - 1) / kLinearBackwardColumns);
+}
+
+namespace {
+LinearBackwardLayout backward_layout(const LinearProblem& problem) {
+  return linear_backward_layout(problem.total_tokens, problem.num_sequences, problem.seqlen, problem.varlen,
+                                problem.heads_qk, problem.heads_v, problem.value_dim, problem.per_key_gate());
+}
+
+LinearTokenOutput token_output(const TensorRef& ref, const host::TokenStrides& strides) {
+  return {ref.data, strides.batch, strides.token, strides.head};
+}
+}  // namespace
+
+std::size_t linear_backward_workspace_bytes(const LinearProblem& problem) { return backward_layout(problem).total; }
+
+Status linear_backward(const LinearProblem& problem, const LinearBackwardArgs& args) {
+  if (reinterpret_cast<std::uintptr_t>(args.workspace) % 256 != 0) {
+    return {StatusCode::kInvalidArgument, "linear backward (sm80): the workspace must be 256-byte aligned"};
+  }
+  LinearForwardArgs inputs;  // the forward's view of the inputs, with dout in the place of out
+  inputs.q = args.q;
+  inputs.k = args.k;
+  inputs.v = args.v;
+  inputs.g = args.g;
+  inputs.beta = args.beta;
+  inputs.A_log = args.A_log;
+  inputs.dt_bias = args.dt_bias;
+  inputs.out = args.dout;
+  LinearBackwardParams params;
+  params.common = common_params(problem, inputs);
+  params.dout = token_tensor(args.dout, problem.out);
+  params.dq = token_output(args.dq, problem.dq);
+  params.dk = token_output(args.dk, problem.dk);
+  params.dv = token_output(args.dv, problem.dv);
+  params.dg = token_output(args.dg, problem.dg);
+  params.dbeta = token_output(args.dbeta, problem.dbeta);
+  params.gate_grad_element = element_of(problem.gate_dtype);
+  params.beta_grad_element = element_of(problem.beta_dtype);
+  if (problem.has_initial_state) {
+    params.initial_state = state_tensor(args.initial_state, problem.initial_state);
+    params.d_initial_state = state_tensor(args.d_initial_state, problem.d_initial_state);
+  }
+  if (problem.has_dfinal_state) params.dfinal_state = state_tensor(args.dfinal_state, problem.dfinal_state);
+  if (problem.gate_fused()) {
+    params.a_log_stride = args.A_log.strides[0];
+    params.dA_log = static_cast<float*>(args.dA_log.data);
+    params.dA_log_stride = args.dA_log.strides[0];
+  }
+  if (problem.has_dt_bias) {
+    params.dt_bias_stride[0] = args.dt_bias.strides[0];
+    params.dt_bias_stride[1] = problem.per_key_gate() ? args.dt_bias.strides[1] : 0;
+    params.ddt_bias = static_cast<float*>(args.ddt_bias.data);
+    params.ddt_bias_stride[0] = args.ddt_bias.strides[0];
+    params.ddt_bias_stride[1] = problem.per_key_gate() ? args.ddt_bias.strides[1] : 0;
+  }
+  if (problem.varlen) {
+    params.cu_seqlens = static_cast<const std::int32_t*>(args.cu_seqlens.data);
+    params.cu_seqlens_stride = args.cu_seqlens.strides[0];
+  }
+  params.num_sequences = static_cast<int>(problem.num_sequences);
+  params.heads_qk = static_cast<int>(problem.heads_qk);
+  params.seqlen = problem.seqlen;
+  params.tokens = problem.total_tokens;
+  params.slices = static_cast<int>((problem.value_dim + kLinearBackwardColumns - 1) / kLinearBackwardColumns);
+  params.gate_pad = problem.per_key_gate() ? kLinearBackwardMaxKeyDim : 1;
+  const LinearBackwardLayout layout = backward_layout(problem);
+  unsigned char* base = static_cast<unsigned char*>(args.workspace);
+  auto at = [&](std::size_t offset) { return reinterpret_cast<float*>(base + offset); };
+  params.ws.qn = at(layout.qn);
+  params.ws.kn = at(layout.kn);
+  params.ws.gate = at(layout.gate);
+  params.ws.beta = at(layout.beta);
+  params.ws.checkpoint = at(layout.checkpoint);
+  params.ws.scratch = at(layout.scratch);
+  params.ws.dq = at(layout.dq);
+  params.ws.dk = at(layout.dk);
+  params.ws.dg = at(layout.dg);
+  params.ws.dbeta = at(layout.dbeta);
+  params.ws.dg_raw = at(layout.dg_raw);
+  params.ws.dg_alog = at(layout.dg_alog);
+  params.ws.slots = layout.slots;
+  host::ScopedDevice device(problem.device.index);
+  if (Status s = launch_status(device.status(), "linear backward (sm80): selecting the tensors' device"); !s) return s;
+  return launch_status(launch_linear_backward(params, stream_of(args.options)), "linear backward (sm80) launch");
 }
 
 }  // namespace attnkit::sm80

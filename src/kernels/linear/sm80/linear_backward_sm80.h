@@ -1,0 +1,91 @@
+// Parameters and launcher of the sm80 linear-attention backward (GDN and KDA; linear_backward_sm80.cu).
+// Filled from a validated host::LinearProblem by linear_sm80.cpp; nothing here is checked again.
+// Offsets are 64-bit throughout: the partial-gradient arrays pass 2^31 elements at the issue-6 shapes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/linear/sm80/linear_sm80_params.h"
+
+namespace attnkit::sm80 {
+
+// The walk keeps 32 key rows per warp and 4 warps: K up to 128. One CTA owns 32 value columns.
+constexpr int kLinearBackwardMaxKeyDim = 128;
+constexpr int kLinearBackwardColumns = 32;
+
+// A token-major gradient tensor [B, T, heads, dim] or [B, T, heads] (dim contiguous), written.
+struct LinearTokenOutput {
+  void* data = nullptr;
+  std::int64_t batch_stride = 0;
+  std::int64_t token_stride = 0;
+  std::int64_t head_stride = 0;
+};
+
+// Intermediates of the backward in the workspace, all fp32 (`tokens` = B * T flat token rows, `slices`
+// = ceil(V / 32) value slices, gate_pad = 1 (GDN) or 128 (KDA)):
+//   qn, kn      [tokens][H][128]            q, k after the fused L2 norm, zero past K
+//   gate        [tokens][HV][gate_pad]      the log decay after the gate fusion
+//   beta        [tokens][HV]                beta after the beta fusion
+//   checkpoint  [slots][HV][slices][128][32] the state at each 64-token chunk's start (slots as the forward)
+//   scratch     [ctas][64][128][32]         one CTA's per-token states of the chunk it differentiates
+//   dq, dk      [slices][tokens][HV][128]   each value slice's share of d q_hat, d k_hat (summed later)
+//   dg          [slices][tokens][HV][gate_pad], dbeta [slices][tokens][HV]: the same for the gate, beta
+//   dg_raw, dg_alog [tokens][HV][gate_pad]  d/d(g as passed) and its A_log factor, for dA_log / ddt_bias
+struct LinearBackwardWorkspace {
+  float* qn = nullptr;
+  float* kn = nullptr;
+  float* gate = nullptr;
+  float* beta = nullptr;
+  float* checkpoint = nullptr;
+  float* scratch = nullptr;
+  float* dq = nullptr;
+  float* dk = nullptr;
+  float* dg = nullptr;
+  float* dbeta = nullptr;
+  float* dg_raw = nullptr;
+  float* dg_alog = nullptr;
+  std::int64_t slots = 0;
+};
+
+struct LinearBackwardParams {
+  LinearCommonParams common;  // q, k, v, g, beta and the options; common.out holds dout's strides
+  LinearTokenTensor dout;
+  LinearTokenOutput dq, dk, dv, dg, dbeta;
+  LinearElement gate_grad_element = LinearElement::kFloat32;  // dg: the dtype of g
+  LinearElement beta_grad_element = LinearElement::kFloat32;  // dbeta: the dtype of beta
+  LinearStateTensor initial_state;    // data null: zero state
+  LinearStateTensor dfinal_state;     // data null: zero gradient into the final state
+  LinearStateTensor d_initial_state;  // data null: not requested
+  std::int64_t a_log_stride = 1;
+  std::int64_t dt_bias_stride[2] = {1, 1};  // [HV] (GDN) or [HV, K] (KDA)
+  float* dA_log = nullptr;            // [HV] fp32, fused gate only
+  std::int64_t dA_log_stride = 1;
+  float* ddt_bias = nullptr;          // [HV] or [HV, K] fp32, fused gate with dt_bias only
+  std::int64_t ddt_bias_stride[2] = {1, 1};
+  const std::int32_t* cu_seqlens = nullptr;
+  std::int64_t cu_seqlens_stride = 1;
+  int num_sequences = 0;   // N
+  int heads_qk = 0;        // H
+  std::int64_t seqlen = 0; // T of each sequence (fixed length) or of the packed batch (varlen)
+  std::int64_t tokens = 0; // B * T
+  int slices = 0;          // ceil(V / 32)
+  int gate_pad = 1;        // 1 (GDN) or 128 (KDA)
+  LinearBackwardWorkspace ws;
+};
+
+// Workspace bytes of the layout above (256-byte aligned pieces), and where each piece starts.
+struct LinearBackwardLayout {
+  std::size_t qn = 0, kn = 0, gate = 0, beta = 0, checkpoint = 0, scratch = 0, dq = 0, dk = 0, dg = 0, dbeta = 0,
+              dg_raw = 0, dg_alog = 0, total = 0;
+  std::int64_t slots = 0;
+};
+LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t num_sequences, std::int64_t seqlen,
+                                            bool varlen, std::int64_t heads_qk, std::int64_t heads_v,
+                                            std::int64_t value_dim, bool per_key_gate);
+
+cudaError_t launch_linear_backward(const LinearBackwardParams& params, cudaStream_t stream);
+
+}  // namespace attnkit::sm80
