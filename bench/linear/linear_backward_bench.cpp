@@ -105,6 +105,15 @@ float median_ms(Fn&& fn, int warmup, int iters) {
   return times[times.size() / 2];
 }
 
+void write_rows(const char* path, const std::string& rows) {
+  cudaDeviceProp prop{};
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  FILE* f = std::fopen(path, "w");
+  if (f == nullptr) std::exit(2);
+  std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"rows\": [\n%s\n  ]\n}\n", prop.name, rows.c_str());
+  std::fclose(f);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -235,13 +244,9 @@ int main(int argc, char** argv) {
       std::printf("%s B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms, bwd %.3f ms (workspace %.2f GB)\n", name,
                   s.b, s.t, s.h, s.hv, fwd_ms, both_ms, bwd_ms, bwd_bytes * 1e-9);
       std::fflush(stdout);
+      write_rows(argv[1], rows);  // after every shape: a run cut short keeps what it measured
     }
   }
-  cudaDeviceProp prop{};
-  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  FILE* f = std::fopen(argv[1], "w");
-  if (f == nullptr) return 2;
-  std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"rows\": [\n%s\n  ]\n}\n", prop.name, rows.c_str());
-  std::fclose(f);
+  write_rows(argv[1], rows);
   return failures == 0 ? 0 : 1;
 }
