@@ -135,6 +135,21 @@ int main(int argc, char** argv) {
   args_no_workspace.workspace_bytes = 0;
   attnkit::host::DenseProblem problem;
   check(attnkit::host::make_dense_problem(args, &problem), "make_dense_problem");
+  // The Python extension's per-stream buffer for the sm90 forward: zeroed once, used by nothing but sm90
+  // forwards, which leave it zero; handed over with zeroed = true, so the launch skips its memset.
+  void* zeroed_workspace = nullptr;
+  check(cudaMalloc(&zeroed_workspace, 256), "cudaMalloc");
+  check(cudaMemset(zeroed_workspace, 0, 256), "cudaMemset");
+  const attnkit::host::WorkspaceAllocator zeroed_allocator{
+      [](void* context, std::size_t, bool keeps_zeroed, bool* zeroed) {
+        *zeroed = keeps_zeroed;
+        return keeps_zeroed ? context : nullptr;
+      },
+      zeroed_workspace};
+  attnkit::host::DenseProblem problem_zeroed = problem;
+  problem_zeroed.workspace_zeroed = true;
+  attnkit::DenseForwardArgs args_zeroed = args;
+  args_zeroed.workspace = zeroed_workspace;
 
   // The driver entry point CuTe looks up on every make_tma_copy (cutlass/cuda_host_adapter.hpp without
   // CUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL), and a descriptor of q's shape as the sm90 launch builds it.
@@ -187,6 +202,9 @@ int main(int argc, char** argv) {
   time("forward_allocating_auto",
        [&] { return attnkit::host::forward_allocating(args, attnkit::host::WorkspaceAllocator{}); },
        "the Python extension's entry (one plan), workspace given");
+  time("forward_allocating_zeroed_workspace",
+       [&] { return attnkit::host::forward_allocating(args_no_workspace, zeroed_allocator); },
+       "the extension's entry with its zeroed per-stream buffer (sm90: no memset)");
   time("forward_sm80", [&] { return attnkit::forward(args_sm80); }, "backend sm80");
   time("part_can_implement", [&] { return attnkit::can_implement(args); },
        "validate + backend choice + workspace check");
@@ -203,6 +221,8 @@ int main(int argc, char** argv) {
        "sm90 dense_supports_forward");
   time("part_sm90_run", [&] { return attnkit::sm90::dense_forward(problem, args); },
        "sm90 dense_forward: memset + 3 TMA descriptors + launch");
+  time("part_sm90_run_zeroed_workspace", [&] { return attnkit::sm90::dense_forward(problem_zeroed, args_zeroed); },
+       "sm90 dense_forward on a workspace known to be zero: 3 TMA descriptors + launch");
   time("floor_memset_async_4B", [&] { return cuda(cudaMemsetAsync(workspace, 0, 4, stream)); },
        "the tile counter reset");
   time("floor_empty_kernel_launch", [&] {

@@ -11,13 +11,17 @@ Rows (one shape, default B=1, S=128, H=8, D=64, bf16, causal; attnkit BSHD, SDPA
   attnkit            attnkit.attention under torch.no_grad(): the eager fast path (no op dispatch)
   attnkit_lse        the same with return_lse=True (one more output allocation)
   attnkit_autograd   inputs requiring grad, eager: attnkit's autograd.Function (no op dispatch; forward only)
+  attnkit_out        the same with out= given (no output allocation); attnkit_lse_out with lse_out= too
   attnkit_op         torch.ops.attnkit.dense_fwd called directly under no_grad (the torch.library op)
   attnkit_op_autograd  the op with inputs requiring grad: the path torch.compile and tensor subclasses take
   torch_sdpa         torch.nn.functional.scaled_dot_product_attention under no_grad (its own backend choice)
   torch_sdpa_autograd  SDPA with inputs requiring grad (forward only)
   attnkit_cuda_zero_size  B = 0 CUDA tensors: the Python path, output allocation and validation; zero-size
                      work returns before backend choice and launch (also measured without GPU kernels)
+  torch_empty_kernel_launch  torch.cuda._sleep(0): the floor of a Python call that launches a kernel
   part_*             the steps of the attnkit row one at a time, on the same tensors
+The no_grad rows are timed in alternation, batch by batch (time_interleaved), so that they share the host's
+conditions; the rows with autograd likewise among themselves.
 and, host-only, the same paths on CPU tensors with B = 0 (validated, nothing computed): the floor of
 the bindings from NumPy, and from torch for each path (direct, eager autograd, op, op with autograd).
 The attnkit rows need a build with the GPU kernels (ATTNKIT_PYTHON_CUDA=ON); without them only the
@@ -39,6 +43,23 @@ import time
 import numpy as np
 
 import attnkit
+
+
+def time_interleaved(named_calls, calls, repeats, before_batch, after_batch):
+    """{name: (median, best)} as time_batches, with the rows taking turns batch by batch: the host's
+    conditions drift over seconds (the same row measured a few seconds apart has differed by several us on
+    the device host), so rows to be compared are timed in alternation rather than one after the other."""
+    samples = {name: [] for name in named_calls}
+    for _ in range(repeats):
+        for name, call in named_calls.items():
+            before_batch()
+            start = time.perf_counter()
+            for _ in range(calls):
+                call()
+            elapsed = time.perf_counter() - start
+            after_batch()
+            samples[name].append(elapsed / calls * 1e6)
+    return {name: (statistics.median(s), min(s)) for name, s in samples.items()}
 
 
 def time_batches(call, calls, repeats, before_batch=None, after_batch=None):
@@ -126,6 +147,9 @@ def main():
             # B = 0 on the GPU: the whole Python path and output allocation, validation, no kernel launch.
             "attnkit_cuda_zero_size": lambda: attnkit.attention(q0, q0, q0, causal=True),
             "torch_sdpa": lambda: F.scaled_dot_product_attention(q_bhsd, k_bhsd, v_bhsd, is_causal=True),
+            # The floor of any Python call that launches a kernel: torch's own binding launching its sleep
+            # kernel for 0 cycles (one argument, no tensor, no allocation).
+            "torch_empty_kernel_launch": lambda: torch.cuda._sleep(0),
         }
         with_grad = {
             "torch_sdpa_autograd": lambda: F.scaled_dot_product_attention(qg_bhsd, kg_bhsd, vg_bhsd, is_causal=True),
@@ -135,11 +159,50 @@ def main():
             print(f"attnkit cannot run this shape on the GPU (only its zero-size row is measured):\n{explanation}",
                   file=sys.stderr)
         else:
+            from attnkit import _ext, _torch_ops
+
+            out_buffer = torch.empty_like(q)
+            lse_buffer = torch.empty((args.b, args.h, args.s), dtype=torch.float32, device="cuda")
+            out_shape = tuple(q.shape)
+            is_compiling, functorch_active = _torch_ops._is_compiling, _torch_ops._functorch_active
+            plain, grad_enabled = _torch_ops._PLAIN_TYPES, torch.is_grad_enabled
             candidates.update({
                 "attnkit": lambda: attnkit.attention(q, k, v, causal=True),
                 "attnkit_lse": lambda: attnkit.attention(q, k, v, causal=True, return_lse=True),
+                # out= (and lse_out=): no output allocation.
+                "attnkit_out": lambda: attnkit.attention(q, k, v, causal=True, out=out_buffer),
+                "attnkit_lse_out": lambda: attnkit.attention(q, k, v, causal=True, return_lse=True, out=out_buffer,
+                                                             lse_out=lse_buffer),
                 "attnkit_op": lambda: torch.ops.attnkit.dense_fwd(q, k, v, None, None, None, 0, 0, None, True, -1,
                                                                   -1, 0.0, False, "auto"),
+                # Where the fast path's time goes: its steps one at a time, on the same tensors.
+                # One extension call: imports q, k, v, allocates out (empty_like), validates, dispatches, launches.
+                "part_ext_call_and_launch": lambda: _ext.dense_forward_torch(q, k, v, None, None, None, 0, 0, None,
+                                                                             True, -1, -1, 0.0, 0, False, None, None),
+                # The same with out given (imported like q instead of allocated).
+                "part_ext_call_out_given": lambda: _ext.dense_forward_torch(q, k, v, None, None, None, 0, 0, None,
+                                                                            True, -1, -1, 0.0, 0, False, out_buffer,
+                                                                            None),
+                # The same call on B = 0 tensors: everything but backend choice, planning and the launch.
+                "part_ext_call_zero_size": lambda: _ext.dense_forward_torch(q0, q0, q0, None, None, None, 0, 0, None,
+                                                                            True, -1, -1, 0.0, 0, False, None, None),
+                # The allocation calls for out (each timed from Python: an upper bound of the C++ call's).
+                "part_torch_empty_like_out": lambda: torch.empty_like(q),
+                "part_new_empty_out": lambda: q.new_empty(out_shape),
+                "part_torch_empty_out": lambda: torch.empty(out_shape, dtype=q.dtype, device=q.device),
+                # What each call of a backend with a workspace paid before the per-stream buffer (the Python
+                # allocator callback: torch.empty(16 bytes) on q's device).
+                "part_workspace_alloc_callback": lambda: _torch_ops._workspace(16, q),
+                "part_current_stream": lambda: _torch_ops._raw_stream(q.get_device()),
+                # The Python layer above the extension (_core.attention is above it), with everything below it.
+                "part_torch_ops_attention": lambda: _torch_ops.attention(q, k, v, None, None, None, 0, 0, None, True,
+                                                                         -1, -1, 0.0, False, "auto", 0, False, None,
+                                                                         None),
+                # Its eager checks alone (compiling? functorch? plain tensors? grad wanted?), as written there.
+                "part_python_checks": lambda: (not (is_compiling() or functorch_active()) and type(q) in plain
+                                               and type(k) in plain and type(v) in plain
+                                               and not (grad_enabled() and (q.requires_grad or k.requires_grad
+                                                                            or v.requires_grad))),
             })
             with_grad["attnkit_autograd"] = lambda: attnkit.attention(qg, kg, vg, causal=True)
             with_grad["attnkit_op_autograd"] = lambda: torch.ops.attnkit.dense_fwd(qg, kg, vg, None, None, None, 0, 0,
@@ -155,46 +218,13 @@ def main():
                 call()
         drain()
         with torch.no_grad():
-            for impl, call in candidates.items():
-                us, best = time_batches(call, args.calls, args.repeats, busy, drain)
-                record(impl, "cuda", us, best, "no kernel: B = 0" if "zero_size" in impl else "")
-        for impl, call in with_grad.items():
-            us, best = time_batches(call, args.calls, args.repeats, busy, drain)
+            timed = time_interleaved(candidates, args.calls, args.repeats, busy, drain)
+        for impl, (us, best) in timed.items():
+            note = "no kernel: B = 0" if "zero_size" in impl else ("a step of the attnkit row"
+                                                                     if impl.startswith("part_") else "")
+            record(impl, "cuda", us, best, note)
+        for impl, (us, best) in time_interleaved(with_grad, args.calls, args.repeats, busy, drain).items():
             record(impl, "cuda", us, best, "forward only")
-        if explanation.chosen is not None:
-            # Where the fast path's time goes: its steps one at a time, on the same tensors.
-            from attnkit import _ext, _torch_ops
-
-            out_shape = tuple(q.shape)
-            parts = {
-                # One extension call: imports q, k, v, allocates out (new_empty), validates, dispatches, launches.
-                "part_ext_call_and_launch": lambda: _ext.dense_forward_torch(q, k, v, None, None, None, 0, 0, None,
-                                                                             True, -1, -1, 0.0, 0, False),
-                # The same call on B = 0 tensors: everything but backend choice, planning and the launch.
-                "part_ext_call_zero_size": lambda: _ext.dense_forward_torch(q0, q0, q0, None, None, None, 0, 0, None,
-                                                                            True, -1, -1, 0.0, 0, False),
-                # Inside it, the allocation and the stream query (each timed from Python: an upper bound).
-                "part_new_empty_out": lambda: q.new_empty(out_shape),
-                # Its alternatives, for the choice of the cheapest torch allocation call.
-                "part_torch_empty_out": lambda: torch.empty(out_shape, dtype=q.dtype, device=q.device),
-                "part_torch_empty_like_out": lambda: torch.empty_like(q, memory_format=torch.contiguous_format),
-                # What each call of a backend with a workspace paid before the per-stream buffer (the Python
-                # allocator callback: torch.empty(16 bytes) on q's device).
-                "part_workspace_alloc_callback": lambda: _torch_ops._workspace(16, q),
-                "part_current_stream": lambda: _torch_ops._raw_stream(q.get_device()),
-                # The Python layers above it, each with everything below it.
-                "part_forward_impl": lambda: _torch_ops._forward_impl(q, k, v, None, None, None, 0, 0, None, True, -1,
-                                                                      -1, 0.0, 0, False),
-                "part_torch_ops_attention": lambda: _torch_ops.attention(q, k, v, None, None, None, 0, 0, None, True,
-                                                                         -1, -1, 0.0, False, "auto", 0, False),
-                # Outside it, in Python: the eager checks (compiling? plain tensors? grad wanted?).
-                "part_python_checks": lambda: (_torch_ops._eager_fast_path(q, k, v, None)
-                                               and _torch_ops._wants_grad(q, k, v, None)),
-            }
-            with torch.no_grad():
-                for impl, call in parts.items():
-                    us, best = time_batches(call, args.calls, args.repeats, busy, drain)
-                    record(impl, "cuda", us, best, "a step of the attnkit row")
 
     results = {"device": device_name, "commit": args.commit,
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -207,6 +237,14 @@ def main():
           f"(median of {args.repeats} batches of {args.calls} calls):")
     for row in rows:
         print(f"  {row['impl']:<36} {row['device_kind']:<5} {row['us_per_call']:8.2f} us   {row['note']}")
+    # attnkit's own cost: the call minus the cheapest Python call that launches a kernel, same run; and the
+    # ratios to SDPA (no_grad), same run.
+    cuda = {row["impl"]: row["us_per_call"] for row in rows if row["device_kind"] == "cuda"}
+    floor, sdpa = cuda.get("torch_empty_kernel_launch"), cuda.get("torch_sdpa")
+    for impl in ("attnkit", "attnkit_lse", "attnkit_out", "attnkit_lse_out"):
+        if impl in cuda and floor is not None and sdpa is not None:
+            print(f"  {impl:<36} minus an empty launch {cuda[impl] - floor:6.2f} us; {cuda[impl] / sdpa:.2f}x SDPA "
+                  f"({sdpa - floor:.2f} us above the launch)")
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def _options(window, backend, scale, softcap):
 
 def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = _UNBOUNDED, softcap: float = 0.0,
               sinks=None, scale: Optional[float] = None, return_lse: bool = False, deterministic: bool = False,
-              backend: str = "auto"):
+              backend: str = "auto", out=None, lse_out=None):
     """Dense softmax attention, BSHD layout: ``out = softmax(scale * q k^T [masked]) v``.
 
     Args:
@@ -168,6 +168,12 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = _UNBOUND
         deterministic: the backward pass (PyTorch autograd) is bit-identical from run to run.
         backend: "auto" (the fastest usable), "cpu", "sm80" or "sm90"; an explicit backend that cannot
             run the call raises NotImplementedError, it never falls back.
+        out, lse_out: PyTorch only: tensors to write out (``[B, Sq, Hq, Dv]``, q's dtype) and lse
+            (``[B, Hq, Sq]``, fp32) into instead of allocating them, on q's device, last dimension
+            contiguous, not overlapping any input (else ValueError). They are returned as out / lse.
+            lse_out is written even without ``return_lse``. Not with autograd: when an input requires
+            grad (outside ``torch.no_grad()``) they raise ValueError, as autograd needs new outputs.
+            Under torch.compile or with tensor subclasses the op's result is copied into them.
 
     Returns:
         out ``[B, Sq, Hq, Dv]`` in q's dtype, or ``(out, lse)`` with lse ``[B, Hq, Sq]`` when
@@ -186,16 +192,23 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = _UNBOUND
         support = _torch_support(q)
     if support is not None:
         return support.attention(q, k, v, sinks, None, None, 0, 0, scale, bool(causal), left, right, softcap,
-                                 bool(deterministic), backend, code, bool(return_lse))
+                                 bool(deterministic), backend, code, bool(return_lse), out, lse_out)
+    _no_out_arrays(out, lse_out)
     out, lse = _dlpack_forward(q, k, v, sinks, None, None, 0, 0, scale, bool(causal), left, right, softcap, code,
                                bool(return_lse))
     return (out, lse) if return_lse else out
 
 
+def _no_out_arrays(out, lse_out) -> None:
+    if out is not None or lse_out is not None:
+        raise ValueError("out/lse_out: supported for PyTorch tensors only; NumPy, CuPy and JAX calls return new "
+                         "arrays")
+
+
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, *,
                      causal: bool = False, window: Sequence[int] = _UNBOUNDED, softcap: float = 0.0, sinks=None,
                      scale: Optional[float] = None, return_lse: bool = False, deterministic: bool = False,
-                     backend: str = "auto"):
+                     backend: str = "auto", out=None, lse_out=None):
     """Dense softmax attention over packed variable-length sequences.
 
     Args:
@@ -205,7 +218,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
             that sequence's own lengths. Offsets on the host are checked; offsets on a GPU are not read
             (no host sync): the kernels clamp to the token counts instead.
         max_seqlen_q, max_seqlen_k: upper bounds of the sequence lengths (ints).
-        The keyword arguments are those of :func:`attention`.
+        The keyword arguments are those of :func:`attention` (out ``[Tq, Hq, Dv]``, lse_out ``[Hq, Tq]``).
 
     Returns:
         out ``[Tq, Hq, Dv]``, or ``(out, lse)`` with lse ``[Hq, Tq]`` (fp32) when ``return_lse``.
@@ -218,7 +231,9 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
     support = _torch_support(q)
     if support is not None:
         return support.attention(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale, bool(causal),
-                                 left, right, softcap, bool(deterministic), backend, code, bool(return_lse))
+                                 left, right, softcap, bool(deterministic), backend, code, bool(return_lse), out,
+                                 lse_out)
+    _no_out_arrays(out, lse_out)
     out, lse = _dlpack_forward(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale, bool(causal), left,
                                right, softcap, code, bool(return_lse))
     return (out, lse) if return_lse else out

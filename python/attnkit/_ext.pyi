@@ -21,7 +21,7 @@ def dense_backward(
 def dense_forward_torch(
     q: Any, k: Any, v: Any, sinks: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int,
     max_seqlen_k: int, scale: Optional[float], causal: bool, window_left: int, window_right: int, softcap: float,
-    backend: int, need_lse: bool,
+    backend: int, need_lse: bool, out: Any, lse_out: Any,
 ) -> Optional[Tuple[Any, Optional[Any]]]: ...  # (out, lse or None); None: q or v has the wrong rank
 def dense_explain_forward(
     importer: int, q: Any, k: Any, v: Any, out: Any, lse: Any, sinks: Any, cu_seqlens_q: Any, cu_seqlens_k: Any,
@@ -57,5 +57,5 @@ def build_info() -> dict[str, Any]: ...
 def cuda_devices() -> Tuple[list[dict[str, Any]], str]: ...
 def set_torch_types(
     tensor_type: type, float16: Any, bfloat16: Any, float32: Any, float64: Any, int32: Any, uint8: Any,
-    current_stream: Callable[[int], int],
+    current_stream: Callable[[int], int], empty_like: Callable[[Any], Any],
 ) -> None: ...

@@ -52,12 +52,15 @@ if _raw_stream is None:  # pragma: no cover - older torch
 
 
 _ext.set_torch_types(Tensor, torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32, torch.uint8,
-                     _raw_stream)
+                     _raw_stream, torch.empty_like)
 
 
 _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
 _is_compiling = torch.compiler.is_compiling
 _functorch_active = torch._C._are_functorch_transforms_active
+_is_grad_enabled = torch.is_grad_enabled
+# nn.Parameter is a plain tensor to torch (its __torch_function__ is disabled): learned sinks often are one.
+_PLAIN_TYPES = (Tensor, Parameter)
 
 
 def _stream(t: Tensor) -> int:
@@ -73,12 +76,16 @@ def _workspace(nbytes: int, like: Tensor):
 
 def _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, backend_code,
                   need_lse) -> Tuple[Tensor, Optional[Tensor]]:
-    """The forward in one extension call: it allocates out (and lse) with q.new_empty and runs on the current
-    stream of q's device (a backend's workspace is the stream's reusable buffer, tensor_import.h). Ranks are
-    checked here only when the extension finds them wrong, so that the message is forward_shapes' on every
-    path."""
+    """The forward in one extension call: it allocates out (and lse) and runs on the current stream of q's
+    device (a backend's workspace is the stream's reusable buffer, tensor_import.h)."""
     result = _ext.dense_forward_torch(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
-                                      backend_code, need_lse)
+                                      backend_code, need_lse, None, None)
+    return _rank_checked(result, q, v, cu_q)
+
+
+def _rank_checked(result, q, v, cu_q):
+    """The extension's result; where it refused the ranks (None), the rank error of forward_shapes, so that
+    the message is the same on every path."""
     if result is None:
         forward_shapes(q, v, cu_q is not None)  # raises the rank error
         raise RuntimeError("internal error: the extension refused ranks that forward_shapes accepts")
@@ -203,23 +210,13 @@ class _EagerAttention(torch.autograd.Function):
 
 
 # Function.apply without its Python wrapper, whose work (binding defaults for setup_context, unwrapping
-# dead functorch wrappers) has nothing to do here: _eager_fast_path has ruled functorch out.
+# dead functorch wrappers) has nothing to do here: the eager fast path (attention) has ruled functorch out.
 # (Function.apply ends in the same call: super().apply, the C++ apply of torch._C._FunctionBase.)
 _eager_attention = super(torch.autograd.Function, _EagerAttention).apply
 
 
 def _plain(t) -> bool:
-    # nn.Parameter is a plain tensor to torch (its __torch_function__ is disabled): learned sinks often are one.
-    return type(t) is Tensor or type(t) is Parameter
-
-
-def _eager_fast_path(q, k, v, sinks) -> bool:
-    """True for an eager call on plain tensors (or Parameters): then the op dispatch is skipped."""
-    if _is_compiling() or _functorch_active():
-        return False  # traced, or wrapped by vmap/grad: the ops carry those
-    if not (_plain(q) and _plain(k) and _plain(v)):
-        return False  # other subclasses (FakeTensor, DTensor, ...) go through the op
-    return sinks is None or _plain(sinks)
+    return type(t) in _PLAIN_TYPES
 
 
 def _wants_grad(q, k, v, sinks) -> bool:
@@ -234,20 +231,56 @@ def _check_tensors(**tensors) -> None:
             raise TypeError(f"{name}: expected a torch.Tensor (like q), got {type(t).__module__}.{type(t).__qualname__}")
 
 
+_OUT_WITH_GRAD = ("out/lse_out: not supported when autograd records the call (an input requires grad): the "
+                  "outputs must be new tensors for autograd; call under torch.no_grad() or leave out= and lse_out= "
+                  "unset")
+
+
+def _copy_into(name: str, dest, result: Tensor) -> None:
+    """dest.copy_(result) for out=/lse_out= on the op path, with the checks the library makes on the fast path
+    (copy_ itself would broadcast, cast and cross devices silently)."""
+    if not isinstance(dest, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor (like q), got {type(dest).__module__}."
+                        f"{type(dest).__qualname__}")
+    if dest.shape != result.shape or dest.dtype != result.dtype or dest.device != result.device:
+        raise ValueError(f"{name}: expected shape {tuple(result.shape)}, dtype {result.dtype} on {result.device}, got "
+                         f"shape {tuple(dest.shape)}, dtype {dest.dtype} on {dest.device}")
+    if dest.dim() > 0 and dest.stride(-1) != 1 and dest.shape[-1] > 1:
+        raise ValueError(f"{name}: the last dimension must be contiguous (stride 1), got stride {dest.stride(-1)}")
+    dest.copy_(result)
+
+
 def attention(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, deterministic, backend,
-              backend_code, return_lse):
-    if _eager_fast_path(q, k, v, sinks):
-        if _wants_grad(q, k, v, sinks):
+              backend_code, return_lse, out, lse_out):
+    # The eager fast path: a call on plain tensors (or Parameters) outside tracing and functorch transforms
+    # skips the op dispatch. The checks are written out here, cheapest decisive one first, because every
+    # Python call they would make costs this path about 0.1 us (bench/python/NOTES.md).
+    if (not (_is_compiling() or _functorch_active()) and type(q) in _PLAIN_TYPES and type(k) in _PLAIN_TYPES
+            and type(v) in _PLAIN_TYPES and (sinks is None or type(sinks) in _PLAIN_TYPES)):
+        if _is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
+                                   or (sinks is not None and sinks.requires_grad)):
+            if out is not None or lse_out is not None:
+                raise ValueError(_OUT_WITH_GRAD)
             out, lse = _eager_attention(q, k, v, sinks, cu_q, cu_k,
                                         (max_q, max_k, scale, causal, left, right, softcap, deterministic, backend_code))
         else:
-            out, lse = _forward_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
-                                     backend_code, return_lse)
+            result = _ext.dense_forward_torch(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right,
+                                              softcap, backend_code, return_lse, out, lse_out)
+            out, lse = result if result is not None else _rank_checked(result, q, v, cu_q)
     else:
         _check_tensors(k=k, v=v, sinks=sinks, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
         forward_shapes(q, v, cu_q is not None)  # rank errors as ValueError before the op (also when tracing)
+        given_out, given_lse = out, lse_out
+        if (given_out is not None or given_lse is not None) and _wants_grad(q, k, v, sinks):
+            raise ValueError(_OUT_WITH_GRAD)
         out, lse = torch.ops.attnkit.dense_fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, causal, left, right,
                                                softcap, deterministic, backend)
+        if given_out is not None:
+            _copy_into("out", given_out, out)
+            out = given_out
+        if given_lse is not None:
+            _copy_into("lse_out", given_lse, lse)
+            lse = given_lse
     return (out, lse) if return_lse else out
 
 

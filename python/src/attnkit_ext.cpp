@@ -231,14 +231,18 @@ void dense_forward(int importer, nb::handle q, nb::handle k, nb::handle v, nb::h
 }
 
 // The PyTorch forward of the eager fast path (python/attnkit/_torch_ops.py) in one call: q, k, v, sinks and
-// cu_seqlens are imported; out (and lse) are allocated here with q.new_empty, contiguous on q's device,
-// so their layout is known without reading it back; the kernels run on the current stream of q's device
-// (the GPU backends select q's device themselves). Returns (out, lse or None), or None when q or v does
-// not have the rank of the layout, for the Python layer to raise its rank error (one wording everywhere).
+// cu_seqlens are imported; out (and lse) are the caller's `out_given` / `lse_given` (imported and validated
+// like any output), or allocated here, contiguous on q's device, so that their layout is known without
+// reading it back: out with torch.empty_like(q) where it has q's shape (Dv = D) and q is contiguous,
+// else with q.new_empty; lse (when need_lse and not given) with q.new_empty. The kernels run on the current
+// stream of q's device (the GPU backends select q's device themselves). Returns (out, lse or None), or
+// None when q or v does not have the rank of the layout, for the Python layer to raise its rank error
+// (one wording everywhere).
 nb::object dense_forward_torch(nb::handle q, nb::handle k, nb::handle v, nb::handle sinks, nb::handle cu_seqlens_q,
                                nb::handle cu_seqlens_k, std::int64_t max_seqlen_q, std::int64_t max_seqlen_k,
                                std::optional<double> scale, bool causal, std::int64_t window_left,
-                               std::int64_t window_right, double softcap, int backend, bool need_lse) {
+                               std::int64_t window_right, double softcap, int backend, bool need_lse,
+                               nb::handle out_given, nb::handle lse_given) {
   const bool varlen = !cu_seqlens_q.is_none();
   const int rank = varlen ? 3 : 4;
   ForwardCall call;
@@ -253,11 +257,24 @@ nb::object dense_forward_torch(nb::handle q, nb::handle k, nb::handle v, nb::han
   a.max_seqlen_k = max_seqlen_k;
   // BSHD: out [B, Sq, Hq, Dv], lse [B, Hq, Sq]; varlen: out [Tq, Hq, Dv], lse [Hq, Tq].
   const std::int64_t* qs = a.q.shape;
-  const std::int64_t out_shape[4] = {qs[0], qs[1], varlen ? a.v.shape[2] : qs[2], varlen ? 0 : a.v.shape[3]};
-  const std::int64_t lse_shape[3] = {varlen ? qs[1] : qs[0], varlen ? qs[0] : qs[2], varlen ? 0 : qs[1]};
-  nb::object out = torch_new_empty(q, a.q, out_shape, rank, /*fp32=*/false, &a.out);
+  nb::object out;
+  if (!out_given.is_none()) {
+    a.out = import_tensor(Importer::kTorch, "out", out_given, &call.keep);
+    out = nb::borrow(out_given);
+  } else if (a.v.shape[rank - 1] == qs[rank - 1] && is_contiguous_ref(a.q)) {
+    out = torch_empty_like(q, a.q, &a.out);
+  } else {
+    const std::int64_t out_shape[4] = {qs[0], qs[1], varlen ? a.v.shape[2] : qs[2], varlen ? 0 : a.v.shape[3]};
+    out = torch_new_empty(q, a.q, out_shape, rank, /*fp32=*/false, &a.out);
+  }
   nb::object lse = nb::none();
-  if (need_lse) lse = torch_new_empty(q, a.q, lse_shape, rank - 1, /*fp32=*/true, &a.lse);
+  if (!lse_given.is_none()) {
+    a.lse = import_tensor(Importer::kTorch, "lse_out", lse_given, &call.keep);
+    lse = nb::borrow(lse_given);
+  } else if (need_lse) {
+    const std::int64_t lse_shape[3] = {varlen ? qs[1] : qs[0], varlen ? qs[0] : qs[2], varlen ? 0 : qs[1]};
+    lse = torch_new_empty(q, a.q, lse_shape, rank - 1, /*fp32=*/true, &a.lse);
+  }
   const std::uintptr_t stream = a.q.device.kind == DeviceKind::kCUDA ? torch_current_stream(a.q.device.index) : 0;
   a.options = to_options(scale, causal, window_left, window_right, softcap, backend, stream);
   DenseWorkspace workspace{q, nb::none(), &a.q, stream};
@@ -507,7 +524,8 @@ NB_MODULE(_ext, m) {
       std::make_tuple(tensor("q"), tensor("k"), tensor("v"), tensor("sinks"), tensor("cu_seqlens_q"),
                       tensor("cu_seqlens_k"), nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("scale").none(),
                       nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"), nb::arg("softcap"),
-                      nb::arg("backend"), nb::arg("need_lse")));
+                      nb::arg("backend"), nb::arg("need_lse"), tensor("out"), tensor("lse_out")));
   m.def("set_torch_types", &py::set_torch_types, nb::arg("tensor_type"), nb::arg("float16"), nb::arg("bfloat16"),
-        nb::arg("float32"), nb::arg("float64"), nb::arg("int32"), nb::arg("uint8"), nb::arg("current_stream"));
+        nb::arg("float32"), nb::arg("float64"), nb::arg("int32"), nb::arg("uint8"), nb::arg("current_stream"),
+        nb::arg("empty_like"));
 }

@@ -26,6 +26,7 @@ struct TorchTypes {
   PyObject* int32 = nullptr;
   PyObject* uint8 = nullptr;
   PyObject* current_stream = nullptr;
+  PyObject* empty_like = nullptr;
 };
 TorchTypes torch_types;
 
@@ -225,11 +226,13 @@ TensorRef import_dlpack(const char* name, nb::handle object, bool uint16_is_bf16
 }  // namespace
 
 void set_torch_types(nb::handle tensor_type, nb::handle float16, nb::handle bfloat16, nb::handle float32,
-                     nb::handle float64, nb::handle int32, nb::handle uint8, nb::handle current_stream) {
+                     nb::handle float64, nb::handle int32, nb::handle uint8, nb::handle current_stream,
+                     nb::handle empty_like) {
   torch_types = TorchTypes{nb::handle(tensor_type).inc_ref().ptr(), nb::handle(float16).inc_ref().ptr(),
                            nb::handle(bfloat16).inc_ref().ptr(),   nb::handle(float32).inc_ref().ptr(),
                            nb::handle(float64).inc_ref().ptr(),    nb::handle(int32).inc_ref().ptr(),
-                           nb::handle(uint8).inc_ref().ptr(),      nb::handle(current_stream).inc_ref().ptr()};
+                           nb::handle(uint8).inc_ref().ptr(),      nb::handle(current_stream).inc_ref().ptr(),
+                           nb::handle(empty_like).inc_ref().ptr()};
 }
 
 bool import_torch_with_rank(const char* name, nb::handle object, int rank, TensorRef* ref) {
@@ -258,6 +261,29 @@ nb::object torch_new_empty(nb::handle like, const TensorRef& like_ref, const std
     ref->shape[axis] = shape[axis];
     ref->strides[axis] = stride;
     stride *= std::max<std::int64_t>(shape[axis], 1);
+  }
+  return tensor;
+}
+
+bool is_contiguous_ref(const TensorRef& ref) {
+  std::int64_t stride = 1;
+  for (int axis = ref.rank - 1; axis >= 0; --axis) {
+    if (ref.shape[axis] > 1 && ref.strides[axis] != stride) return false;
+    stride *= std::max<std::int64_t>(ref.shape[axis], 1);
+  }
+  return true;
+}
+
+nb::object torch_empty_like(nb::handle like, const TensorRef& like_ref, TensorRef* ref) {
+  nb::object tensor = checked(PyObject_CallOneArg(torch_types.empty_like, like.ptr()));
+  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(tensor.ptr(), names().data_ptr));
+  *ref = like_ref;
+  ref->data = PyLong_AsVoidPtr(data_ptr.ptr());
+  if (ref->data == nullptr && PyErr_Occurred()) throw nb::python_error();
+  std::int64_t stride = 1;
+  for (int axis = ref->rank - 1; axis >= 0; --axis) {
+    ref->strides[axis] = stride;
+    stride *= std::max<std::int64_t>(ref->shape[axis], 1);
   }
   return tensor;
 }

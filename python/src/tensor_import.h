@@ -29,10 +29,10 @@ enum class Importer : int {
 
 // Remembers torch.Tensor and torch's dtype objects, so that a tensor and its dtype are recognised by
 // identity (a pointer compare instead of a string), and `current_stream`, a callable (device index) ->
-// the raw cudaStream_t of that device's current stream as an int.
+// the raw cudaStream_t of that device's current stream as an int, and torch.empty_like.
 void set_torch_types(nanobind::handle tensor_type, nanobind::handle float16, nanobind::handle bfloat16,
                      nanobind::handle float32, nanobind::handle float64, nanobind::handle int32,
-                     nanobind::handle uint8, nanobind::handle current_stream);
+                     nanobind::handle uint8, nanobind::handle current_stream, nanobind::handle empty_like);
 
 // Keeps the imported DLPack views (and so the producer's buffers) alive until the call returns.
 using ImportKeepAlive = std::vector<nanobind::ndarray<nanobind::ro>>;
@@ -50,6 +50,16 @@ bool import_torch_with_rank(const char* name, nanobind::handle object, int rank,
 // described in `ref` from what was asked for: only its address is read back.
 nanobind::object torch_new_empty(nanobind::handle like, const TensorRef& like_ref, const std::int64_t* shape,
                                  int rank, bool fp32, TensorRef* ref);
+
+// torch.empty_like(like) for a `like` whose strides are contiguous on every axis longer than 1
+// (is_contiguous_ref): the result is contiguous in like's shape, dtype and device, described in `ref` as
+// contiguous. Its strides may differ from those of `ref` only on axes of extent 1, which are never
+// stepped along. torch.empty_like costs 0.8 us less than new_empty on the H100 host (and 1.8 us less on
+// the 2-core CI VM), as it parses no shape (bench/python/NOTES.md).
+nanobind::object torch_empty_like(nanobind::handle like, const TensorRef& like_ref, TensorRef* ref);
+
+// True when `ref`'s strides are those of a contiguous tensor on every axis longer than 1.
+bool is_contiguous_ref(const TensorRef& ref);
 
 // Scratch memory of `bytes` bytes on like's device for work queued on `stream`; returns its address.
 // On a CUDA stream that is not capturing a graph, one buffer per (device, stream) is kept and reused

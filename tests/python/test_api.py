@@ -37,11 +37,12 @@ def test_public_names():
 
 
 def test_signatures():
+    forward_options = dict(OPTIONS, out=None, lse_out=None)
     assert positional_names(attnkit.attention) == ["q", "k", "v"]
-    assert keyword_defaults(attnkit.attention) == OPTIONS
+    assert keyword_defaults(attnkit.attention) == forward_options
     assert positional_names(attnkit.attention_varlen) == ["q", "k", "v", "cu_seqlens_q", "cu_seqlens_k",
                                                           "max_seqlen_q", "max_seqlen_k"]
-    assert keyword_defaults(attnkit.attention_varlen) == OPTIONS
+    assert keyword_defaults(attnkit.attention_varlen) == forward_options
     assert positional_names(attnkit.attention_backward) == ["dout", "q", "k", "v", "out", "lse"]
 
 

@@ -267,6 +267,69 @@ def test_mixed_devices_are_a_value_error():
         attnkit.attention(q, k.cuda(), v)
 
 
+# ---- out= and lse_out=. ------------------------------------------------------------------------------
+
+
+def test_out_and_lse_out_are_written_and_returned():
+    q, k, v = tensors((2, 9, 4, 32), (2, 11, 2, 32), (2, 11, 2, 16), seed=3)
+    expected_out, expected_lse = attnkit.attention(q, k, v, causal=True, return_lse=True)
+    out = torch.full((2, 9, 4, 16), float("nan"))
+    lse = torch.full((2, 4, 9), float("nan"))
+    with torch.no_grad():
+        got_out, got_lse = attnkit.attention(q, k, v, causal=True, return_lse=True, out=out, lse_out=lse)
+    assert got_out is out and got_lse is lse
+    assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
+    # lse_out is written without return_lse too; out may be a strided view (last dimension contiguous).
+    wide = torch.full((2, 9, 4, 40), float("nan"))
+    lse.fill_(float("nan"))
+    assert attnkit.attention(q, k, v, causal=True, out=wide[..., 8:24], lse_out=lse) is not None
+    assert torch.equal(wide[..., 8:24], expected_out) and torch.equal(lse, expected_lse)
+    assert torch.isnan(wide[..., :8]).all() and torch.isnan(wide[..., 24:]).all(), "written outside the view"
+
+
+def test_out_varlen_and_the_op_path():
+    q, k, v = tensors((9, 4, 32), (11, 2, 32), (11, 2, 32), seed=4)
+    cu_q = torch.tensor([0, 4, 9], dtype=torch.int32)
+    cu_k = torch.tensor([0, 5, 11], dtype=torch.int32)
+    expected = attnkit.attention_varlen(q, k, v, cu_q, cu_k, 5, 6, causal=True)
+    out = torch.full_like(expected, float("nan"))
+    assert attnkit.attention_varlen(q, k, v, cu_q, cu_k, 5, 6, causal=True, out=out) is out
+    assert torch.equal(out, expected)
+    # Traced (torch.compile): the op's result is copied into out, without a graph break.
+    torch._dynamo.reset()
+
+    def step(q, k, v, out):
+        attnkit.attention_varlen(q, k, v, cu_q, cu_k, 5, 6, causal=True, out=out)
+        return out * 2
+
+    out.fill_(float("nan"))
+    doubled = torch.compile(step, fullgraph=True, backend="aot_eager")(q, k, v, out)
+    assert torch.equal(out, expected) and torch.equal(doubled, expected * 2)
+
+
+def test_out_errors():
+    q, k, v = tensors((1, 8, 2, 16), (1, 8, 2, 16), (1, 8, 2, 16), seed=5)
+    with pytest.raises(ValueError, match=r"out"):
+        attnkit.attention(q, k, v, out=torch.empty(1, 8, 2, 8))
+    with pytest.raises(ValueError, match=r"out"):
+        attnkit.attention(q, k, v, out=torch.empty(1, 8, 2, 16, dtype=torch.float16))
+    with pytest.raises(ValueError, match=r"lse"):
+        attnkit.attention(q, k, v, lse_out=torch.empty(1, 8, 2))
+    with pytest.raises(ValueError, match=r"out.*(contiguous|stride)"):
+        attnkit.attention(q, k, v, out=torch.empty(1, 8, 16, 2).transpose(2, 3))
+    with pytest.raises(ValueError, match=r"overlaps input"):
+        attnkit.attention(q, k, v, out=q)
+    with pytest.raises(TypeError, match=r"out: expected a torch.Tensor"):
+        attnkit.attention(q, k, v, out=np.empty((1, 8, 2, 16), np.float32))
+    with pytest.raises(ValueError, match=r"PyTorch tensors only"):
+        attnkit.attention(q.numpy(), k.numpy(), v.numpy(), out=np.empty((1, 8, 2, 16), np.float32))
+    leaf = q.clone().requires_grad_(True)
+    with pytest.raises(ValueError, match=r"out/lse_out: not supported when autograd records the call"):
+        attnkit.attention(leaf, k, v, out=torch.empty(1, 8, 2, 16))
+    with torch.no_grad():  # without recording, the same call is fine
+        attnkit.attention(leaf, k, v, out=torch.empty(1, 8, 2, 16))
+
+
 # ---- On the GPU. ------------------------------------------------------------------------------------
 
 GPU_CASES = {
@@ -415,3 +478,48 @@ def test_gpu_compile_inductor_fullgraph():
     torch.testing.assert_close(loss, eager, rtol=1e-2, atol=1e-2)
     for got, t in zip(grads, (q, k, v)):
         torch.testing.assert_close(got, t.grad, rtol=2e-2, atol=2e-2)
+
+
+@needs_gpu
+def test_gpu_out_and_lse_out():
+    q, k, v = tensors((2, 300, 8, 128), (2, 300, 2, 128), (2, 300, 2, 128), dtype=torch.bfloat16, device="cuda",
+                      seed=13)
+    expected_out, expected_lse = attnkit.attention(q, k, v, causal=True, return_lse=True)
+    out = torch.full_like(expected_out, float("nan"))
+    lse = torch.full_like(expected_lse, float("nan"))
+    got = attnkit.attention(q, k, v, causal=True, return_lse=True, out=out, lse_out=lse)
+    assert got[0] is out and got[1] is lse
+    assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
+
+
+@needs_gpu
+def test_gpu_back_to_back_calls_on_one_stream_share_the_zeroed_workspace():
+    """The sm90 forward skips its tile-counter memset on the per-stream buffer, which every launch leaves at
+    zero: calls of different tile counts, one after the other on one stream, with calls of other backends
+    between them (sm80's split-KV uses a scratch workspace of its own), must each compute every tile. Each
+    out starts as NaN, so a tile skipped because of a stale counter would show; a second round of the same
+    calls must give the same bits, and the first sm90 call matches the reference."""
+    shapes = [((1, 128, 8, 64), (1, 128, 8, 64), {}),              # 8 tiles, fewer than the SMs
+              ((4, 2048, 16, 64), (4, 2048, 4, 64), {}),           # hundreds of tiles: the dynamic scheduler
+              ((1, 64, 8, 64), (1, 16384, 8, 64), {}),             # few query tiles, long keys: sm80 split-KV
+              ((2, 700, 4, 128), (2, 900, 4, 128), {}),            # D = 128
+              ((3, 333, 4, 64), (3, 333, 4, 64), {"backend": "sm80"})]
+    calls = []
+    for i, (shape_q, shape_k, options) in enumerate(shapes):
+        q, k, v = tensors(shape_q, shape_k, shape_k, dtype=torch.bfloat16, device="cuda", seed=20 + i)
+        calls.append((q, k, v, options))
+        assert attnkit.explain(q, k, v, causal=True, **options).chosen in ("sm80", "sm90")
+    rounds = []
+    for _ in range(2):
+        outs = []
+        for q, k, v, options in calls:
+            out = torch.full(q.shape[:3] + v.shape[3:], float("nan"), dtype=q.dtype, device="cuda")
+            attnkit.attention(q, k, v, causal=True, out=out, **options)
+            outs.append(out)
+        rounds.append(outs)
+    torch.cuda.synchronize()
+    for i, (first, second) in enumerate(zip(*rounds)):
+        assert not torch.isnan(first).any() and not torch.isnan(second).any(), f"call {i}: rows left unwritten"
+        assert torch.equal(first, second), f"call {i}: the second round differs"
+    q, k, v, _ = calls[0]
+    check_forward(reference_inputs(rounds[0][0])[0], None, *reference_inputs(q, k, v), causal=True)
