@@ -3,9 +3,9 @@ NotImplementedError where this build has no GPU backward) and decode with state_
 recurrence of test_linear.py run on the same rounded inputs, and against the CPU backend. Skipped without torch,
 without a CUDA device of sm_80 or newer, or on a build without CUDA.
 
-Bounds: the GPU kernels keep intermediates in bf16/fp16 (tensor-core chunks), so out and the final state are
-held to the section-6 RMS ratio against float64 (semantics.md: 0.005), and gradients to three times it, the
-factor the dense tests give gradients. The gate decays are kept in [-1, -0.1]: with decays near 0 over many
+Bounds: the GPU kernels keep intermediates in bf16/fp16 (tensor-core chunks), so results are held to the
+section-6 RMS ratios of semantics.md: 0.005 for outputs and states (and dq, dk, dv, d_initial_state), 0.02 for
+the gate and beta gradients (dg, dbeta, dA_log, ddt_bias). The gate decays are kept in [-1, -0.1]: with decays near 0 over many
 tokens the bf16 forward's error grows past 0.005 (src/kernels/linear/NOTES.md, weak-decay cases); that
 accuracy question is the C++ kernel tests', this file checks what Python adds: strides, dtypes, devices, the
 current stream, state_indices and the in-place state update."""
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(not (CUDA and BUILD.cuda_enabled and "80" in "".
                                 reason=f"needs an sm_80+ GPU (found: {CUDA}) and a CUDA build with sm_80 "
                                        f"(archs: {' '.join(BUILD.cuda_archs) or 'none'})")
 
-SECTION6_RMS = 5e-3
+SECTION6_RMS = 5e-3  # outputs and states
+SECTION6_GATE_GRAD_RMS = 2e-2  # gate and beta gradients
 FUSED = dict(l2norm_qk=True, gate="softplus", beta_form="sigmoid")
 
 
@@ -171,14 +172,14 @@ def test_gpu_backward_matches_the_cpu_backend_or_names_its_absence(variant, fuse
         with pytest.raises(NotImplementedError, match=NO_GPU_BACKWARD):
             result.backward(dout)
         return
-    for name in names:
-        got = getattr(gpu, "d" + name)
-        assert got.device == t["q"].device
-        assert rms_ratio(numpy64(got), numpy64(getattr(expected, "d" + name))) < 3 * SECTION6_RMS, name
-    assert rms_ratio(numpy64(gpu.d_initial_state), numpy64(expected.d_initial_state)) < 3 * SECTION6_RMS
+    bounds = dict(dq=SECTION6_RMS, dk=SECTION6_RMS, dv=SECTION6_RMS, d_initial_state=SECTION6_RMS,
+                  dg=SECTION6_GATE_GRAD_RMS, dbeta=SECTION6_GATE_GRAD_RMS)
     if fused:
-        for name in ("dA_log", "ddt_bias"):
-            assert rms_ratio(numpy64(getattr(gpu, name)), numpy64(getattr(expected, name))) < 3 * SECTION6_RMS, name
+        bounds.update(dA_log=SECTION6_GATE_GRAD_RMS, ddt_bias=SECTION6_GATE_GRAD_RMS)
+    for name, bound in bounds.items():
+        got = getattr(gpu, name)
+        assert got.device == t["q"].device, name
+        assert rms_ratio(numpy64(got), numpy64(getattr(expected, name))) < bound, name
 
 
 # ---- Decode. ------------------------------------------------------------------------------------------
