@@ -83,6 +83,18 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::ui
                : "r"(address));
 }
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// The inverse of ldmatrix_x4 (sm_90): lane l gives the row address of matrix l / 8, row l % 8, and
+// register j holds the lane's pair (row lane / 4, cols 2 (lane % 4) ..+1) of matrix j. One instruction
+// stores what four st.shared.b32 store.
+__device__ __forceinline__ void stmatrix_x4(std::uint32_t address, std::uint32_t r0, std::uint32_t r1, std::uint32_t r2,
+                                            std::uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(r0), "r"(r1),
+               "r"(r2), "r"(r3)
+               : "memory");
+}
+#endif
+
 // 16-byte global -> shared copy; `source_bytes` = 0 writes 16 zero bytes and reads nothing.
 __device__ __forceinline__ void cp_async_16(std::uint32_t shared_address, const void* global_pointer,
                                             bool valid) {

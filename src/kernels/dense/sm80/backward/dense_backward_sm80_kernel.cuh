@@ -298,11 +298,31 @@ struct BackwardKernel {
   }
 
   // Stores an accumulator (warp rows m0, cols n0, times `factor`) as Element into a swizzled tile at
-  // shared address `tile`.
+  // shared address `tile`. sm_90: one stmatrix.x4 per 16 x 16 block, i.e. per accumulator tiles (tm, tn)
+  // and (tm, tn + 1): matrices (rows 0-7, tn), (rows 8-15, tn), (rows 0-7, tn + 1), (rows 8-15, tn + 1),
+  // a quarter of the store instructions of the st.shared.b32 form below (P and dS take 16-64 of those
+  // per thread and step, beside the step's ~150 ldmatrix; backward/README.md, round 4).
   template <typename Layout, int kTilesM, int kTilesN>
   static __device__ __forceinline__ void store_fragment(std::uint32_t tile, const float (&acc)[kTilesM][kTilesN][4],
                                                         int m0, int n0, float factor) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    static_assert(kTilesN % 2 == 0, "whole 16 x 16 blocks");
+    const int matrix = lane >> 3;
+    const std::uint32_t block_address =
+        tile + 2 * Layout::offset(m0 + (matrix & 1) * 8 + (lane & 7), n0 + (matrix >> 1) * 8);
+#pragma unroll
+    for (int tm = 0; tm < kTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kTilesN; tn += 2) {
+        device::backward::stmatrix_x4(Layout::advance(block_address, tm * 16, tn * 8),
+                                      Convert::pack(acc[tm][tn][0] * factor, acc[tm][tn][1] * factor),
+                                      Convert::pack(acc[tm][tn][2] * factor, acc[tm][tn][3] * factor),
+                                      Convert::pack(acc[tm][tn + 1][0] * factor, acc[tm][tn + 1][1] * factor),
+                                      Convert::pack(acc[tm][tn + 1][2] * factor, acc[tm][tn + 1][3] * factor));
+      }
+    }
+#else
     const std::uint32_t lane_address = tile + 2 * Layout::offset(m0 + (lane >> 2), n0 + (lane & 3) * 2);
 #pragma unroll
     for (int tm = 0; tm < kTilesM; ++tm) {
@@ -318,6 +338,7 @@ struct BackwardKernel {
         }
       }
     }
+#endif
   }
 
   // ---- Element-wise steps between the GEMMs (fragments of S / dP: rows m0 + tm*16 + lane/4 (+8),
