@@ -5,16 +5,20 @@
 //                                      poisoned (NaN) first; exit status 1 on any failure
 //   linear_gpu_bench bench FILE.json  times the issue-6 shapes (bf16, K = V = 128) and decode at batch 64
 //                                      and 256 beside a device-to-device copy of the state bytes; writes the
-//                                      rows (gpu-workflow.md format, impl "attnkit") to FILE.json
+//                                      rows (gpu-workflow.md format, impl "attnkit") to FILE.json. Each
+//                                      forward also prints its kernels timed apart (time_kernels).
 //
 // The float64 recurrence here is the driver's own, written from the formulas, so that this check does
 // not share code with the kernels or depend on reference/.
 #include <cuda_runtime.h>
 
+#include <cxxabi.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -493,16 +497,16 @@ int run_check() {
 // ---- Benchmark --------------------------------------------------------------------------------------
 
 template <typename Fn>
-float median_ms(Fn&& fn, int warmup, int iters) {
+float median_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream = nullptr) {
   for (int i = 0; i < warmup; ++i) fn();
   cudaEvent_t start, stop;
   CUDA_OK(cudaEventCreate(&start));
   CUDA_OK(cudaEventCreate(&stop));
   std::vector<float> times;
   for (int i = 0; i < iters; ++i) {
-    CUDA_OK(cudaEventRecord(start));
+    CUDA_OK(cudaEventRecord(start, stream));
     fn();
-    CUDA_OK(cudaEventRecord(stop));
+    CUDA_OK(cudaEventRecord(stop, stream));
     CUDA_OK(cudaEventSynchronize(stop));
     float ms = 0;
     CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
@@ -512,6 +516,59 @@ float median_ms(Fn&& fn, int warmup, int iters) {
   cudaEventDestroy(stop);
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+// The kernels of one forward call timed apart: the call is captured into a CUDA graph and each kernel
+// node replayed alone in a one-node graph (the workspace holds the intermediates of the full calls timed
+// before, so each kernel reads what it would in sequence). Prints "name ms" per kernel in launch order.
+void time_kernels(attnkit::LinearForwardArgs args) {
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  args.options.stream = stream;
+  cudaGraph_t graph = nullptr;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const attnkit::Status status = attnkit::forward(args);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  if (!status.is_ok()) {
+    std::printf("  kernels: forward refused capture: %s\n", status.message().c_str());
+    CUDA_OK(cudaGraphDestroy(graph));
+    CUDA_OK(cudaStreamDestroy(stream));
+    return;
+  }
+  std::size_t count = 0;
+  CUDA_OK(cudaGraphGetNodes(graph, nullptr, &count));
+  std::vector<cudaGraphNode_t> nodes(count);
+  CUDA_OK(cudaGraphGetNodes(graph, nodes.data(), &count));
+  std::printf("  kernels:");
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type;
+    CUDA_OK(cudaGraphNodeGetType(node, &type));
+    if (type != cudaGraphNodeTypeKernel) continue;
+    cudaKernelNodeParams params{};
+    CUDA_OK(cudaGraphKernelNodeGetParams(node, &params));
+    cudaGraph_t one = nullptr;
+    cudaGraphNode_t copy = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaGraphCreate(&one, 0));
+    CUDA_OK(cudaGraphAddKernelNode(&copy, one, nullptr, 0, &params));
+    CUDA_OK(cudaGraphInstantiate(&exec, one, 0));
+    const float ms = median_ms([&] { CUDA_OK(cudaGraphLaunch(exec, stream)); }, 2, 10, stream);
+    const char* mangled = nullptr;
+    CUDA_OK(cudaFuncGetName(&mangled, params.func));
+    int demangle_status = 0;
+    char* name = abi::__cxa_demangle(mangled, nullptr, nullptr, &demangle_status);
+    std::string shown = demangle_status == 0 ? name : mangled;
+    std::free(name);
+    shown = shown.substr(0, shown.find('('));  // no parameter list
+    const std::size_t colon = shown.rfind("::", shown.find('<'));
+    if (colon != std::string::npos) shown = shown.substr(colon + 2);  // no namespaces
+    std::printf(" %s %.3f ms;", shown.c_str(), ms);
+    CUDA_OK(cudaGraphExecDestroy(exec));
+    CUDA_OK(cudaGraphDestroy(one));
+  }
+  std::printf("\n");
+  CUDA_OK(cudaGraphDestroy(graph));
+  CUDA_OK(cudaStreamDestroy(stream));
 }
 
 int run_bench(const char* path) {
@@ -551,6 +608,7 @@ int run_bench(const char* path) {
                     attnkit::linear_variant_name(variant), s.b, s.t, s.h, s.hv, ms, flops / ms * 1e-9);
       add_row(row);
       std::printf("fwd %s B=%d T=%d H=%d HV=%d: %.3f ms\n", attnkit::linear_variant_name(variant), s.b, s.t, s.h, s.hv, ms);
+      time_kernels(args);
     }
   }
   // Decode: HV = 32 value heads (H = 16), K = V = 128, one token, kv and vk layouts.

@@ -20,6 +20,15 @@
 // running product of per-token decays (exact for any decay), and each off-diagonal block pair (t in a
 // later block than s's block b) goes through tensor cores split at the reference row r = 16 (b + 1):
 // exp(G_t - G_s) = exp(G_t - G_r) exp(G_r - G_s), both factors <= 1.
+//
+// Precision: T_beta, P, delta, k exp(G_last - G) and the decayed operands of the off-diagonal A and P
+// blocks enter the tensor cores as a pair hi + lo of Element values (hi = round(x), lo = round(x - hi)),
+// each product as two or three MMAs (the lo x lo term is dropped). With single bf16 operands, weak
+// decays over long sequences missed the 0.005 bound of semantics.md section 6 on the H100 (out rms
+// 5.1e-3 .. 6.8e-3 at gates x0.01 .. x0.1, T ~ 1000); T_beta, P, delta and the state update's k are the
+// largest points in bench/linear/gdn_rounding_study.py (GDN 5.7e-3 -> 2.8e-3). Split at those four
+// alone, KDA's worst case measured 5.0e-3 (H100, 2026-11-26): the rounded off-diagonal operands of A
+// feed the solve, as T_beta does.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -53,16 +62,25 @@ struct ForwardShared {
   alignas(128) Element x[kChunk * kLdKey];      // KDA off-diagonal operands, then k Gamma
   alignas(128) Element w[kChunk * kLdKey];      // KDA off-diagonal operands, then -w
   alignas(128) Element v[kChunk * kLdValue];    // the chunk's v slice
-  alignas(128) Element t_beta[kChunk * kLdChunk];
-  alignas(128) Element p[kChunk * kLdChunk];
-  alignas(128) Element delta[kChunk * kLdValue];
+  // t_beta .. p_lo are adjacent (sizes multiples of 128 bytes): the off-diagonal A / P blocks of KDA lay
+  // their operands' lo parts over all four before T_beta and P exist.
+  alignas(128) Element t_beta[kChunk * kLdChunk];     // hi part
+  alignas(128) Element t_beta_lo[kChunk * kLdChunk];  // lo part
+  alignas(128) Element p[kChunk * kLdChunk];          // hi part
+  alignas(128) Element p_lo[kChunk * kLdChunk];       // lo part
+  alignas(128) Element delta[kChunk * kLdValue];      // hi part; the lo part lies over `a` after the solve
   alignas(128) Element state_lowp[kKeyPad * kLdValue];  // S at the chunk start, for the tensor cores
   alignas(128) float a[kChunk * kLdChunkF];     // A, fp32 (the solve reads it)
-  alignas(128) float p_raw[kChunk * kLdChunkF]; // P before its mask and conversion
+  alignas(128) float p_raw[kChunk * kLdChunkF]; // P before its mask and conversion, then k exp(G_last - G)'s lo part
   alignas(128) float state[kKeyPad * kLdValueF];  // S, fp32: the running state of the slice
   alignas(128) float stage[kForwardWarps][kTile * kTile];  // per-warp fp32 -> Element staging
   alignas(128) float gate[kPerKeyGate ? kChunk * kKeyPad : kChunk];  // G, inclusive cumulative log decay
   alignas(16) float beta[kChunk];
+
+  static_assert(kChunk * kLdValue * sizeof(Element) <= sizeof(a), "delta's lo part fits over A");
+  static_assert(sizeof(t_beta) % 128 == 0 && (kTile + 2 * (kChunk - kTile)) * kLdKey * sizeof(Element) <= 4 * sizeof(t_beta),
+                "the off-diagonal lo parts fit over t_beta .. p_lo");
+  static_assert(kChunk * kLdKey * sizeof(Element) <= sizeof(p_raw), "k exp(G_last - G)'s lo part fits over P's raw sums");
 };
 
 template <typename Element, bool kPerKeyGate, int kValueSlice>
@@ -81,6 +99,8 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
 
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
+  Element* delta_lo = reinterpret_cast<Element*>(sm.a);
+  Element* k_lo = reinterpret_cast<Element*>(sm.p_raw);
   const LinearCommonParams& c = params.common;
   const int tid = threadIdx.x;
   const int warp = tid >> 5;
@@ -128,19 +148,32 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
     load_rows<Element, kKeyPad, kForwardThreads>(sm.q, kLdKey, q_base + t0 * c.q.token_stride, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
     load_rows<Element, kKeyPad, kForwardThreads>(sm.k, kLdKey, k_base + t0 * c.k.token_stride, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
     load_rows<Element, kValueSlice, kForwardThreads>(sm.v, kLdValue, v_base + t0 * c.v.token_stride, c.v.token_stride, rows, col0, c.value_dim, params.vectorized_io);
+    cp_async_commit();
     for (int e = tid; e < kKeyPad * kValueSlice; e += kForwardThreads) {
       const int i = e / kValueSlice;
       const int jj = e % kValueSlice;
       sm.state_lowp[i * kLdValue + jj] = Convert::from(sm.state[i * kLdValueF + jj]);
     }
     if constexpr (kPerKeyGate) {
+      // A thread's gate loads go out 8 at a time before their stores (as in load_rows); all 32 at once
+      // spilled 248 bytes in this 255-register kernel, 8 spill 24 (sm_90a, bf16).
       float* decay = reinterpret_cast<float*>(sm.x);  // [64][128] over x and w
-      for (int e = tid; e < kChunk * kKeyPad; e += kForwardThreads) {
-        const int t = e / kKeyPad;
-        const int i = e % kKeyPad;
-        const float g = (t < rows && i < c.key_dim) ? gate_at(c, g_base + (t0 + t) * c.g.token_stride, hv, i) : 0.0f;
-        sm.gate[e] = g;
-        decay[e] = __expf(g);
+      constexpr int kBatch = 8;
+      for (int base = 0; base < kChunk * kKeyPad; base += kBatch * kForwardThreads) {
+        float g[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int e = base + tid + u * kForwardThreads;
+          const int t = e / kKeyPad;
+          const int i = e % kKeyPad;
+          g[u] = (t < rows && i < c.key_dim) ? gate_at(c, g_base + (t0 + t) * c.g.token_stride, hv, i) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int e = base + tid + u * kForwardThreads;
+          sm.gate[e] = g[u];
+          decay[e] = __expf(g[u]);
+        }
       }
     } else {
       if (tid < kChunk) sm.gate[tid] = tid < rows ? gate_at(c, g_base + (t0 + tid) * c.g.token_stride, hv, 0) : 0.0f;
@@ -149,6 +182,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
       const int t = tid - (kForwardThreads - kChunk);
       sm.beta[t] = t < rows ? beta_value(c, load_element(c.beta.data, b_base + (t0 + t) * c.beta.token_stride, c.beta_element)) : 0.0f;
     }
+    cp_async_wait_all();
     __syncthreads();
 
     // ---- L2 norm and the cumulative log decay G ------------------------------------------------------
@@ -224,21 +258,28 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
       for (int b = 0; b < kChunkTiles - 1; ++b) {
         const int ref = kTile * (b + 1);
         const int left_rows = kChunk - ref;
-        Element* right = sm.x;                 // [16][128]: k_s exp(G_r - G_s), s in block b
-        Element* left_q = sm.x + kTile * kLdKey;  // [left_rows][128]: q_t exp(G_t - G_r), t >= r
-        Element* left_k = sm.w;                // [left_rows][128]: k_t exp(G_t - G_r)
+        // hi parts: right [16][128] k_s exp(G_r - G_s), s in block b; left_q [left_rows][128]
+        // q_t exp(G_t - G_r), t >= r; left_k the same with k. lo parts at the same offsets from `lo`.
+        Element* right = sm.x;
+        Element* left_q = sm.x + kTile * kLdKey;
+        Element* left_k = sm.w;
+        Element* right_lo = sm.t_beta;
+        Element* left_q_lo = right_lo + kTile * kLdKey;
+        Element* left_k_lo = right_lo + kChunk * kLdKey;
         for (int e = tid; e < (kTile + left_rows) * kKeyPad; e += kForwardThreads) {
           const int r = e / kKeyPad;
           const int i = e % kKeyPad;
           const float g_ref = sm.gate[ref * kKeyPad + i];
           if (r < kTile) {
             const int s = b * kTile + r;
-            right[r * kLdKey + i] = Convert::from(Convert::to(sm.k[s * kLdKey + i]) * __expf(g_ref - sm.gate[s * kKeyPad + i]));
+            split_element(Convert::to(sm.k[s * kLdKey + i]) * __expf(g_ref - sm.gate[s * kKeyPad + i]), &right[r * kLdKey + i],
+                          &right_lo[r * kLdKey + i]);
           } else {
             const int t = ref + r - kTile;
             const float f = __expf(sm.gate[t * kKeyPad + i] - g_ref);
-            left_q[(r - kTile) * kLdKey + i] = Convert::from(Convert::to(sm.q[t * kLdKey + i]) * f);
-            left_k[(r - kTile) * kLdKey + i] = Convert::from(Convert::to(sm.k[t * kLdKey + i]) * f);
+            const int at = (r - kTile) * kLdKey + i;
+            split_element(Convert::to(sm.q[t * kLdKey + i]) * f, &left_q[at], &left_q_lo[at]);
+            split_element(Convert::to(sm.k[t * kLdKey + i]) * f, &left_k[at], &left_k_lo[at]);
           }
         }
         __syncthreads();
@@ -248,7 +289,9 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
           const bool is_p = job & 1;
           FragC acc;
           wmma::fill_fragment(acc, 0.0f);
-          mma_abt<Element, kKeyPad>(acc, (is_p ? left_q : left_k) + row_tile * kTile * kLdKey, right, kLdKey);
+          const int row = row_tile * kTile * kLdKey;
+          mma_abt_split<Element, kKeyPad>(acc, (is_p ? left_q : left_k) + row, (is_p ? left_q_lo : left_k_lo) + row, right,
+                                          right_lo, kLdKey);
           float* dst = (is_p ? sm.p_raw : sm.a) + (ref + row_tile * kTile) * kLdChunkF + b * kTile;
           wmma::store_matrix_sync(dst, acc, kLdChunkF, wmma::mem_row_major);
         }
@@ -304,7 +347,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
       const float a = sm.a[t * kLdChunkF + s];
       const float pr = sm.p_raw[t * kLdChunkF + s];
       sm.a[t * kLdChunkF + s] = s < t ? sm.beta[t] * decay * a : 0.0f;
-      sm.p[t * kLdChunk + s] = Convert::from(s <= t ? c.scale * decay * pr : 0.0f);
+      split_element(s <= t ? c.scale * decay * pr : 0.0f, &sm.p[t * kLdChunk + s], &sm.p_lo[t * kLdChunk + s]);
     }
     __syncthreads();
 
@@ -325,7 +368,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
       }
       const float beta_j = sm.beta[j];
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) sm.t_beta[i * kLdChunk + j] = Convert::from(x[i] * beta_j);
+      for (int i = 0; i < kChunk; ++i) split_element(x[i] * beta_j, &sm.t_beta[i * kLdChunk + j], &sm.t_beta_lo[i * kLdChunk + j]);
     } else {
       for (int e = tid - kChunk; e < kChunk * kKeyPad; e += kForwardThreads - kChunk) {
         const int t = e / kKeyPad;
@@ -335,7 +378,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
         const float kv = Convert::to(sm.k[t * kLdKey + i]);
         const float gamma = __expf(g);
         sm.x[t * kLdKey + i] = Convert::from(kv * gamma);
-        sm.k[t * kLdKey + i] = Convert::from(kv * __expf(g_last - g));
+        split_element(kv * __expf(g_last - g), &sm.k[t * kLdKey + i], &k_lo[t * kLdKey + i]);
         sm.q[t * kLdKey + i] = Convert::from(c.scale * gamma * Convert::to(sm.q[t * kLdKey + i]));
       }
       for (int e = tid - kChunk; e < kKeyPad * kValueSlice; e += kForwardThreads - kChunk) {
@@ -361,6 +404,8 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
           FragB<Element> fb;
           wmma::load_matrix_sync(fa, sm.t_beta + (job / kKeyTiles) * kTile * kLdChunk + d, kLdChunk);
           wmma::load_matrix_sync(fb, sm.x + d * kLdKey + (job % kKeyTiles) * kTile, kLdKey);
+          wmma::mma_sync(acc[u], fa, fb, acc[u]);
+          wmma::load_matrix_sync(fa, sm.t_beta_lo + (job / kKeyTiles) * kTile * kLdChunk + d, kLdChunk);
           wmma::mma_sync(acc[u], fa, fb, acc[u]);
         }
       }
@@ -394,6 +439,8 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
           wmma::load_matrix_sync(fa, sm.t_beta + (job / kValueTiles) * kTile * kLdChunk + d, kLdChunk);
           wmma::load_matrix_sync(fb, sm.v + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
           wmma::mma_sync(delta_acc[u], fa, fb, delta_acc[u]);
+          wmma::load_matrix_sync(fa, sm.t_beta_lo + (job / kValueTiles) * kTile * kLdChunk + d, kLdChunk);
+          wmma::mma_sync(delta_acc[u], fa, fb, delta_acc[u]);
         }
       }
 #pragma unroll
@@ -414,8 +461,8 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
 #pragma unroll
       for (int u = 0; u < kOutPerWarp; ++u) {
         const int job = warp + u * kForwardWarps;
-        store_tile_lowp(delta_acc[u], stage, sm.delta + (job / kValueTiles) * kTile * kLdValue + (job % kValueTiles) * kTile,
-                        kLdValue, 1.0f);
+        const int at = (job / kValueTiles) * kTile * kLdValue + (job % kValueTiles) * kTile;
+        store_tile_split(delta_acc[u], stage, sm.delta + at, delta_lo + at, kLdValue);
       }
     }
     __syncthreads();
@@ -428,9 +475,15 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
         const int job = warp + u * kForwardWarps;
         FragA<Element> fa;
         FragB<Element> fb;
+        FragA<Element> fa_lo;
+        FragB<Element> fb_lo;
         wmma::load_matrix_sync(fa, sm.p + (job / kValueTiles) * kTile * kLdChunk + d, kLdChunk);
+        wmma::load_matrix_sync(fa_lo, sm.p_lo + (job / kValueTiles) * kTile * kLdChunk + d, kLdChunk);
         wmma::load_matrix_sync(fb, sm.delta + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
+        wmma::load_matrix_sync(fb_lo, delta_lo + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
         wmma::mma_sync(out_acc[u], fa, fb, out_acc[u]);
+        wmma::mma_sync(out_acc[u], fa_lo, fb, out_acc[u]);
+        wmma::mma_sync(out_acc[u], fa, fb_lo, out_acc[u]);
       }
     }
 #pragma unroll
@@ -463,12 +516,16 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
 #pragma unroll
         for (int u = 0; u < kPerWarp; ++u) {
           const int job = warp + u * kForwardWarps;
-          FragAT<Element> fa;
-          FragB<Element> fb;
+          FragAT<Element> fa, fa_lo;
+          FragB<Element> fb, fb_lo;
           // (k_decayed)^T as a column-major [128][64] matrix: element (i, s) at s * ld + i.
           wmma::load_matrix_sync(fa, sm.k + d * kLdKey + (job / kValueTiles) * kTile, kLdKey);
+          wmma::load_matrix_sync(fa_lo, k_lo + d * kLdKey + (job / kValueTiles) * kTile, kLdKey);
           wmma::load_matrix_sync(fb, sm.delta + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
+          wmma::load_matrix_sync(fb_lo, delta_lo + d * kLdValue + (job % kValueTiles) * kTile, kLdValue);
           wmma::mma_sync(acc[u], fa, fb, acc[u]);
+          wmma::mma_sync(acc[u], fa_lo, fb, acc[u]);
+          wmma::mma_sync(acc[u], fa, fb_lo, acc[u]);
         }
       }
 #pragma unroll
@@ -494,6 +551,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1) linear_forward_kernel(Line
 template <typename Element, bool kPerKeyGate, int kValueSlice>
 cudaError_t launch_linear_forward_instance(const LinearForwardParams& params, cudaStream_t stream) {
   using Shared = ForwardShared<Element, kPerKeyGate, kValueSlice>;
+  static_assert(sizeof(Shared) <= 227 * 1024, "the shared memory fits one CTA of an sm_80 / sm_90 SM");
   constexpr auto kernel = &linear_forward_kernel<Element, kPerKeyGate, kValueSlice>;
   const int bytes = static_cast<int>(sizeof(Shared));
   cudaError_t status = device::ensure_dynamic_shared_memory<kernel>(bytes);

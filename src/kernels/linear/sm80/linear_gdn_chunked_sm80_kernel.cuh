@@ -4,16 +4,25 @@
 //   prep   (grid: every chunk slot x value head, in parallel) from k, g, beta, v of one 64-token chunk:
 //          G = inclusive cumulative log decay, A[t][s] = beta_t exp(G_t - G_s) k_t . k_s (s < t),
 //          T_beta = (I + A)^-1 diag(beta) (fp32 substitution), and writes
-//          w_neg = -T_beta (k Gamma), k_decay = k exp(G_last - G), u = T_beta v (fp32), G.
+//          w_neg = -T_beta (k Gamma), the (L2-normalised) k, u = T_beta v (fp32), G.
 //   state  (grid: sequence x value head x slice of 16 or 32 value columns) walks the chunks in order
 //          with its fp32 state slice S in shared memory: v_new = u + w_neg S, S <- exp(G_last) S +
-//          k_decay^T v_new; it writes S at each chunk's start (Element) and v_new. Per chunk that is two
-//          small GEMMs and two barriers, with the next chunk's operands in flight (cp.async, double buffer).
+//          k^T (exp(G_last - G) v_new); it writes S at each chunk's start (Element) and v_new (fp32). Per
+//          chunk that is two small GEMMs and two barriers, with the next chunk's operands in flight
+//          (cp.async, double buffer).
 //   output (grid: every chunk slot x value head x 64 value columns, in parallel)
 //          O = (scale q Gamma) S_chunk + P v_new, P[t][s] = scale exp(G_t - G_s) q_t . k_s (s <= t).
 //
 // Every exp has a non-positive argument (G falls along the chunk). The state slice S [128, slice] of a
 // (sequence, value head) is exact parallelism: value columns evolve independently.
+//
+// Precision. T_beta, v_new (times its decay) and P enter the tensor cores as a pair hi + lo of Element
+// values (hi = round(x), lo = round(x - hi): 16 significant bits for bf16) and cost two or three MMAs
+// instead of one; the state update multiplies the exact k, not a rounded k exp(G_last - G), by the
+// decayed v_new. With all eight operands in bf16 (8b6ed0a) weak decays over long sequences missed the
+// 0.005 bound of semantics.md section 6 on the H100 (out rms 5.5e-3 at K = 16, T ~ 1000, gates x0.01);
+// bench/linear/gdn_rounding_study.py puts this scheme at 2.8e-3 there and 1.9e-3 at K = V = 128 x1
+// (bf16 throughout: 5.7e-3 and 3.2e-3). The S copy, w_neg, k Gamma and q Gamma stay single Element values.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -71,19 +80,6 @@ __device__ __forceinline__ bool locate_slot(const LinearForwardParams& p, std::i
   return place->chunk >= 0 && place->chunk * kChunk < place->length;
 }
 
-// ---- cp.async ------------------------------------------------------------------------------------------
-
-__device__ __forceinline__ void cp_async_16(void* smem, const void* global) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
-}
-__device__ __forceinline__ void cp_async_4(void* smem, const void* global) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(address), "l"(global));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 // Converts a warp's 16 x 16 fp32 tile (row-major, ld `ld_src`) to Element and writes it to one or two
 // destinations, 8 elements (16 bytes) per lane. `dst2` may be null.
 template <typename Element>
@@ -112,10 +108,13 @@ struct PrepShared {
   alignas(128) Element k[kChunk * kLdKey];  // k (L2-normalised)
   alignas(128) Element x[kChunk * kLdKey];  // k Gamma
   alignas(128) Element v[kChunk * kLdValue];
-  alignas(128) Element t_beta[kChunk * kLdChunk];
+  alignas(128) Element t_beta[kChunk * kLdChunk];  // hi part; the lo part lies over `a` once A is read
   alignas(128) float a[kChunk * kLdChunkF];
   alignas(16) float gate[kChunk];
   alignas(16) float beta[kChunk];
+  // After the solve, `a` holds T_beta's lo part [64][kLdChunk] and then the warps' staging tiles.
+  static constexpr int kStageOffset = kChunk * kLdChunk * static_cast<int>(sizeof(Element)) / static_cast<int>(sizeof(float));
+  static_assert(kStageOffset + kChunkedWarps * kTile * kTile <= kChunk * kLdChunkF, "T_beta lo and staging fit in A");
 };
 
 template <typename Element>
@@ -147,6 +146,7 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
   const Element* k_base = static_cast<const Element*>(c.k.data) + place.batch * c.k.batch_stride + t0 * c.k.token_stride + h * c.k.head_stride;
   const Element* v_base = static_cast<const Element*>(c.v.data) + place.batch * c.v.batch_stride + t0 * c.v.token_stride + hv * c.v.head_stride;
   load_rows<Element, kKeyPad, kChunkedThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+  cp_async_commit();
   if (tid < kChunk) {
     sm.gate[tid] = tid < rows ? gate_at(c, place.batch * c.g.batch_stride + (t0 + tid) * c.g.token_stride, hv, 0) : 0.0f;
   } else {
@@ -154,6 +154,7 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
     const std::int64_t offset = place.batch * c.beta.batch_stride + (t0 + t) * c.beta.token_stride + hv * c.beta.head_stride;
     sm.beta[t] = t < rows ? beta_value(c, load_element(c.beta.data, offset, c.beta_element)) : 0.0f;
   }
+  cp_async_wait_all();
   __syncthreads();
   if (c.l2norm_qk) l2_normalise_rows<Element, kChunkedThreads>(sm.k, kLdKey);
   if (warp == 0) {
@@ -193,13 +194,13 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
   }
   __syncthreads();
 
-  // Solve (threads 0-63, a column of T each) beside k Gamma, k exp(G_last - G) and G (threads 64-127).
-  Element* k_decay = static_cast<Element*>(ws.k_decay) + sh * kChunk * kKeyPad;
+  // Solve (threads 0-63, a column of T each) beside k Gamma, the k copy and G (threads 64-127).
+  Element* t_beta_lo = reinterpret_cast<Element*>(sm.a);
+  float x[kChunk];
   if (tid < kChunk) {
     // Column j of T = (I + A)^-1 by forward substitution; A is strictly lower, so rows above j are 0.
     // Four partial sums per row keep the dependent chain of a row short.
     const int j = tid;
-    float x[kChunk];
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) {
       float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -207,29 +208,25 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
       for (int s = 0; s < i; ++s) sum[s & 3] += sm.a[i * kLdChunkF + s] * x[s];
       x[i] = i == j ? 1.0f : -((sum[0] + sum[1]) + (sum[2] + sum[3]));
     }
-    const float beta_j = sm.beta[j];
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) sm.t_beta[i * kLdChunk + j] = Convert::from(x[i] * beta_j);
   } else {
     const int id = tid - kChunk;
-    const float g_last = sm.gate[kChunk - 1];
     ws.gate[sh * kChunk + id] = sm.gate[id];
-    // 8 columns per step: 16-byte stores of k_decay.
+    Element* k_ws = static_cast<Element*>(ws.key) + sh * kChunk * kKeyPad;
+    // 8 columns per step: 16-byte stores of k.
     for (int e = id; e < kChunk * kKeyPad / 8; e += kChunkedThreads - kChunk) {
       const int t = e / (kKeyPad / 8);
       const int i0 = (e % (kKeyPad / 8)) * 8;
-      const float g = sm.gate[t];
-      const float gamma = __expf(g);
-      const float tail = __expf(g_last - g);
-      alignas(16) Element kd[8];
+      const float gamma = __expf(sm.gate[t]);
 #pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        const float kv = Convert::to(sm.k[t * kLdKey + i0 + u]);
-        sm.x[t * kLdKey + i0 + u] = Convert::from(kv * gamma);
-        kd[u] = Convert::from(kv * tail);
-      }
-      *reinterpret_cast<uint4*>(k_decay + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(kd);
+      for (int u = 0; u < 8; ++u) sm.x[t * kLdKey + i0 + u] = Convert::from(Convert::to(sm.k[t * kLdKey + i0 + u]) * gamma);
+      *reinterpret_cast<uint4*>(k_ws + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(sm.k + t * kLdKey + i0);
     }
+  }
+  __syncthreads();  // A is read: its space takes T_beta's lo part
+  if (tid < kChunk) {
+    const float beta_j = sm.beta[tid];
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) split_element(x[i] * beta_j, &sm.t_beta[i * kLdChunk + tid], &t_beta_lo[i * kLdChunk + tid]);
   }
   __syncthreads();
 
@@ -254,10 +251,13 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
         wmma::load_matrix_sync(fa, sm.t_beta + r * kTile * kLdChunk + d, kLdChunk);
         wmma::mma_sync(acc[r][0], fa, fb[0], acc[r][0]);
         wmma::mma_sync(acc[r][1], fa, fb[1], acc[r][1]);
+        wmma::load_matrix_sync(fa, t_beta_lo + r * kTile * kLdChunk + d, kLdChunk);
+        wmma::mma_sync(acc[r][0], fa, fb[0], acc[r][0]);
+        wmma::mma_sync(acc[r][1], fa, fb[1], acc[r][1]);
       }
     }
     Element* w_neg = static_cast<Element*>(ws.w_neg) + sh * kChunk * kKeyPad;
-    float* stage = sm.a + warp * kTile * kTile;  // A is no longer read: 4 staging tiles
+    float* stage = sm.a + Shared::kStageOffset + warp * kTile * kTile;
 #pragma unroll
     for (int r = 0; r < kRowTiles; ++r) {
 #pragma unroll
@@ -280,19 +280,23 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
     __syncthreads();  // the previous piece's v is read
     load_rows<Element, Shared::kValuePiece, kChunkedThreads>(sm.v, kLdValue, v_base, c.v.token_stride, rows, col0, c.value_dim,
                                                             params.vectorized_io);
+    cp_async_commit();
+    cp_async_wait_all();
     __syncthreads();
     FragC acc[4];
 #pragma unroll
     for (int u = 0; u < 4; ++u) wmma::fill_fragment(acc[u], 0.0f);
-    FragA<Element> fa;
+    FragA<Element> fa, fa_lo;
 #pragma unroll
     for (int d = 0; d < kChunk; d += kTile) {
       wmma::load_matrix_sync(fa, sm.t_beta + warp * kTile * kLdChunk + d, kLdChunk);  // row tile = warp
+      wmma::load_matrix_sync(fa_lo, t_beta_lo + warp * kTile * kLdChunk + d, kLdChunk);
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         FragB<Element> fb;
         wmma::load_matrix_sync(fb, sm.v + d * kLdValue + u * kTile, kLdValue);
         wmma::mma_sync(acc[u], fa, fb, acc[u]);
+        wmma::mma_sync(acc[u], fa_lo, fb, acc[u]);
       }
     }
 #pragma unroll
@@ -310,14 +314,15 @@ struct StateShared {
   static constexpr int kLdKey = kKeyPad + 8;
   static constexpr int kLdSlice = kSlice + 8;
   static constexpr int kLdSliceF = kSlice + 4;
-  alignas(128) Element w[2][kChunk * kLdKey];   // w_neg, double-buffered
-  alignas(128) Element kd[2][kChunk * kLdKey];  // k_decay
+  alignas(128) Element w[2][kChunk * kLdKey];  // w_neg, double-buffered
+  alignas(128) Element k[2][kChunk * kLdKey];
   alignas(128) float u[2][kChunk * kLdSliceF];
   alignas(128) float state[kKeyPad * kLdSliceF];   // S, fp32
   alignas(128) Element state_lowp[kKeyPad * kLdSlice];
-  alignas(128) Element v_new[kChunk * kLdSlice];
+  alignas(128) Element v_new[kChunk * kLdSlice];     // exp(G_last - G) v_new: hi part
+  alignas(128) Element v_new_lo[kChunk * kLdSlice];  // and lo part
   alignas(128) float stage[kChunkedWarps][kTile * kTile];
-  alignas(16) float g_last[2];
+  alignas(16) float gate[2][kChunk];  // G
 };
 
 template <typename Element, int kSlice>
@@ -349,19 +354,18 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
   const std::int64_t chunks = (length + kChunk - 1) / kChunk;
   const std::int64_t first_slot = sequence_first_slot(params, n);
   const Element* w_ws = static_cast<const Element*>(ws.w_neg);
-  const Element* kd_ws = static_cast<const Element*>(ws.k_decay);
+  const Element* k_ws = static_cast<const Element*>(ws.key);
   Element* h_ws = static_cast<Element*>(ws.h);
-  Element* v_new_ws = static_cast<Element*>(ws.v_new);
 
   auto prefetch = [&](std::int64_t chunk, int buf) {
     const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
     const Element* w = w_ws + sh * kChunk * kKeyPad;
-    const Element* kd = kd_ws + sh * kChunk * kKeyPad;
+    const Element* k = k_ws + sh * kChunk * kKeyPad;
     for (int e = tid; e < kChunk * (kKeyPad / 8); e += kChunkedThreads) {
       const int t = e / (kKeyPad / 8);
       const int i = (e % (kKeyPad / 8)) * 8;
       cp_async_16(&sm.w[buf][t * kLdKey + i], w + t * kKeyPad + i);
-      cp_async_16(&sm.kd[buf][t * kLdKey + i], kd + t * kKeyPad + i);
+      cp_async_16(&sm.k[buf][t * kLdKey + i], k + t * kKeyPad + i);
     }
     const float* u = ws.u + sh * kChunk * ws.value_pad + col0;
     for (int e = tid; e < kChunk * (kSlice / 4); e += kChunkedThreads) {
@@ -369,7 +373,7 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
       const int j = (e % (kSlice / 4)) * 4;
       cp_async_16(&sm.u[buf][t * kLdSliceF + j], u + t * ws.value_pad + j);
     }
-    if (tid == 0) cp_async_4(&sm.g_last[buf], ws.gate + sh * kChunk + kChunk - 1);
+    if (tid < kChunk / 4) cp_async_16(&sm.gate[buf][tid * 4], ws.gate + sh * kChunk + tid * 4);
     cp_async_commit();
   };
   // The warp's S tiles: fp32 -> Element for the tensor cores and, for chunk slot `slot` >= 0, the workspace.
@@ -409,7 +413,8 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
     if (chunk + 1 < chunks) prefetch(chunk + 1, buf ^ 1);
     const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
 
-    // v_new = u + w_neg S, to shared memory (for the update) and the workspace (for the output kernel).
+    // v_new = u + w_neg S: fp32 to the workspace (for the output kernel), exp(G_last - G) v_new as hi + lo
+    // to shared memory (for the update).
     {
       FragC acc[kNewPerWarp];
 #pragma unroll
@@ -430,6 +435,10 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
           wmma::mma_sync(acc[u], fa, fb, acc[u]);
         }
       }
+      const float g_last = sm.gate[buf][kChunk - 1];
+      const int lane = tid & 31;
+      const int r = lane >> 1;
+      const int c8 = (lane & 1) * 8;
 #pragma unroll
       for (int u = 0; u < kNewPerWarp; ++u) {
         const int job = warp + u * kChunkedWarps;
@@ -437,17 +446,26 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
         const int col_tile = job % kSliceTiles;
         wmma::store_matrix_sync(stage, acc[u], kTile, wmma::mem_row_major);
         __syncwarp();
-        convert_tile<Element>(stage, kTile, sm.v_new + row_tile * kTile * kLdSlice + col_tile * kTile, kLdSlice,
-                              v_new_ws + (sh * kChunk + row_tile * kTile) * ws.value_pad + col0 + col_tile * kTile,
-                              ws.value_pad);
+        const int t = row_tile * kTile + r;
+        const float* src = stage + r * kTile + c8;
+        float* global = ws.v_new + (sh * kChunk + t) * ws.value_pad + col0 + col_tile * kTile + c8;
+        reinterpret_cast<float4*>(global)[0] = reinterpret_cast<const float4*>(src)[0];
+        reinterpret_cast<float4*>(global)[1] = reinterpret_cast<const float4*>(src)[1];
+        const float tail = __expf(g_last - sm.gate[buf][t]);
+        alignas(16) Element hi[8], lo[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) split_element(src[e] * tail, &hi[e], &lo[e]);
+        const int at = t * kLdSlice + col_tile * kTile + c8;
+        *reinterpret_cast<uint4*>(sm.v_new + at) = *reinterpret_cast<const uint4*>(hi);
+        *reinterpret_cast<uint4*>(sm.v_new_lo + at) = *reinterpret_cast<const uint4*>(lo);
         __syncwarp();
       }
     }
     __syncthreads();
 
-    // S = exp(G_last) S + k_decay^T v_new; then the warp publishes its tiles for the next chunk.
+    // S = exp(G_last) S + k^T (exp(G_last - G) v_new); then the warp publishes its tiles for the next chunk.
     {
-      const float decay = __expf(sm.g_last[buf]);
+      const float decay = __expf(sm.gate[buf][kChunk - 1]);
       FragC acc[kStatePerWarp];
 #pragma unroll
       for (int u = 0; u < kStatePerWarp; ++u) {
@@ -464,9 +482,11 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
           const int job = warp + u * kChunkedWarps;
           FragAT<Element> fa;
           FragB<Element> fb;
-          // k_decay^T as a column-major [128][64] matrix: element (i, s) at s * ld + i.
-          wmma::load_matrix_sync(fa, sm.kd[buf] + d * kLdKey + (job / kSliceTiles) * kTile, kLdKey);
+          // k^T as a column-major [128][64] matrix: element (i, s) at s * ld + i.
+          wmma::load_matrix_sync(fa, sm.k[buf] + d * kLdKey + (job / kSliceTiles) * kTile, kLdKey);
           wmma::load_matrix_sync(fb, sm.v_new + d * kLdSlice + (job % kSliceTiles) * kTile, kLdSlice);
+          wmma::mma_sync(acc[u], fa, fb, acc[u]);
+          wmma::load_matrix_sync(fb, sm.v_new_lo + d * kLdSlice + (job % kSliceTiles) * kTile, kLdSlice);
           wmma::mma_sync(acc[u], fa, fb, acc[u]);
         }
       }
@@ -502,9 +522,11 @@ struct OutputShared {
   static constexpr int kLdValue = kOutputSlice + 8;
   alignas(128) Element q[kChunk * kLdKey];  // q (L2-normalised), then scale q Gamma
   alignas(128) Element k[kChunk * kLdKey];
-  alignas(128) Element p[kChunk * kLdChunk];
+  alignas(128) Element p[kChunk * kLdChunk];     // P: hi part
+  alignas(128) Element p_lo[kChunk * kLdChunk];  // and lo part
   alignas(128) Element state[kKeyPad * kLdValue];  // S at the chunk's start, this CTA's columns
-  alignas(128) Element v_new[kChunk * kLdValue];
+  alignas(128) Element v_new[kChunk * kLdValue];     // hi part
+  alignas(128) Element v_new_lo[kChunk * kLdValue];  // and lo part
   alignas(128) float p_raw[kChunk * kLdChunkF];     // Q K^T, then the warps' staging tiles
   alignas(16) float gate[kChunk];
 };
@@ -537,23 +559,45 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_output_kernel(Line
   const int rows = static_cast<int>(place.length - place.chunk * kChunk < kChunk ? place.length - place.chunk * kChunk : kChunk);
   const std::int64_t sh = slot * c.heads_v + hv;
 
+  // q and k (one cp.async group), then S (a second group), then v_new through registers as hi + lo.
+  const Element* q_base = static_cast<const Element*>(c.q.data) + place.batch * c.q.batch_stride + t0 * c.q.token_stride + h * c.q.head_stride;
+  const Element* k_base = static_cast<const Element*>(c.k.data) + place.batch * c.k.batch_stride + t0 * c.k.token_stride + h * c.k.head_stride;
+  load_rows<Element, kKeyPad, kChunkedThreads>(sm.q, kLdKey, q_base, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+  load_rows<Element, kKeyPad, kChunkedThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+  cp_async_commit();
   {
     const Element* h_ws = static_cast<const Element*>(ws.h) + sh * kKeyPad * ws.value_pad + col0;
-    const Element* v_ws = static_cast<const Element*>(ws.v_new) + sh * kChunk * ws.value_pad + col0;
     constexpr int kPieces = kOutputSlice / 8;
     for (int e = tid; e < kKeyPad * kPieces; e += kChunkedThreads) {
       const int r = e / kPieces;
       const int j = (e % kPieces) * 8;
       cp_async_16(&sm.state[r * kLdValue + j], h_ws + r * ws.value_pad + j);
-      if (r < kChunk) cp_async_16(&sm.v_new[r * kLdValue + j], v_ws + r * ws.value_pad + j);
     }
     cp_async_commit();
   }
-  const Element* q_base = static_cast<const Element*>(c.q.data) + place.batch * c.q.batch_stride + t0 * c.q.token_stride + h * c.q.head_stride;
-  const Element* k_base = static_cast<const Element*>(c.k.data) + place.batch * c.k.batch_stride + t0 * c.k.token_stride + h * c.k.head_stride;
-  load_rows<Element, kKeyPad, kChunkedThreads>(sm.q, kLdKey, q_base, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
-  load_rows<Element, kKeyPad, kChunkedThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
   if (tid < kChunk) sm.gate[tid] = ws.gate[sh * kChunk + tid];
+  {
+    // All eight 16-byte loads of a thread are issued before the first conversion.
+    constexpr int kQuads = kOutputSlice / 4;
+    constexpr int kPerThread = kChunk * kQuads / kChunkedThreads;
+    const float* v_ws = ws.v_new + sh * kChunk * ws.value_pad + col0;
+    float4 x[kPerThread];
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      const int e = tid + u * kChunkedThreads;
+      x[u] = *reinterpret_cast<const float4*>(v_ws + (e / kQuads) * ws.value_pad + (e % kQuads) * 4);
+    }
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      const int e = tid + u * kChunkedThreads;
+      const int at = (e / kQuads) * kLdValue + (e % kQuads) * 4;
+      split_element(x[u].x, &sm.v_new[at], &sm.v_new_lo[at]);
+      split_element(x[u].y, &sm.v_new[at + 1], &sm.v_new_lo[at + 1]);
+      split_element(x[u].z, &sm.v_new[at + 2], &sm.v_new_lo[at + 2]);
+      split_element(x[u].w, &sm.v_new[at + 3], &sm.v_new_lo[at + 3]);
+    }
+  }
+  cp_async_wait_group<1>();  // q and k; S may still be in flight
   __syncthreads();
   if (c.l2norm_qk) {
     l2_normalise_rows<Element, kChunkedThreads>(sm.q, kLdKey);
@@ -575,7 +619,7 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_output_kernel(Line
     const int t = e / kChunk;
     const int s = e % kChunk;
     const float pr = sm.p_raw[t * kLdChunkF + s];
-    sm.p[t * kLdChunk + s] = Convert::from(s <= t ? c.scale * __expf(sm.gate[t] - sm.gate[s]) * pr : 0.0f);
+    split_element(s <= t ? c.scale * __expf(sm.gate[t] - sm.gate[s]) * pr : 0.0f, &sm.p[t * kLdChunk + s], &sm.p_lo[t * kLdChunk + s]);
   }
   for (int e = tid; e < kChunk * kKeyPad; e += kChunkedThreads) {
     const int t = e / kKeyPad;
@@ -601,14 +645,19 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_output_kernel(Line
       wmma::mma_sync(acc[u], fa, fb, acc[u]);
     }
   }
+  // P v_new = P_hi v_hi + P_lo v_hi + P_hi v_lo (the lo x lo term is below bf16's rounding of O).
 #pragma unroll
   for (int d = 0; d <= warp * kTile; d += kTile) {  // P is lower triangular: tiles past the diagonal are 0
-    FragA<Element> fa;
+    FragA<Element> fa, fa_lo;
     wmma::load_matrix_sync(fa, sm.p + warp * kTile * kLdChunk + d, kLdChunk);
+    wmma::load_matrix_sync(fa_lo, sm.p_lo + warp * kTile * kLdChunk + d, kLdChunk);
 #pragma unroll
     for (int u = 0; u < kOutputSlice / kTile; ++u) {
       FragB<Element> fb;
       wmma::load_matrix_sync(fb, sm.v_new + d * kLdValue + u * kTile, kLdValue);
+      wmma::mma_sync(acc[u], fa, fb, acc[u]);
+      wmma::mma_sync(acc[u], fa_lo, fb, acc[u]);
+      wmma::load_matrix_sync(fb, sm.v_new_lo + d * kLdValue + u * kTile, kLdValue);
       wmma::mma_sync(acc[u], fa, fb, acc[u]);
     }
   }

@@ -94,11 +94,11 @@ Status launch_status(cudaError_t error, const char* what) {
 }
 
 // Where the chunk-parallel GDN forward keeps its intermediates (LinearChunkWorkspace) in the workspace:
-// byte offsets of 256-byte aligned pieces. At (B, T, HV) = (4, 8192, 32), K = V = 128: 1.8 GB.
+// byte offsets of 256-byte aligned pieces. At (B, T, HV) = (4, 8192, 32), K = V = 128: 2.15 GB.
 struct GdnWorkspaceLayout {
   std::int64_t slots = 0;
   std::int64_t value_pad = 0;
-  std::size_t w_neg = 0, k_decay = 0, u = 0, gate = 0, h = 0, v_new = 0, total = 0;
+  std::size_t w_neg = 0, key = 0, u = 0, gate = 0, h = 0, v_new = 0, total = 0;
 };
 
 GdnWorkspaceLayout gdn_workspace_layout(const LinearProblem& problem) {
@@ -115,11 +115,11 @@ GdnWorkspaceLayout gdn_workspace_layout(const LinearProblem& problem) {
     return at;
   };
   layout.w_neg = take(heads * kChunk * kLinearForwardMaxKeyDim * element);
-  layout.k_decay = take(heads * kChunk * kLinearForwardMaxKeyDim * element);
+  layout.key = take(heads * kChunk * kLinearForwardMaxKeyDim * element);
   layout.u = take(heads * kChunk * layout.value_pad * sizeof(float));
   layout.gate = take(heads * kChunk * sizeof(float));
   layout.h = take(heads * kLinearForwardMaxKeyDim * layout.value_pad * element);
-  layout.v_new = take(heads * kChunk * layout.value_pad * element);
+  layout.v_new = take(heads * kChunk * layout.value_pad * sizeof(float));
   return layout;
 }
 
@@ -170,11 +170,11 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
     }
     unsigned char* base = static_cast<unsigned char*>(args.workspace);
     params.chunk.w_neg = base + layout.w_neg;
-    params.chunk.k_decay = base + layout.k_decay;
+    params.chunk.key = base + layout.key;
     params.chunk.u = reinterpret_cast<float*>(base + layout.u);
     params.chunk.gate = reinterpret_cast<float*>(base + layout.gate);
     params.chunk.h = base + layout.h;
-    params.chunk.v_new = base + layout.v_new;
+    params.chunk.v_new = reinterpret_cast<float*>(base + layout.v_new);
     params.chunk.slots = layout.slots;
     params.chunk.value_pad = static_cast<int>(layout.value_pad);
   }

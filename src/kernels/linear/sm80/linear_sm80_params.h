@@ -68,11 +68,11 @@ struct LinearDecodeParams {
 // than T / 64 + N slots; some stay unused).
 struct LinearChunkWorkspace {
   void* w_neg = nullptr;   // Element [slots][HV][64][128]: -T_beta (k Gamma)
-  void* k_decay = nullptr; // Element [slots][HV][64][128]: k exp(G_last - G)
+  void* key = nullptr;     // Element [slots][HV][64][128]: k (L2-normalised where asked)
   float* u = nullptr;      // fp32 [slots][HV][64][value_pad]: T_beta v
   float* gate = nullptr;   // fp32 [slots][HV][64]: G, the inclusive cumulative log decay in the chunk
   void* h = nullptr;       // Element [slots][HV][128][value_pad]: the state at the chunk's start
-  void* v_new = nullptr;   // Element [slots][HV][64][value_pad]: u - w h
+  float* v_new = nullptr;  // fp32 [slots][HV][64][value_pad]: u - w h
   std::int64_t slots = 0;
   int value_pad = 0;       // V rounded up to 64
 };

@@ -42,6 +42,18 @@ template <typename Element>
 using FragBT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
 using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, kTile, kTile, kTile, float>;
 
+// ---- cp.async ------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* global) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Waits until at most `kPending` of this thread's most recent groups are in flight.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory"); }
+
 // acc += X[rows of tile tr, all depth] Y^T[.., tile tc] where X and Y are row-major [., depth] (ld).
 template <typename Element, int kDepth>
 __device__ __forceinline__ void mma_abt(FragC& acc, const Element* x, const Element* y, int ld) {
@@ -52,6 +64,25 @@ __device__ __forceinline__ void mma_abt(FragC& acc, const Element* x, const Elem
     nvcuda::wmma::load_matrix_sync(fa, x + d, ld);
     nvcuda::wmma::load_matrix_sync(fb, y + d, ld);
     nvcuda::wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
+// acc += X Y^T as mma_abt, with X = x_hi + x_lo and Y = y_hi + y_lo (split_element pairs): three MMAs
+// per k-step (hi hi, lo hi, hi lo).
+template <typename Element, int kDepth>
+__device__ __forceinline__ void mma_abt_split(FragC& acc, const Element* x_hi, const Element* x_lo, const Element* y_hi,
+                                              const Element* y_lo, int ld) {
+  FragA<Element> fa, fa_lo;
+  FragBT<Element> fb, fb_lo;
+#pragma unroll
+  for (int d = 0; d < kDepth; d += kTile) {
+    nvcuda::wmma::load_matrix_sync(fa, x_hi + d, ld);
+    nvcuda::wmma::load_matrix_sync(fa_lo, x_lo + d, ld);
+    nvcuda::wmma::load_matrix_sync(fb, y_hi + d, ld);
+    nvcuda::wmma::load_matrix_sync(fb_lo, y_lo + d, ld);
+    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
+    nvcuda::wmma::mma_sync(acc, fa_lo, fb, acc);
+    nvcuda::wmma::mma_sync(acc, fa, fb_lo, acc);
   }
 }
 
@@ -69,8 +100,31 @@ __device__ __forceinline__ void store_tile_lowp(const FragC& acc, float* stage, 
   __syncwarp();
 }
 
+// The pair hi + lo of Element values that carries x with about twice Element's significant bits (16 for
+// bf16): a product with it costs two MMAs instead of one.
+template <typename Element>
+__device__ __forceinline__ void split_element(float x, Element* hi, Element* lo) {
+  *hi = ElementConvert<Element>::from(x);
+  *lo = ElementConvert<Element>::from(x - ElementConvert<Element>::to(*hi));
+}
+
+// Stores a 16 x 16 accumulator as the pair hi + lo (split_element) through the warp's fp32 staging tile.
+template <typename Element>
+__device__ __forceinline__ void store_tile_split(const FragC& acc, float* stage, Element* hi, Element* lo, int ld) {
+  nvcuda::wmma::store_matrix_sync(stage, acc, kTile, nvcuda::wmma::mem_row_major);
+  __syncwarp();
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int e = lane; e < kTile * kTile; e += 32) split_element(stage[e], &hi[(e / kTile) * ld + e % kTile], &lo[(e / kTile) * ld + e % kTile]);
+  __syncwarp();
+}
+
 // Loads `rows` rows of a token-major tensor into Element smem [kChunk][ld], columns [col0, col0 + width)
-// of `cols` valid ones, zero elsewhere. `vectorized`: 16-byte loads (cols and strides multiples of 8).
+// of `cols` valid ones, zero elsewhere. `vectorized` (cols and strides multiples of 8): 16-byte cp.async
+// copies, which the caller commits and waits for before its next barrier; all of a thread's copies are
+// in flight at once (plain 16-byte loads went one at a time: each waited for the shared-memory store
+// before it, which the compiler cannot move past a load through a generic pointer). Otherwise
+// element-wise plain loads.
 template <typename Element, int kWidth, int kThreads>
 __device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* src, std::int64_t token_stride,
                                           int rows, int col0, int cols, bool vectorized) {
@@ -83,7 +137,7 @@ __device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* s
     if (t < rows && col < cols) {
       const Element* s = src + t * token_stride + col;
       if (vectorized) {
-        *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(s);
+        cp_async_16(d, s);
       } else {
 #pragma unroll
         for (int u = 0; u < 8; ++u) d[u] = col + u < cols ? s[u] : ElementConvert<Element>::from(0.0f);
