@@ -301,7 +301,7 @@ struct BackwardKernel {
   // shared address `tile`. sm_90: one stmatrix.x4 per 16 x 16 block, i.e. per accumulator tiles (tm, tn)
   // and (tm, tn + 1): matrices (rows 0-7, tn), (rows 8-15, tn), (rows 0-7, tn + 1), (rows 8-15, tn + 1),
   // a quarter of the store instructions of the st.shared.b32 form below (P and dS take 16-64 of those
-  // per thread and step, beside the step's ~150 ldmatrix; backward/README.md, round 4).
+  // per thread and step, beside the step's ~150 ldmatrix; backward/README.md, round 4b: D = 64 +1-3%).
   template <typename Layout, int kTilesM, int kTilesN>
   static __device__ __forceinline__ void store_fragment(std::uint32_t tile, const float (&acc)[kTilesM][kTilesN][4],
                                                         int m0, int n0, float factor) {
