@@ -25,8 +25,9 @@
 // The walk (128 threads: warp w holds key rows 32w..32w+31 of value column `lane`, 32 fp32 registers
 // each of S and dS) visits a sequence twice. Pass 1 runs the recurrence and stores the state at each
 // 64-token chunk's start. Pass 2 takes the chunks last to first: from the chunk's checkpoint it runs the
-// 64 tokens again, storing each token's incoming state in the CTA's scratch (1 MB, mostly L2-resident
-// while the CTA works on it) and kS in shared memory, then differentiates the tokens last to first.
+// 64 tokens again, storing each token's incoming state in the CTA's scratch (1 MB per CTA, so in HBM at
+// 264 resident CTAs) and kS in shared memory, then differentiates the tokens last to first, loading each
+// token's state one token ahead (H100: backward 1.7-1.8x faster than with the load in place).
 // A token costs one barrier forward (the sum of kS over the 4 warps) and one backward (du); the sums
 // over value columns are warp reduce-scatters (31 shuffles for 32 rows). Inputs are staged in shared
 // memory 16 tokens at a time.
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(256) prep_gate_kernel(const LinearBackwardPara
 // ---- walk ------------------------------------------------------------------------------------------
 
 // Up to kStage tokens of the CTA's (sequence, value head, slice), fp32.
-struct Stage {
+struct alignas(16) Stage {
   float k[kStage][kRowPad];
   float q[kStage][kRowPad];
   float decay[kStage][kRowPad];  // exp(g) per key row; GDN: decay[i][0]
@@ -191,7 +192,7 @@ struct Stage {
   float beta[kStage];
 };
 
-struct WalkShared {
+struct alignas(16) WalkShared {
   Stage stage;
   float kS[kChunk][kCols];       // S'^T k of every token of the chunk (pass 2)
   float red[2][kWarps][kCols];   // cross-warp sums, double-buffered so one barrier per token suffices
@@ -210,18 +211,26 @@ __device__ void stage_tokens(const LinearBackwardParams& p, const WalkContext& w
                              int count, bool backward) {
   const LinearCommonParams& c = p.common;
   __syncthreads();  // everyone is done with the previous stage
-  for (int idx = threadIdx.x; idx < count * kRowPad; idx += kThreads) {
-    const int i = idx / kRowPad, e = idx % kRowPad;
+  // q, k (and KDA's decays) as float4: 32 per 128-float row, so each thread's loads are independent.
+  constexpr int kVec = kRowPad / 4;
+  for (int idx = threadIdx.x; idx < count * kVec; idx += kThreads) {
+    const int i = idx / kVec, e4 = idx % kVec;
     const std::int64_t token = w.token0 + first + i;
-    const std::int64_t qk = (token * p.heads_qk + w.h) * kRowPad + e;
-    s.stage.k[i][e] = p.ws.kn[qk];
-    if (backward) s.stage.q[i][e] = p.ws.qn[qk];
+    const std::int64_t qk = (token * p.heads_qk + w.h) * kRowPad;
+    const float4 kv = reinterpret_cast<const float4*>(p.ws.kn + qk)[e4];
+    float4 qv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), gv = qv;
+    if (backward) qv = reinterpret_cast<const float4*>(p.ws.qn + qk)[e4];
+    if (c.per_key_gate) gv = reinterpret_cast<const float4*>(p.ws.gate + (token * c.heads_v + w.j) * p.gate_pad)[e4];
+    reinterpret_cast<float4*>(s.stage.k[i])[e4] = kv;
+    if (backward) reinterpret_cast<float4*>(s.stage.q[i])[e4] = qv;
     if (c.per_key_gate) {
-      s.stage.decay[i][e] = expf(p.ws.gate[(token * c.heads_v + w.j) * p.gate_pad + e]);
-    } else if (e == 0) {
-      s.stage.decay[i][0] = expf(p.ws.gate[token * c.heads_v + w.j]);
+      reinterpret_cast<float4*>(s.stage.decay[i])[e4] = make_float4(expf(gv.x), expf(gv.y), expf(gv.z), expf(gv.w));
     }
-    if (e == 0) s.stage.beta[i] = p.ws.beta[token * c.heads_v + w.j];
+  }
+  for (int i = threadIdx.x; i < count; i += kThreads) {
+    const std::int64_t token = w.token0 + first + i;
+    if (!c.per_key_gate) s.stage.decay[i][0] = expf(p.ws.gate[token * c.heads_v + w.j]);
+    s.stage.beta[i] = p.ws.beta[token * c.heads_v + w.j];
   }
   for (int idx = threadIdx.x; idx < count * kCols; idx += kThreads) {
     const int i = idx / kCols, col = idx % kCols, column = w.slice * kCols + col;
@@ -277,7 +286,7 @@ __device__ __forceinline__ float forward_token(const LinearCommonParams& c, cons
 
 __device__ __forceinline__ float* state_at(float* base, int warp, int lane) { return base + warp * 32 * kCols + lane; }
 
-__global__ void __launch_bounds__(kThreads) walk_kernel(const LinearBackwardParams p) {
+__global__ void __launch_bounds__(kThreads, 2) walk_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
   __shared__ WalkShared s;
   WalkContext w;
@@ -362,6 +371,14 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const LinearBackwardPara
     }
     for (int sub = stages - 1; sub >= 0; --sub) {
       const int count = min(kStage, chunk_length - sub * kStage);
+      // The incoming state of the token to differentiate next, loaded one token ahead so that its L2/HBM
+      // latency overlaps the current token's work.
+      float incoming[32];
+      {
+        const float* st = state_at(scratch + (sub * kStage + count - 1) * kSliceFloats, w.warp, w.lane);
+#pragma unroll
+        for (int r = 0; r < 32; ++r) incoming[r] = st[r * kCols];
+      }
       stage_tokens(p, w, s, chunk_first + sub * kStage, count, true);
       for (int i = count - 1; i >= 0; --i, parity ^= 1) {
         const int ci = sub * kStage + i;
@@ -376,10 +393,12 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const LinearBackwardPara
         float Sp[32];
         const float* decay = &s.stage.decay[i][row0];
         const float head_decay = s.stage.decay[i][0];
-        {
-          const float* st = state_at(scratch + ci * kSliceFloats, w.warp, w.lane);
 #pragma unroll
-          for (int r = 0; r < 32; ++r) Sp[r] = (gdn ? head_decay : decay[r]) * st[r * kCols];
+        for (int r = 0; r < 32; ++r) Sp[r] = (gdn ? head_decay : decay[r]) * incoming[r];
+        if (i > 0) {
+          const float* st = state_at(scratch + (ci - 1) * kSliceFloats, w.warp, w.lane);
+#pragma unroll
+          for (int r = 0; r < 32; ++r) incoming[r] = st[r * kCols];
         }
         // o = scale S_t^T q:  dS += scale q do^T;  du = dS^T k.
         float part = 0.0f;
