@@ -302,14 +302,18 @@ struct ForwardMainloopSm90 {
   static constexpr int kBlockM = Config::kBlockM;
   static constexpr int kBlockN = Config::kBlockN;
 
-  // read_k / read_v: the consumer states of the pipelines, carried from tile to tile.
+  // tiles: the key tiles loaded for the work tile; own: those this warpgroup's 64 rows see, a subrange
+  // of tiles (empty when its rows see no key). read_k / read_v: the consumer states of the pipelines,
+  // carried from tile to tile.
   template <class SharedStorage, class PipelineK, class PipelineV, class PipelineState, class AccO, class Softmax>
-  __device__ static void run(const ForwardParams& p, int row_begin, device::TileRange tiles,
+  __device__ static void run(const ForwardParams& p, int row_begin, device::TileRange tiles, device::TileRange own,
                              const device::WindowMask& mask, SharedStorage& shared, PipelineK& pipeline_k,
                              PipelineV& pipeline_v, PipelineState& read_k, PipelineState& read_v, AccO& acc_o,
                              Softmax& softmax) {
     using namespace cute;
     const int thread = threadIdx.x - 128;  // among the consumers
+    const int consumer = thread / 128;
+    const int own_row_begin = row_begin + 64 * consumer;
     Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Config::SmemLayoutQ{});    // (M, D)
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Config::SmemLayoutK{});    // (N, D, PIPE)
     Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Config::SmemLayoutVt{});  // (Dv, N, PIPE)
@@ -332,7 +336,9 @@ struct ForwardMainloopSm90 {
         CUTE_UNROLL
         for (int i = 0; i < size(acc_s); ++i) acc_s(i) = tanhf(acc_s(i) * p.score_premultiplier);
       }
-      if (!mask.tile_fully_visible(row_begin, row_begin + kBlockM, n * kBlockN, (n + 1) * kBlockN)) {
+      // This warpgroup's rows only: the causal diagonal of its 64 rows crosses one 128-key tile where
+      // that of the 192-row D = 64 tile crosses two.
+      if (!mask.tile_fully_visible(own_row_begin, own_row_begin + 64, n * kBlockN, (n + 1) * kBlockN)) {
         mask.apply(wgmma_rows_cols_view(acc_s), wgmma_rows_cols_view(tScS), row_begin, n * kBlockN);
       }
     };
@@ -348,7 +354,6 @@ struct ForwardMainloopSm90 {
     // issue their GEMMs, so that one's softmax runs while the other's GEMMs hold the tensor cores.
     // Warpgroup w waits on barrier kSchedulerBarrier + w before issuing and then lets the next one go;
     // the second warpgroup lets the first start.
-    const int consumer = thread / 128;
     constexpr bool pingpong = Config::kConsumerWarpgroups == 2;
     auto scheduler_wait = [&]() {
       if constexpr (pingpong) {
@@ -361,45 +366,72 @@ struct ForwardMainloopSm90 {
       }
     };
 
-    // First (last in key order) tile: S, softmax, P; its O += P V is issued with the next S.
-    int n = tiles.end - 1;
-    pipeline_k.consumer_wait(read_k);
-    scheduler_wait();
-    wgmma_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
-    scheduler_release();
-    warpgroup_wait<0>();
-    pipeline_k.consumer_release(read_k);
-    ++read_k;
-    score_mod(n);
-    softmax.template update<true>(wgmma_rows_cols_view(acc_s), correction);
-    convert_p();
-
-    for (--n; n >= tiles.begin; --n) {
+    // A key tile loaded for the other warpgroups' rows that none of this warpgroup's rows sees: the
+    // causal diagonal of the 192-row D = 64 tile spans two 128-key tiles, so its first 64 rows see one
+    // tile less than its last 64 (a quarter of the causal S = 1024 work); rows past the sequence see
+    // none. Its buffers go back unread; no GEMM, mask or softmax runs. Waiting for the loads first keeps
+    // the release in its phase (released before the fill, it would count towards the stage's next
+    // one). Under pingpong the warpgroup still takes its turn (first, so that the other warpgroup never
+    // waits for these loads), so both take tiles.end - tiles.begin + 1 turns per work tile and the
+    // alternation stays matched.
+    auto skip = [&]() {
+      scheduler_wait();
+      scheduler_release();
       pipeline_k.consumer_wait(read_k);
+      pipeline_k.consumer_release(read_k);
+      ++read_k;
       pipeline_v.consumer_wait(read_v);
+      pipeline_v.consumer_release(read_v);
+      ++read_v;
+    };
+    for (int n = tiles.end - 1; n >= own.end; --n) skip();
+    if (own.empty()) {
+      // No key for any of these rows: O stays zero (the epilogue writes 0 and LSE -inf, or the sink's)
+      // after the turn its last O += P V would have taken.
+      scheduler_wait();
+      scheduler_release();
+    } else {
+      // First (last in key order) tile: S, softmax, P; its O += P V is issued with the next S.
+      int n = own.end - 1;
+      pipeline_k.consumer_wait(read_k);
       scheduler_wait();
       wgmma_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
-      wgmma_issue<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
       scheduler_release();
-      warpgroup_wait<1>();  // S[n] is ready; O += P V[n + 1] may still run
+      warpgroup_wait<0>();
       pipeline_k.consumer_release(read_k);
       ++read_k;
       score_mod(n);
-      const bool rescale_o = softmax.template update<false>(wgmma_rows_cols_view(acc_s), correction);
+      softmax.template update<true>(wgmma_rows_cols_view(acc_s), correction);
+      convert_p();
+
+      for (--n; n >= own.begin; --n) {
+        pipeline_k.consumer_wait(read_k);
+        pipeline_v.consumer_wait(read_v);
+        scheduler_wait();
+        wgmma_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+        wgmma_issue<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+        scheduler_release();
+        warpgroup_wait<1>();  // S[n] is ready; O += P V[n + 1] may still run
+        pipeline_k.consumer_release(read_k);
+        ++read_k;
+        score_mod(n);
+        const bool rescale_o = softmax.template update<false>(wgmma_rows_cols_view(acc_s), correction);
+        warpgroup_wait<0>();
+        pipeline_v.consumer_release(read_v);
+        ++read_v;
+        if (rescale_o) Softmax::rescale(wgmma_rows_cols_view(acc_o), correction);
+        convert_p();
+      }
+
+      pipeline_v.consumer_wait(read_v);
+      scheduler_wait();
+      wgmma_issue<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+      scheduler_release();
       warpgroup_wait<0>();
       pipeline_v.consumer_release(read_v);
       ++read_v;
-      if (rescale_o) Softmax::rescale(wgmma_rows_cols_view(acc_o), correction);
-      convert_p();
+      for (int n = own.begin - 1; n >= tiles.begin; --n) skip();
     }
-
-    pipeline_v.consumer_wait(read_v);
-    scheduler_wait();
-    wgmma_issue<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
-    scheduler_release();
-    warpgroup_wait<0>();
-    pipeline_v.consumer_release(read_v);
-    ++read_v;
     // This warpgroup's last read of Q is done; with O in a buffer of its own the next Q may land.
     if constexpr (Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
   }
@@ -503,6 +535,19 @@ struct ForwardEpilogueSm90 {
   }
 };
 
+// The key tiles that a consumer warpgroup's 64 rows from row_begin see, within the work tile's (the
+// rows' visible keys are a subset of the tile's, clipped here so that the mainloop may rely on it);
+// an empty range starts and ends at tiles.begin, so the mainloop hands every loaded tile back.
+template <int kBlockN>
+__device__ __forceinline__ device::TileRange own_key_tiles(const device::WindowMask& mask, device::TileRange tiles,
+                                                           int row_begin) {
+  device::TileRange own = mask.template key_tiles<kBlockN>(row_begin, row_begin + 64);
+  own.begin = max(own.begin, tiles.begin);
+  own.end = min(own.end, tiles.end);
+  if (own.empty()) own = {tiles.begin, tiles.begin};
+  return own;
+}
+
 // The next work tile from the global counter, which this launch leaves at zero: every CTA takes tiles
 // until it draws one past the end, so the draws number exactly tile_count (tile_count - gridDim.x
 // tiles beyond each CTA's first, and one past the end per CTA), the counter returns 0 .. tile_count - 1
@@ -601,6 +646,7 @@ struct DenseForwardKernelSm90 {
     cutlass::PipelineState<Config::kStages> read_v;
     cutlass::PipelineState<2> read_tile;
     int q_loads = 0;
+    const int consumer = warpgroup - 1;  // owns rows 64 * consumer .. + 63 of each work tile
     Mainloop::start_pingpong(p);
     while (true) {
       pipeline_tile.consumer_wait(read_tile);
@@ -621,7 +667,9 @@ struct DenseForwardKernelSm90 {
       constexpr int kRows = decltype(size<0>(wgmma_rows_cols(acc_o.layout())))::value;
       SplitOnlineSoftmax<kRows, Config::kConditionalRescale> softmax(p.softmax_scale_log2);
       cutlass::arch::ClusterTransactionBarrier::wait(&shared.barrier_q_full, q_loads & 1);
-      Mainloop::run(p, t.row_begin, t.tiles, t.mask, shared, pipeline_k, pipeline_v, read_k, read_v, acc_o, softmax);
+      const device::TileRange own = own_key_tiles<Config::kBlockN>(t.mask, t.tiles, t.row_begin + 64 * consumer);
+      Mainloop::run(p, t.row_begin, t.tiles, own, t.mask, shared, pipeline_k, pipeline_v, read_k, read_v, acc_o,
+                    softmax);
       Epilogue::store(p, t.seq, t.work, shared, acc_o, softmax);
       ++q_loads;
     }
