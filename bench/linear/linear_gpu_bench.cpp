@@ -3,10 +3,12 @@
 //   linear_gpu_bench check            forward and decode on the GPU against a float64 recurrence of
 //                                      semantics.md section 5, on fresh random inputs with the outputs
 //                                      poisoned (NaN) first; exit status 1 on any failure
-//   linear_gpu_bench bench FILE.json  times the issue-6 shapes (bf16, K = V = 128) and decode at batch 64
+//   linear_gpu_bench bench FILE.json [gdn]
+//                                      times the issue-6 shapes (bf16, K = V = 128) and decode at batch 64
 //                                      and 256 beside a device-to-device copy of the state bytes; writes the
 //                                      rows (gpu-workflow.md format, impl "attnkit") to FILE.json. Each
 //                                      forward also prints its kernels timed apart (time_kernels).
+//                                      With `gdn`, only the GDN forward rows (for quick A/B calls).
 //
 // The float64 recurrence here is the driver's own, written from the formulas, so that this check does
 // not share code with the kernels or depend on reference/.
@@ -462,7 +464,7 @@ int run_check() {
       {"gdn T=500 K=64 V=128 g*0.01", GDN, 1, 500, 1, 2, 64, 128, 0.01f},
       {"gdn T=1000 K=100 V=96 g*10", GDN, 1, 1000, 2, 2, 100, 96, 10.0f},
       {"gdn T=300 K=128 V=200 g*0.1", GDN, 1, 300, 1, 2, 128, 200, 0.1f},
-      {"gdn B=4 T=130 H=8 HV=40 (slice 32)", GDN, 4, 130, 8, 40, 128, 128, 1.0f},
+      {"gdn B=4 T=130 H=8 HV=40", GDN, 4, 130, 8, 40, 128, 128, 1.0f},
       {"gdn T=256 K=V=128 l2 softplus sig", GDN, 2, 256, 2, 2, 128, 128, 1.0f, true, LinearGateForm::kSoftplus,
        LinearBetaForm::kSigmoid},
       {"gdn T=200 vk 2sig", GDN, 1, 200, 1, 2, 128, 64, 1.0f, false, LinearGateForm::kLogDecay,
@@ -571,7 +573,7 @@ void time_kernels(attnkit::LinearForwardArgs args) {
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
-int run_bench(const char* path) {
+int run_bench(const char* path, bool gdn_only) {
   std::mt19937 rng(7);
   std::string rows;
   auto add_row = [&](const std::string& row) { rows += (rows.empty() ? "    " : ",\n    ") + row; };
@@ -580,6 +582,7 @@ int run_bench(const char* path) {
   };
   const Shape shapes[] = {{4, 8192, 32, 32}, {1, 32768, 16, 32}, {8, 4096, 16, 64}, {1, 65536, 2, 8}};
   for (const auto variant : {attnkit::LinearVariant::kGatedDeltaNet, attnkit::LinearVariant::kKimiDelta}) {
+    if (gdn_only && variant != attnkit::LinearVariant::kGatedDeltaNet) continue;
     for (const Shape& s : shapes) {
       Case c{"bench", variant, s.b, s.t, s.h, s.hv, 128, 128, 1.0f};
       Inputs in = make_inputs(c, s.b, s.t, rng, true);
@@ -613,6 +616,7 @@ int run_bench(const char* path) {
   }
   // Decode: HV = 32 value heads (H = 16), K = V = 128, one token, kv and vk layouts.
   for (const int batch : {64, 256}) {
+    if (gdn_only) break;
     const int H = 16, HV = 32;
     const std::int64_t state_bytes = static_cast<std::int64_t>(batch) * HV * 128 * 128 * 4;
     void* copy_src = nullptr;
@@ -677,7 +681,9 @@ int run_bench(const char* path) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "check") == 0) return run_check();
-  if (argc >= 3 && std::strcmp(argv[1], "bench") == 0) return run_bench(argv[2]);
-  std::fprintf(stderr, "usage: %s check | bench FILE.json\n", argv[0]);
+  if (argc >= 3 && std::strcmp(argv[1], "bench") == 0) {
+    return run_bench(argv[2], argc >= 4 && std::strcmp(argv[3], "gdn") == 0);
+  }
+  std::fprintf(stderr, "usage: %s check | bench FILE.json [gdn]\n", argv[0]);
   return 2;
 }

@@ -26,11 +26,9 @@ cudaError_t launch_linear_gdn_output(const LinearForwardParams& params, cudaStre
 
 extern ATTNKIT_LINEAR_GDN_PREP_INSTANCE(__nv_bfloat16);
 extern ATTNKIT_LINEAR_GDN_PREP_INSTANCE(__half);
-// State slices of 16 and 32 value columns (see linear_gdn_state_slice).
+// The state pass in slices of kGdnStateSlice = 16 value columns (linear_forward_sm80_launch.cu says why).
 extern ATTNKIT_LINEAR_GDN_STATE_INSTANCE(__nv_bfloat16, 16);
-extern ATTNKIT_LINEAR_GDN_STATE_INSTANCE(__nv_bfloat16, 32);
 extern ATTNKIT_LINEAR_GDN_STATE_INSTANCE(__half, 16);
-extern ATTNKIT_LINEAR_GDN_STATE_INSTANCE(__half, 32);
 extern ATTNKIT_LINEAR_GDN_OUTPUT_INSTANCE(__nv_bfloat16);
 extern ATTNKIT_LINEAR_GDN_OUTPUT_INSTANCE(__half);
 

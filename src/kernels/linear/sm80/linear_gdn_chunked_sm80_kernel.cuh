@@ -5,7 +5,7 @@
 //          G = inclusive cumulative log decay, A[t][s] = beta_t exp(G_t - G_s) k_t . k_s (s < t),
 //          T_beta = (I + A)^-1 diag(beta) (fp32 substitution), and writes
 //          w_neg = -T_beta (k Gamma), the (L2-normalised) k, u = T_beta v (fp32), G.
-//   state  (grid: sequence x value head x slice of 16 or 32 value columns) walks the chunks in order
+//   state  (grid: sequence x value head x slice of 16 value columns) walks the chunks in order
 //          with its fp32 state slice S in shared memory: v_new = u + w_neg S, S <- exp(G_last) S +
 //          k^T (exp(G_last - G) v_new); it writes S at each chunk's start (Element) and v_new (fp32). Per
 //          chunk that is two small GEMMs and two barriers, with the next chunk's operands in flight

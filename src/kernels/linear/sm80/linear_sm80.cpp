@@ -155,10 +155,6 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
   params.vectorized_io = problem.key_dim % 8 == 0 && problem.value_dim % 8 == 0 && aligned16(args.q.data) &&
                          aligned16(args.k.data) && aligned16(args.v.data) && strides_multiple_of_8(problem.q) &&
                          strides_multiple_of_8(problem.k) && strides_multiple_of_8(problem.v);
-  host::CudaDeviceLimits limits;
-  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
-    return {StatusCode::kCudaError, "linear forward (sm80): " + why};
-  }
   if (!problem.per_key_gate()) {
     const GdnWorkspaceLayout layout = gdn_workspace_layout(problem);
     if (layout.slots * (layout.value_pad / 64) > 0x7fffffff) {
@@ -178,10 +174,9 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
     params.chunk.slots = layout.slots;
     params.chunk.value_pad = static_cast<int>(layout.value_pad);
   }
-  const int slice = linear_gdn_state_slice(params, limits.sm_count);
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;
-  return launch_status(launch_linear_forward(params, slice, stream_of(args.options)), "linear forward (sm80) launch");
+  return launch_status(launch_linear_forward(params, stream_of(args.options)), "linear forward (sm80) launch");
 }
 
 Status linear_supports_decode(const LinearProblem& problem, const LinearDecodeArgs&) {

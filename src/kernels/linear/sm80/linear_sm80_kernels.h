@@ -20,9 +20,7 @@ cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t 
 
 // The chunked forward: KDA runs the fused chunk walk (one CTA per sequence, value head and 32 value
 // columns); GDN the three chunk-parallel kernels, whose intermediates live in the workspace
-// (params.chunk, sized by linear_gdn_workspace_bytes) and whose state pass takes value slices of
-// `gdn_state_slice` (16 or 32) columns.
-int linear_gdn_state_slice(const LinearForwardParams& params, int sm_count);
-cudaError_t launch_linear_forward(const LinearForwardParams& params, int gdn_state_slice, cudaStream_t stream);
+// (params.chunk, sized by linear_gdn_workspace_bytes).
+cudaError_t launch_linear_forward(const LinearForwardParams& params, cudaStream_t stream);
 
 }  // namespace attnkit::sm80
