@@ -23,10 +23,13 @@ struct BackwardTile;
 
 // D <= 64: 128 x 128 tiles. Shared memory: Q, dO 2 x 16 KiB each, K, V 16 KiB each, P, dS 32 KiB each,
 // lse and delta 2 KiB = 162 KiB (fits the A100's 163 KiB opt-in limit, not the 99 KiB of sm_86/sm_89).
+// S/dP warps 4 x 2 (32 x 64 each; FlashAttention-2 uses 2 x 4): each lane holds 4 rows' lse and delta
+// instead of 8, which with their lane-order loads took the sm_90 spills from 92 to 72 bytes and the
+// whole backward +2-6% on the H100 (backward/README.md, round 4c).
 template <>
 struct BackwardTile<64, 2> {
   static constexpr int kHeadDim = 64, kBlockM = 128, kBlockN = 128, kWarps = 8, kMinCtasPerSm = 1;
-  static constexpr int kWarpsMForSdP = 2, kWarpsNForDkv = 4, kWarpsMForDq = 4, kDqPasses = 1, kStages = 2;
+  static constexpr int kWarpsMForSdP = 4, kWarpsNForDkv = 4, kWarpsMForDq = 4, kDqPasses = 1, kStages = 2;
 };
 
 // D <= 128: 64 x 128 tiles. Q, dO 2 x 16 KiB each, K, V 32 KiB each, P, dS 16 KiB each, lse and delta

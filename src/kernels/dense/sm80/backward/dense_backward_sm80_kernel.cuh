@@ -199,12 +199,43 @@ struct BackwardKernel {
   static constexpr int kSmemDo = kSmemQ + kStages * TileQ::kBytes;
   static constexpr int kSmemP = kSmemDo + kStages * TileQ::kBytes;
   static constexpr int kSmemDs = kSmemP + TileP::kBytes;
-  static constexpr int kSmemLse = kSmemDs + TileP::kBytes;                  // fp32 [kStages][kBlockM]
-  static constexpr int kSmemDelta = kSmemLse + kStages * kBlockM * 4;        // fp32 [kStages][kBlockM]
+  static constexpr int kSmemLse = kSmemDs + TileP::kBytes;                  // fp32 [kStages][kBlockM], row_stat_slot order
+  static constexpr int kSmemDelta = kSmemLse + kStages * kBlockM * 4;        // fp32 [kStages][kBlockM], row_stat_slot order
   static constexpr int kSmemBytes = kSmemDelta + kStages * kBlockM * 4;
   static_assert(kSmemBytes == backward_smem_bytes<Tile>(), "host and device agree on shared memory");
 
   // ---- Copies ----------------------------------------------------------------------------------------
+
+  // lse and delta of a tile's rows sit in shared memory in the order the S/dP fragments use them: the
+  // 2 * kSdpTilesM rows of one lane (rows g + 8 * j of its warp's block, g = lane / 4) are contiguous,
+  // so a lane reads them with one 16-byte load each (8-byte at D = 256) instead of one 4-byte load per
+  // row (ncu on the H100 counted 67 M of those 4-byte loads in one D = 64, S = 16384 backward of the
+  // 2 x 4 S/dP warp grid; with the 4 x 2 grid this took the spills from 92 to 72 bytes and the backward
+  // +2-6%: backward/README.md, round 4c).
+  static constexpr int kRowStatsPerLane = 2 * kSdpTilesM;
+  static __device__ __forceinline__ int row_stat_slot(int row) {
+    const int block = row / kSdpWarpRows;
+    const int rest = row % kSdpWarpRows;
+    return block * kSdpWarpRows + (rest & 7) * kRowStatsPerLane + (rest / 16) * 2 + ((rest >> 3) & 1);
+  }
+  // The kRowStatsPerLane values of one lane, from its first slot (entry 2 tm + half: row tm * 16 + half * 8).
+  static __device__ __forceinline__ void load_row_stats_of_lane(const float* first, float (&out)[kRowStatsPerLane]) {
+    if constexpr (kRowStatsPerLane % 4 == 0) {
+#pragma unroll
+      for (int i = 0; i < kRowStatsPerLane / 4; ++i) {
+        const float4 v = reinterpret_cast<const float4*>(first)[i];
+        out[4 * i] = v.x;
+        out[4 * i + 1] = v.y;
+        out[4 * i + 2] = v.z;
+        out[4 * i + 3] = v.w;
+      }
+    } else {
+      static_assert(kRowStatsPerLane == 2, "one 16-row tile per warp at least");
+      const float2 v = *reinterpret_cast<const float2*>(first);
+      out[0] = v.x;
+      out[1] = v.y;
+    }
+  }
 
   // Rows [0, kRows) x cols [0, kHeadDim) of a tile whose row 0 is `rows` (stride `row_stride`);
   // rows >= valid_rows and columns >= valid_cols are zero-filled without being read.
@@ -487,8 +518,9 @@ struct BackwardKernel {
         const float* lse = p.lse + batch * p.lse_strides.batch + static_cast<std::int64_t>(head) * p.lse_strides.head +
                            (seq.q_row0 + row) * p.lse_strides.row;
         const float* delta = p.delta + static_cast<std::int64_t>(head) * p.total_q + seq.delta_row0 + row;
-        cp_async_4(smem + kSmemLse + 4 * (stage * kBlockM + tid), valid ? lse : p.lse, valid);
-        cp_async_4(smem + kSmemDelta + 4 * (stage * kBlockM + tid), valid ? delta : p.delta, valid);
+        const int slot = stage * kBlockM + row_stat_slot(tid);
+        cp_async_4(smem + kSmemLse + 4 * slot, valid ? lse : p.lse, valid);
+        cp_async_4(smem + kSmemDelta + 4 * slot, valid ? delta : p.delta, valid);
       }
     };
     auto load_dout = [&](int step, int stage) {
@@ -548,24 +580,29 @@ struct BackwardKernel {
 
       // lse (as log2, with -inf -> +inf so that p = exp2(s - inf) = 0 in rows with no visible key) and
       // delta of this thread's rows, read from shared memory only when needed (registers are scarce).
-      const float* tile_lse = reinterpret_cast<const float*>(smem_raw + kSmemLse) + stage * kBlockM;
-      const float* tile_delta = reinterpret_cast<const float*>(smem_raw + kSmemDelta) + stage * kBlockM;
+      const int lane_slot = stage * kBlockM + sdp_m0 + (lane >> 2) * kRowStatsPerLane;
+      const float* lane_lse = reinterpret_cast<const float*>(smem_raw + kSmemLse) + lane_slot;
+      const float* lane_delta = reinterpret_cast<const float*>(smem_raw + kSmemDelta) + lane_slot;
       RowStats stats;
       auto read_lse = [&] {
+        float values[kRowStatsPerLane];
+        load_row_stats_of_lane(lane_lse, values);
 #pragma unroll
         for (int tm = 0; tm < kSdpTilesM; ++tm) {
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
-            const float lse = tile_lse[sdp_m0 + tm * 16 + (lane >> 2) + half * 8];
+            const float lse = values[2 * tm + half];
             stats.lse_log2[tm][half] = lse == -INFINITY ? INFINITY : lse * kLog2e;
           }
         }
       };
       auto read_delta = [&] {
+        float values[kRowStatsPerLane];
+        load_row_stats_of_lane(lane_delta, values);
 #pragma unroll
         for (int tm = 0; tm < kSdpTilesM; ++tm) {
 #pragma unroll
-          for (int half = 0; half < 2; ++half) stats.delta[tm][half] = tile_delta[sdp_m0 + tm * 16 + (lane >> 2) + half * 8];
+          for (int half = 0; half < 2; ++half) stats.delta[tm][half] = values[2 * tm + half];
         }
       };
       // In tile coordinates (r, c), (row0 + r, key0 + c) is visible iff r < rows_valid, c < keys_here and
