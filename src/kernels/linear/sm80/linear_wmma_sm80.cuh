@@ -148,6 +148,25 @@ __device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* s
   }
 }
 
+// The L2 factor of each of the 64 rows (128 columns) of a chunk (a warp per row, 4 columns per lane), or
+// 1 where `normalise` is false; the rows stay as they are.
+template <typename Element, int kThreads>
+__device__ void l2_row_factors(const Element* rows, int ld, bool normalise, float* factors) {
+  const int lane = threadIdx.x & 31;
+  for (int r = threadIdx.x >> 5; r < kChunk; r += kThreads / 32) {
+    float sum = 0.0f;
+    if (normalise) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float x = ElementConvert<Element>::to(rows[r * ld + lane * 4 + u]);
+        sum += x * x;
+      }
+    }
+    const float factor = normalise ? l2norm_factor(warp_sum(sum)) : 1.0f;
+    if (lane == 0) factors[r] = factor;
+  }
+}
+
 // Rescales each of the 64 rows (128 columns) of a chunk by its L2 factor (a warp per row, 4 columns per lane).
 template <typename Element, int kThreads>
 __device__ void l2_normalise_rows(Element* rows, int ld) {
