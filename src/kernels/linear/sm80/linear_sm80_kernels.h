@@ -11,8 +11,9 @@ namespace attnkit::sm80 {
 // (64 floats per thread at K = 256): K up to 256, any V.
 constexpr int kLinearDecodeMaxKeyDim = 256;
 
-// The chunked forward pads K to 64 or 128 (tensor-core tiles of 16) and keeps one chunk's q, k and the
-// chunk's gated operands in shared memory: K up to 128, any V (in slices of 32 or 64 columns).
+// The chunked forward pads K to 128 (tensor-core tiles of 16) and keeps one chunk's q, k and the chunk's
+// gated operands in shared memory: K up to 128, any V (KDA in slices of 32 columns; GDN's state pass in
+// slices of 16, its output in slices of 64).
 constexpr int kLinearForwardMaxKeyDim = 128;
 constexpr int kLinearChunk = 64;
 
