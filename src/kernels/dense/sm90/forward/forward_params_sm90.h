@@ -75,12 +75,12 @@ struct ForwardTileShape {
 // In order of cost: the host picks the first that covers (D, Dv). Shared memory (227 KiB per block on
 // H100) decides block_n: D = 128 with 128 keys and two stages takes 160 KiB, D = 256 with 80 keys
 // 224 KiB, (192, 128) with 112 keys 188 KiB. D = 64 takes 192 query rows (three consumer warpgroups):
-// its GEMMs are half as long per score as D = 128's, so more rows share each K/V tile and softmax. It
-// also reads the most K/V per FLOP (32 KiB per 1.5 us key tile and SM, 2.8 TB/s of L2 over 132 SMs),
-// and has the shared memory for a third stage (120 KiB + 24 KiB O), which doubles the time a load has
-// to land.
+// its GEMMs are half as long per score as D = 128's, so more rows share each K/V tile and softmax.
+// Two stages everywhere: three and four at D = 64 (which reads the most K/V per FLOP) measured within
+// 1.5% of two at every S up to 4096 and inside the round-to-round noise above (NOTES.md, run 8), so
+// the loads are not what limits it.
 inline constexpr ForwardTileShape kForwardTileShapesSm90[] = {
-    {64, 64, 192, 128, 3},
+    {64, 64, 192, 128, 2},
     {128, 128, 128, 128, 2},
     {192, 128, 128, 112, 2},
     {256, 256, 128, 80, 2},
