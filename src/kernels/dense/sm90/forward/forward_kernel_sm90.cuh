@@ -219,18 +219,6 @@ __device__ __forceinline__ SequenceSpan sequence_span(const ForwardParams& p, in
   return s;
 }
 
-// The first row of query tile m_block. Under a window or causal mask the tiles start up to
-// kBlockM - 64 rows before row 0 (a multiple of 64, so each consumer warpgroup's rows lie wholly
-// before the sequence or wholly in it): the sequence's partial tile is then its first, whose rows see
-// the fewest keys, instead of its last, whose rows see the most. At D = 64 and S = 1024 (5 1/3 tiles of
-// 192 rows) that turns one warpgroup running all 8 key tiles alone, with the rest of its SM idle,
-// into one running a single key tile. Unmasked rows all see the same keys, so there it would not pay.
-template <int kBlockM>
-__device__ __forceinline__ int tile_row_begin(const ForwardParams& p, const SequenceSpan& seq, int m_block) {
-  const int shift = p.heavy_first ? (kBlockM - seq.seqlen_q % kBlockM) % kBlockM / 64 * 64 : 0;
-  return m_block * kBlockM - shift;
-}
-
 // Issues one warpgroup-wide wgmma chain C (+)= A B over the k blocks of A and B, without waiting.
 // kZeroInit: C = A B (the first k block overwrites C).
 template <bool kZeroInit, class TiledMma, class TensorA, class TensorB, class TensorC>
@@ -268,11 +256,8 @@ struct ForwardProducerSm90 {
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Config::SmemLayoutK{});  // (N, D, PIPE)
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Config::SmemLayoutV{});  // (N, Dv, PIPE)
 
-    // Coordinate tensors of the TMA descriptors, moved to row 0 of this sequence; Q's to the tile's first
-    // row (tile_row_begin: where that lies before the sequence, TMA fills zeros or reads the previous
-    // varlen sequence's rows, which no warpgroup uses).
-    const int q_row = seq.first_token_q + tile_row_begin<Config::kBlockM>(p, seq, work.m_block);
-    Tensor mQ = domain_offset(make_coord(q_row, _0{}),
+    // Coordinate tensors of the TMA descriptors, moved to row 0 of this sequence.
+    Tensor mQ = domain_offset(make_coord(seq.first_token_q, _0{}),
                               params.tma_q.get_tma_tensor(make_shape(int(p.varlen ? p.total_q : p.seqlen_q), p.head_dim,
                                                                      p.heads_q, p.varlen ? 1 : p.batch))(
                                   _, _, work.head, batch));  // (rows, D)
@@ -284,7 +269,7 @@ struct ForwardProducerSm90 {
                               params.tma_v.get_tma_tensor(make_shape(int(p.varlen ? p.total_k : p.seqlen_k),
                                                                      p.head_dim_v, p.heads_kv, p.varlen ? 1 : p.batch))(
                                   _, _, kv_head, batch));  // (keys, Dv)
-    Tensor gQ = local_tile(mQ, select<0, 2>(typename Config::TileShapeQK{}), make_coord(_0{}, _0{}));  // (M, D)
+    Tensor gQ = local_tile(mQ, select<0, 2>(typename Config::TileShapeQK{}), make_coord(work.m_block, _0{}));  // (M, D)
     Tensor gK = local_tile(mK, select<1, 2>(typename Config::TileShapeQK{}), make_coord(_, _0{}));  // (N, D, n)
     Tensor gV = local_tile(mV, select<2, 1>(typename Config::TileShapePV{}), make_coord(_, _0{}));  // (N, Dv, n)
 
@@ -474,9 +459,8 @@ struct ForwardEpilogueSm90 {
   // stays untouched.
   __device__ static void store_empty(const ForwardParams& p, const SequenceSpan& seq, const ForwardWork& work) {
     const int thread = threadIdx.x - 128;
-    const int tile_begin = tile_row_begin<kBlockM>(p, seq, work.m_block);
-    const int row_begin = max(tile_begin, 0);
-    const int valid_rows = min(seq.seqlen_q, tile_begin + kBlockM) - row_begin;
+    const int row_begin = work.m_block * kBlockM;
+    const int valid_rows = min(seq.seqlen_q - row_begin, kBlockM);
     Element* out_rows = static_cast<Element*>(p.out) + seq.out_offset + work.head * p.out_head_stride +
                         std::int64_t{row_begin} * p.out_row_stride;
     const int chunks_per_row = p.head_dim_v / 8;  // 16-byte chunks; Dv is a multiple of 8
@@ -499,7 +483,7 @@ struct ForwardEpilogueSm90 {
                                SharedStorage& shared, AccO& acc_o, Softmax& softmax) {
     using namespace cute;
     const int thread = threadIdx.x - 128;
-    const int row_begin = tile_row_begin<kBlockM>(p, seq, work.m_block);
+    const int row_begin = work.m_block * kBlockM;
     const int valid_rows = seq.seqlen_q - row_begin;
     typename Config::TiledMmaPV mma_pv;
     auto thread_pv = mma_pv.get_thread_slice(thread);
@@ -528,16 +512,13 @@ struct ForwardEpilogueSm90 {
 
     using WarpgroupTile = Shape<_64, Int<kHeadDimV>>;
     Tensor sO_rows = local_tile(sO, WarpgroupTile{}, make_coord(consumer, _0{}));  // (64, Dv)
-    // Rows before the sequence (tile_row_begin): the whole warpgroup's, and none of them is stored.
-    const int own_begin = row_begin + 64 * consumer;
-    const int own_rows = own_begin < 0 ? 0 : valid_rows - 64 * consumer;
     Element* out_rows = static_cast<Element*>(p.out) + seq.out_offset + work.head * p.out_head_stride +
-                        std::int64_t{max(own_begin, 0)} * p.out_row_stride;
+                        std::int64_t{row_begin + 64 * consumer} * p.out_row_stride;
     Tensor gO_rows = make_tensor(make_gmem_ptr(out_rows), WarpgroupTile{}, make_stride(p.out_row_stride, _1{}));
     auto store_copy = device::make_vector_tile_copy<Element, 128>();
     auto store_thread = store_copy.get_thread_slice(thread % 128);
     device::store_tile(store_copy, store_thread.partition_S(sO_rows), store_thread.partition_D(gO_rows),
-                       store_thread.partition_D(make_identity_tensor(WarpgroupTile{})), own_rows,
+                       store_thread.partition_D(make_identity_tensor(WarpgroupTile{})), valid_rows - 64 * consumer,
                        p.head_dim_v);
     // O in Q's buffer: this thread's reads of it are done; the next Q may land once all are.
     if constexpr (!Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
@@ -548,9 +529,7 @@ struct ForwardEpilogueSm90 {
       CUTE_UNROLL
       for (int r = 0; r < kRows; ++r) {
         const int row = get<0>(tOcO_rows(r, 0));
-        if (row < valid_rows && row_begin + row >= 0) {
-          lse_head[std::int64_t{row_begin + row} * p.lse_row_stride] = lse[r];
-        }
+        if (row < valid_rows) lse_head[std::int64_t{row_begin + row} * p.lse_row_stride] = lse[r];
       }
     }
   }
@@ -558,13 +537,11 @@ struct ForwardEpilogueSm90 {
 
 // The key tiles that a consumer warpgroup's 64 rows from row_begin see, within the work tile's (the
 // rows' visible keys are a subset of the tile's, clipped here so that the mainloop may rely on it);
-// rows before the sequence (tile_row_begin) see none. An empty range starts and ends at tiles.begin, so
-// the mainloop hands every loaded tile back.
+// an empty range starts and ends at tiles.begin, so the mainloop hands every loaded tile back.
 template <int kBlockN>
 __device__ __forceinline__ device::TileRange own_key_tiles(const device::WindowMask& mask, device::TileRange tiles,
                                                            int row_begin) {
-  device::TileRange own =
-      row_begin < 0 ? device::TileRange{} : mask.template key_tiles<kBlockN>(row_begin, row_begin + 64);
+  device::TileRange own = mask.template key_tiles<kBlockN>(row_begin, row_begin + 64);
   own.begin = max(own.begin, tiles.begin);
   own.end = min(own.end, tiles.end);
   if (own.empty()) own = {tiles.begin, tiles.begin};
@@ -632,11 +609,11 @@ struct DenseForwardKernelSm90 {
     auto plan = [&](int linear, TilePlan* t) {
       t->work = TileScheduler::work(p, linear);
       t->seq = sequence_span(p, t->work.batch);
-      t->row_begin = tile_row_begin<Config::kBlockM>(p, t->seq, t->work.m_block);
+      t->row_begin = t->work.m_block * Config::kBlockM;
       // Varlen: the grid covers max_seqlen_q rows; shorter sequences have nothing in this tile.
       if (t->row_begin >= t->seq.seqlen_q) return false;
       t->mask = device::WindowMask{t->seq.seqlen_q, t->seq.seqlen_k, p.window_left, p.window_right};
-      t->tiles = t->mask.template key_tiles<Config::kBlockN>(max(t->row_begin, 0), t->row_begin + Config::kBlockM);
+      t->tiles = t->mask.template key_tiles<Config::kBlockN>(t->row_begin, t->row_begin + Config::kBlockM);
       return true;
     };
     const int tile_count = static_cast<int>(TileScheduler::tile_count(p));
