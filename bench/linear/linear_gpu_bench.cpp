@@ -3,12 +3,13 @@
 //   linear_gpu_bench check            forward and decode on the GPU against a float64 recurrence of
 //                                      semantics.md section 5, on fresh random inputs with the outputs
 //                                      poisoned (NaN) first; exit status 1 on any failure
-//   linear_gpu_bench bench FILE.json [gdn]
+//   linear_gpu_bench bench FILE.json [gdn | decode]
 //                                      times the issue-6 shapes (bf16, K = V = 128) and decode at batch 64
 //                                      and 256 beside a device-to-device copy of the state bytes; writes the
 //                                      rows (gpu-workflow.md format, impl "attnkit") to FILE.json. Each
 //                                      forward also prints its kernels timed apart (time_kernels).
-//                                      With `gdn`, only the GDN forward rows (for quick A/B calls).
+//                                      With `gdn`, only the GDN forward rows; with `decode`, only the
+//                                      decode rows (for quick A/B calls).
 //
 // The float64 recurrence here is the driver's own, written from the formulas, so that this check does
 // not share code with the kernels or depend on reference/.
@@ -573,7 +574,10 @@ void time_kernels(attnkit::LinearForwardArgs args) {
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
-int run_bench(const char* path, bool gdn_only) {
+// `only`: "gdn" keeps the GDN forward rows, "decode" the decode rows (quick A/B calls); null keeps all.
+int run_bench(const char* path, const char* only) {
+  const bool gdn_only = only != nullptr && std::strcmp(only, "gdn") == 0;
+  const bool decode_only = only != nullptr && std::strcmp(only, "decode") == 0;
   std::mt19937 rng(7);
   std::string rows;
   auto add_row = [&](const std::string& row) { rows += (rows.empty() ? "    " : ",\n    ") + row; };
@@ -582,7 +586,7 @@ int run_bench(const char* path, bool gdn_only) {
   };
   const Shape shapes[] = {{4, 8192, 32, 32}, {1, 32768, 16, 32}, {8, 4096, 16, 64}, {1, 65536, 2, 8}};
   for (const auto variant : {attnkit::LinearVariant::kGatedDeltaNet, attnkit::LinearVariant::kKimiDelta}) {
-    if (gdn_only && variant != attnkit::LinearVariant::kGatedDeltaNet) continue;
+    if (decode_only || (gdn_only && variant != attnkit::LinearVariant::kGatedDeltaNet)) continue;
     for (const Shape& s : shapes) {
       Case c{"bench", variant, s.b, s.t, s.h, s.hv, 128, 128, 1.0f};
       Inputs in = make_inputs(c, s.b, s.t, rng, true);
@@ -682,8 +686,8 @@ int run_bench(const char* path, bool gdn_only) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "check") == 0) return run_check();
   if (argc >= 3 && std::strcmp(argv[1], "bench") == 0) {
-    return run_bench(argv[2], argc >= 4 && std::strcmp(argv[3], "gdn") == 0);
+    return run_bench(argv[2], argc >= 4 ? argv[3] : nullptr);
   }
-  std::fprintf(stderr, "usage: %s check | bench FILE.json [gdn]\n", argv[0]);
+  std::fprintf(stderr, "usage: %s check | bench FILE.json [gdn | decode]\n", argv[0]);
   return 2;
 }

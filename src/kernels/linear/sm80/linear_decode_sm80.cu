@@ -3,15 +3,22 @@
 // The op moves 2 * K * V * 4 bytes per (sequence, value head) and does ~6 K V flops per token, so it is
 // bound by memory bandwidth; the kernels aim at the device copy rate.
 //
-// One CTA of 4 warps covers 32 value columns of one (sequence, value head). The state layout decides
-// which index runs along the lanes so that each warp load is one contiguous 128-byte row segment:
-//   [K, V] (kv): lane = value column j, warps interleave the key rows i (i = warp + 4 r); the sums over i
-//                are per thread, then across the 4 warps through shared memory.
-//   [V, K] (vk): each warp owns 8 value columns, lane = key row i (i = lane + 32 c); the sums over i are
-//                warp shuffles.
+// One CTA of 4 warps covers 32 value columns of one (sequence, value head). Every thread moves its share
+// of the state as 16-byte vectors (4 consecutive floats of a row) with streaming cache hints
+// (ld.global.cs / st.global.cs: the state is touched once per step and must not evict q, k, v):
+//   [K, V] (kv): 8 lanes span the 32 columns of a key row (4 columns each), the CTA's 16 such groups
+//                interleave the key rows i (i = group + 16 r); the sums over i are per thread, then two
+//                shuffles within the warp, then across the 4 warps through shared memory.
+//   [V, K] (vk): each warp owns 8 value columns, lane l holding key rows 4 l .. 4 l + 3 (+128 past
+//                K = 128); the sums over i are warp shuffles.
+// The token's inputs (q, k, v, gate, beta) are fetched into registers before the state loads, so their
+// latency overlaps the state's instead of following it. Rows that are not 16-byte aligned (K or V not a
+// multiple of 4, odd strides) take the same mapping with 4-byte accesses.
 // Per token both sums S'^T k and S'^T q are taken in one pass over the decayed state S', because
 // o = S_t^T q = S'^T q + delta (k . q) with delta = beta (v - S'^T k): one pass, one reduction.
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include "kernels/linear/sm80/linear_sm80_common.cuh"
 #include "kernels/linear/sm80/linear_sm80_kernels.h"
@@ -41,25 +48,60 @@ struct DecodeScalars {
   float qk;        // (q_factor q) . (k_factor k)
 };
 
-// Loads token t of sequence n into `token` (all threads; one barrier).
-__device__ void load_decode_token(const LinearDecodeParams& p, int n, int t, int hv, DecodeToken& token) {
+// One token's inputs as this thread fetched them (key channels i = threadIdx.x + 128 m), still raw: the
+// gate's math and the stores to shared memory wait for publish_token, so that no use of a load stands
+// between the token's loads and the state's.
+struct TokenFetch {
+  float q[2], k[2];
+  float g[2], bias[2];  // raw gate and dt_bias per key channel (KDA); g[0], bias[0] of the head (GDN)
+  float a_log;
+  float beta;  // raw beta (thread kDecodeThreads - 33 only)
+};
+
+__device__ TokenFetch fetch_token(const LinearDecodeParams& p, int n, int t, int hv) {
   const LinearCommonParams& c = p.common;
   const int h = hv / c.group;
   const std::int64_t q_offset = n * c.q.batch_stride + t * c.q.token_stride + h * c.q.head_stride;
   const std::int64_t k_offset = n * c.k.batch_stride + t * c.k.token_stride + h * c.k.head_stride;
-  const std::int64_t g_offset = n * c.g.batch_stride + t * c.g.token_stride;
-  for (int i = threadIdx.x; i < c.key_dim; i += kDecodeThreads) {
-    token.q[i] = load_element(c.q.data, q_offset + i, c.io_element);
-    token.k[i] = load_element(c.k.data, k_offset + i, c.io_element);
-    if (c.per_key_gate) token.decay[i] = expf(gate_at(c, g_offset, hv, i));
+  const std::int64_t g_offset = n * c.g.batch_stride + t * c.g.token_stride + hv * c.g.head_stride;
+  const bool fused_gate = c.gate != LinearGate::kLogDecay;
+  TokenFetch f;
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    const int i = threadIdx.x + kDecodeThreads * m;
+    const bool channel = i < c.key_dim;
+    f.q[m] = channel ? load_element(c.q.data, q_offset + i, c.io_element) : 0.0f;
+    f.k[m] = channel ? load_element(c.k.data, k_offset + i, c.io_element) : 0.0f;
+    // GDN's one gate per head: the last thread fetches it, beside the key loop's first threads.
+    const bool gate = c.per_key_gate ? channel : (m == 0 && threadIdx.x == kDecodeThreads - 1);
+    const int gate_channel = c.per_key_gate ? i : 0;
+    f.g[m] = gate ? load_element(c.g.data, g_offset + gate_channel, c.gate_element) : 0.0f;
+    f.bias[m] = (gate && fused_gate && c.dt_bias != nullptr)
+                    ? c.dt_bias[c.per_key_gate ? hv * c.key_dim + i : hv]
+                    : 0.0f;
   }
-  // Two other threads than the K loop's first ones fetch the head's scalars, in parallel with it.
-  if (threadIdx.x == kDecodeThreads - 1 && !c.per_key_gate) token.decay[0] = expf(gate_at(c, g_offset, hv, 0));
+  f.a_log = fused_gate ? c.A_log[hv] : 0.0f;
+  f.beta = 0.0f;
   if (threadIdx.x == kDecodeThreads - 33) {
     const std::int64_t b_offset = n * c.beta.batch_stride + t * c.beta.token_stride + hv * c.beta.head_stride;
-    token.beta = beta_value(c, load_element(c.beta.data, b_offset, c.beta_element));
+    f.beta = load_element(c.beta.data, b_offset, c.beta_element);
   }
-  __syncthreads();
+  return f;
+}
+
+// Stores a fetched token into `token` (the caller's barrier publishes it).
+__device__ void publish_token(const LinearCommonParams& c, const TokenFetch& f, DecodeToken& token) {
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    const int i = threadIdx.x + kDecodeThreads * m;
+    if (i < c.key_dim) {
+      token.q[i] = f.q[m];
+      token.k[i] = f.k[m];
+      if (c.per_key_gate) token.decay[i] = expf(log_decay(c, f.g[m], f.a_log, f.bias[m]));
+    }
+  }
+  if (threadIdx.x == kDecodeThreads - 1 && !c.per_key_gate) token.decay[0] = expf(log_decay(c, f.g[0], f.a_log, f.bias[0]));
+  if (threadIdx.x == kDecodeThreads - 33) token.beta = beta_value(c, f.beta);
 }
 
 __device__ DecodeScalars decode_scalars(const LinearCommonParams& c, const DecodeToken& token) {
@@ -95,6 +137,32 @@ __device__ __forceinline__ float* decode_state(const LinearDecodeParams& p, int 
   return p.state.data + slot * p.state.sequence_stride + hv * p.state.head_stride;
 }
 
+// Four consecutive state floats of one row, of which the first `valid` exist (none when valid <= 0).
+// `vector`: the row pointer is 16-byte aligned and valid is 4 or <= 0.
+__device__ __forceinline__ void load_state4(const float* from, bool vector, int valid, float (&x)[4]) {
+  if (vector && valid > 0) {
+    const float4 v = __ldcs(reinterpret_cast<const float4*>(from));
+    x[0] = v.x;
+    x[1] = v.y;
+    x[2] = v.z;
+    x[3] = v.w;
+    return;
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) x[e] = e < valid ? __ldcs(from + e) : 0.0f;
+}
+
+__device__ __forceinline__ void store_state4(float* to, bool vector, int valid, const float (&x)[4]) {
+  if (vector && valid > 0) {
+    __stcs(reinterpret_cast<float4*>(to), make_float4(x[0], x[1], x[2], x[3]));
+    return;
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    if (e < valid) __stcs(to + e, x[e]);
+  }
+}
+
 __device__ void write_zero_rows(const LinearDecodeParams& p, int n, int hv, int column_begin) {
   const LinearCommonParams& c = p.common;
   for (int e = threadIdx.x; e < p.tokens * kDecodeColumns; e += kDecodeThreads) {
@@ -104,12 +172,14 @@ __device__ void write_zero_rows(const LinearDecodeParams& p, int n, int hv, int 
   }
 }
 
-// [K, V] layout: thread (warp, lane) holds S[warp + 4 r][column_begin + lane] for r < kRows.
-// Registers bound the CTAs per SM, and the CTAs in flight per SM bound the bytes in flight: at K <= 128,
-// 85 registers give 6 CTAs (24 warps, 96 KB of state loads) per SM; 64 registers (8 CTAs) spill
-// ~130 bytes per thread (ptxas, sm_90), 117 (the unbounded count) leave 4 CTAs.
+// [K, V] layout: thread (group g = threadIdx / 8, column quad c = threadIdx % 8) holds
+// S[g + 16 r][column_begin + 4 c + e] for r < kRows, e < 4. Per thread 4 kRows floats, as 16-byte loads:
+// at K <= 128, 32 floats; `__launch_bounds__` 6 CTAs/SM keeps 6 x 16 KB = 96 KB of state loads in
+// flight per SM, four times the ~25 KB that 3.3 TB/s x ~1 us asks for.
 template <int kRows>
-__global__ void __launch_bounds__(kDecodeThreads, kRows <= 32 ? 6 : 3) decode_kv_kernel(LinearDecodeParams p) {
+__global__ void __launch_bounds__(kDecodeThreads, kRows <= 8 ? 6 : 3)
+    decode_kv_kernel(LinearDecodeParams p, bool vector) {
+  constexpr int kGroups = kDecodeThreads / 8;
   const LinearCommonParams& c = p.common;
   const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
   const int n = blockIdx.x / slices;
@@ -117,8 +187,15 @@ __global__ void __launch_bounds__(kDecodeThreads, kRows <= 32 ? 6 : 3) decode_kv
   const int hv = blockIdx.y;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int j = column_begin + lane;
-  const bool column = j < c.value_dim;
+  const int group = threadIdx.x >> 3;
+  const int quad = threadIdx.x & 7;
+  const int j0 = column_begin + 4 * quad;
+  const int columns = c.value_dim - j0;  // of this thread's 4, the first `columns` exist
+
+  TokenFetch fetched = fetch_token(p, n, 0, hv);
+  float v[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) v[e] = e < columns ? load_element(c.v.data, v_offset(c, n, 0, hv) + j0 + e, c.io_element) : 0.0f;
 
   float* state = decode_state(p, n, hv);
   if (state == nullptr) {
@@ -126,63 +203,94 @@ __global__ void __launch_bounds__(kDecodeThreads, kRows <= 32 ? 6 : 3) decode_kv
     return;
   }
   __shared__ DecodeToken token;
-  __shared__ float partial_k[kDecodeWarps][32];
-  __shared__ float partial_q[kDecodeWarps][32];
+  __shared__ float partial_k[kDecodeWarps][kDecodeColumns];
+  __shared__ float partial_q[kDecodeWarps][kDecodeColumns];
 
-  float s[kRows];
+  float s[kRows][4];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const int i = warp + kDecodeWarps * r;
-    s[r] = (i < c.key_dim && column) ? state[i * p.state.row_stride + j] : 0.0f;
+    const int i = group + kGroups * r;
+    load_state4(state + i * p.state.row_stride + j0, vector, i < c.key_dim ? columns : 0, s[r]);
   }
   for (int t = 0; t < p.tokens; ++t) {
-    const float v = column ? load_element(c.v.data, v_offset(c, n, t, hv) + j, c.io_element) : 0.0f;
-    load_decode_token(p, n, t, hv, token);
+    if (t > 0) {
+      fetched = fetch_token(p, n, t, hv);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) v[e] = e < columns ? load_element(c.v.data, v_offset(c, n, t, hv) + j0 + e, c.io_element) : 0.0f;
+    }
+    publish_token(c, fetched, token);
+    __syncthreads();
     const DecodeScalars scalars = decode_scalars(c, token);
-    float sum_k = 0.0f, sum_q = 0.0f;
+    float sum_k[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sum_q[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      const int i = warp + kDecodeWarps * r;
+      const int i = group + kGroups * r;
       if (i < c.key_dim) {
-        s[r] *= c.per_key_gate ? token.decay[i] : token.decay[0];
-        sum_k += token.k[i] * s[r];
-        sum_q += token.q[i] * s[r];
+        const float decay = c.per_key_gate ? token.decay[i] : token.decay[0];
+        const float k_i = token.k[i], q_i = token.q[i];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[r][e] *= decay;
+          sum_k[e] += k_i * s[r][e];
+          sum_q[e] += q_i * s[r][e];
+        }
       }
     }
-    partial_k[warp][lane] = sum_k;
-    partial_q[warp][lane] = sum_q;
-    __syncthreads();
-    sum_k = 0.0f;
-    sum_q = 0.0f;
+    // The warp's 4 groups of a column quad are lanes quad + 8 m.
 #pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      sum_k += partial_k[w][lane];
-      sum_q += partial_q[w][lane];
+    for (int e = 0; e < 4; ++e) {
+      sum_k[e] += __shfl_xor_sync(0xffffffffu, sum_k[e], 8);
+      sum_k[e] += __shfl_xor_sync(0xffffffffu, sum_k[e], 16);
+      sum_q[e] += __shfl_xor_sync(0xffffffffu, sum_q[e], 8);
+      sum_q[e] += __shfl_xor_sync(0xffffffffu, sum_q[e], 16);
     }
-    const float delta = token.beta * (v - scalars.k_factor * sum_k);
-    if (warp == 0 && column) {
-      store_element(c.out_data, out_offset(c, n, t, hv) + j, c.io_element,
-                    scalars.q_factor * sum_q + delta * scalars.qk);
+    if (lane < 8) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        partial_k[warp][4 * quad + e] = sum_k[e];
+        partial_q[warp][4 * quad + e] = sum_q[e];
+      }
     }
-    const float k_delta = scalars.k_factor * delta;
+    __syncthreads();
+    float k_delta[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float total_k = 0.0f, total_q = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kDecodeWarps; ++w) {
+        total_k += partial_k[w][4 * quad + e];
+        total_q += partial_q[w][4 * quad + e];
+      }
+      const float delta = token.beta * (v[e] - scalars.k_factor * total_k);
+      if (threadIdx.x < 8 && e < columns) {
+        store_element(c.out_data, out_offset(c, n, t, hv) + j0 + e, c.io_element,
+                      scalars.q_factor * total_q + delta * scalars.qk);
+      }
+      k_delta[e] = scalars.k_factor * delta;
+    }
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      const int i = warp + kDecodeWarps * r;
-      if (i < c.key_dim) s[r] += token.k[i] * k_delta;
+      const int i = group + kGroups * r;
+      if (i < c.key_dim) {
+        const float k_i = token.k[i];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[r][e] += k_i * k_delta[e];
+      }
     }
     if (t + 1 < p.tokens) __syncthreads();  // the next token overwrites `token` and the partial sums
   }
-  if (!column) return;
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const int i = warp + kDecodeWarps * r;
-    if (i < c.key_dim) state[i * p.state.row_stride + j] = s[r];
+    const int i = group + kGroups * r;
+    store_state4(state + i * p.state.row_stride + j0, vector, i < c.key_dim ? columns : 0, s[r]);
   }
 }
 
-// [V, K] layout: warp w holds rows j = column_begin + 8 w + jj of S^T, lane holding i = lane + 32 c.
+// [V, K] layout: warp w holds rows j = column_begin + 8 w + jj of S^T, lane l holding the key channels
+// i = 4 l + 128 ch + e (e < 4, ch < kChunks) as 16-byte loads: 32 floats per thread at K <= 128.
 template <int kChunks>
-__global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3) decode_vk_kernel(LinearDecodeParams p) {
+__global__ void __launch_bounds__(kDecodeThreads, kChunks == 1 ? 6 : 3)
+    decode_vk_kernel(LinearDecodeParams p, bool vector) {
   constexpr int kColumnsPerWarp = kDecodeColumns / kDecodeWarps;
   const LinearCommonParams& c = p.common;
   const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
@@ -193,6 +301,10 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3) decode_v
   const int warp = threadIdx.x >> 5;
   const int warp_column = column_begin + warp * kColumnsPerWarp;
 
+  TokenFetch fetched = fetch_token(p, n, 0, hv);
+  const bool v_lane = lane < kColumnsPerWarp && warp_column + lane < c.value_dim;
+  float v_mine = v_lane ? load_element(c.v.data, v_offset(c, n, 0, hv) + warp_column + lane, c.io_element) : 0.0f;
+
   float* state = decode_state(p, n, hv);
   if (state == nullptr) {
     write_zero_rows(p, n, hv, column_begin);
@@ -200,30 +312,35 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3) decode_v
   }
   __shared__ DecodeToken token;
 
-  float s[kColumnsPerWarp][kChunks];
+  float s[kColumnsPerWarp][kChunks][4];
 #pragma unroll
   for (int jj = 0; jj < kColumnsPerWarp; ++jj) {
 #pragma unroll
     for (int ch = 0; ch < kChunks; ++ch) {
-      const int i = lane + 32 * ch;
+      const int i0 = 4 * lane + 128 * ch;
       const int j = warp_column + jj;
-      s[jj][ch] = (i < c.key_dim && j < c.value_dim) ? state[j * p.state.row_stride + i] : 0.0f;
+      load_state4(state + j * p.state.row_stride + i0, vector, j < c.value_dim ? c.key_dim - i0 : 0, s[jj][ch]);
     }
   }
   for (int t = 0; t < p.tokens; ++t) {
-    const std::int64_t v_row = v_offset(c, n, t, hv);
-    float v_mine = 0.0f;  // lane jj holds v of column warp_column + jj
-    if (lane < kColumnsPerWarp && warp_column + lane < c.value_dim) v_mine = load_element(c.v.data, v_row + warp_column + lane, c.io_element);
-    load_decode_token(p, n, t, hv, token);
+    if (t > 0) {
+      fetched = fetch_token(p, n, t, hv);
+      v_mine = v_lane ? load_element(c.v.data, v_offset(c, n, t, hv) + warp_column + lane, c.io_element) : 0.0f;
+    }
+    publish_token(c, fetched, token);
+    __syncthreads();
     const DecodeScalars scalars = decode_scalars(c, token);
-    float k_i[kChunks], q_i[kChunks], decay_i[kChunks];
+    float k_i[kChunks][4], q_i[kChunks][4], decay_i[kChunks][4];
 #pragma unroll
     for (int ch = 0; ch < kChunks; ++ch) {
-      const int i = lane + 32 * ch;
-      const bool row = i < c.key_dim;
-      k_i[ch] = row ? token.k[i] : 0.0f;
-      q_i[ch] = row ? token.q[i] : 0.0f;
-      decay_i[ch] = row ? (c.per_key_gate ? token.decay[i] : token.decay[0]) : 0.0f;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = 4 * lane + 128 * ch + e;
+        const bool row = i < c.key_dim;
+        k_i[ch][e] = row ? token.k[i] : 0.0f;
+        q_i[ch][e] = row ? token.q[i] : 0.0f;
+        decay_i[ch][e] = row ? (c.per_key_gate ? token.decay[i] : token.decay[0]) : 0.0f;
+      }
     }
     const std::int64_t out_row = out_offset(c, n, t, hv);
 #pragma unroll
@@ -233,9 +350,12 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3) decode_v
       float sum_k = 0.0f, sum_q = 0.0f;
 #pragma unroll
       for (int ch = 0; ch < kChunks; ++ch) {
-        s[jj][ch] *= decay_i[ch];
-        sum_k += k_i[ch] * s[jj][ch];
-        sum_q += q_i[ch] * s[jj][ch];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[jj][ch][e] *= decay_i[ch][e];
+          sum_k += k_i[ch][e] * s[jj][ch][e];
+          sum_q += q_i[ch][e] * s[jj][ch][e];
+        }
       }
       sum_k = warp_sum(sum_k);
       sum_q = warp_sum(sum_q);
@@ -244,7 +364,10 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3) decode_v
       if (lane == jj) store_element(c.out_data, out_row + j, c.io_element, scalars.q_factor * sum_q + delta * scalars.qk);
       const float k_delta = scalars.k_factor * delta;
 #pragma unroll
-      for (int ch = 0; ch < kChunks; ++ch) s[jj][ch] += k_i[ch] * k_delta;
+      for (int ch = 0; ch < kChunks; ++ch) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[jj][ch][e] += k_i[ch][e] * k_delta;
+      }
     }
     if (t + 1 < p.tokens) __syncthreads();  // the next token overwrites `token`
   }
@@ -254,8 +377,8 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3) decode_v
     if (j >= c.value_dim) break;
 #pragma unroll
     for (int ch = 0; ch < kChunks; ++ch) {
-      const int i = lane + 32 * ch;
-      if (i < c.key_dim) state[j * p.state.row_stride + i] = s[jj][ch];
+      const int i0 = 4 * lane + 128 * ch;
+      store_state4(state + j * p.state.row_stride + i0, vector, c.key_dim - i0, s[jj][ch]);
     }
   }
 }
@@ -263,15 +386,22 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3) decode_v
 }  // namespace
 
 cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t stream) {
-  const int slices = (params.common.value_dim + kDecodeColumns - 1) / kDecodeColumns;
-  const dim3 grid(static_cast<unsigned>(params.num_sequences) * slices, params.common.heads_v);
-  const bool wide = params.common.key_dim > 128;  // 64 (kv) / 8 (vk) state floats per thread past K = 128
-  if (params.common.state_vk) {
-    if (wide) decode_vk_kernel<8><<<grid, kDecodeThreads, 0, stream>>>(params);
-    else decode_vk_kernel<4><<<grid, kDecodeThreads, 0, stream>>>(params);
+  const LinearCommonParams& c = params.common;
+  const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
+  const dim3 grid(static_cast<unsigned>(params.num_sequences) * slices, c.heads_v);
+  const bool wide = c.key_dim > 128;  // 64 state floats per thread past K = 128
+  // 16-byte accesses need every row start 16-byte aligned and whole quads along the contiguous dimension.
+  const bool aligned = reinterpret_cast<std::uintptr_t>(params.state.data) % 16 == 0 &&
+                       params.state.sequence_stride % 4 == 0 && params.state.head_stride % 4 == 0 &&
+                       params.state.row_stride % 4 == 0;
+  if (c.state_vk) {
+    const bool vector = aligned && c.key_dim % 4 == 0;
+    if (wide) decode_vk_kernel<2><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
+    else decode_vk_kernel<1><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
   } else {
-    if (wide) decode_kv_kernel<64><<<grid, kDecodeThreads, 0, stream>>>(params);
-    else decode_kv_kernel<32><<<grid, kDecodeThreads, 0, stream>>>(params);
+    const bool vector = aligned && c.value_dim % 4 == 0;
+    if (wide) decode_kv_kernel<16><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
+    else decode_kv_kernel<8><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
   }
   return cudaGetLastError();
 }
