@@ -9,8 +9,8 @@
 //   [K, V] (kv): 8 lanes span the 32 columns of a key row (4 columns each), the CTA's 16 such groups
 //                interleave the key rows i (i = group + 16 r); the sums over i are per thread, then two
 //                shuffles within the warp, then across the 4 warps through shared memory.
-//   [V, K] (vk): each warp owns 8 value columns, lane l holding key rows 4 l .. 4 l + 3 (+128 past
-//                K = 128); the sums over i are warp shuffles.
+//   [V, K] (vk): each warp owns 8 value columns, 8 lanes per column, lane l holding key rows
+//                4 (l % 8) + 32 ch + e; the sums over i are per thread, then 3 shuffles.
 // The token's inputs (q, k, v, gate, beta) are fetched into registers before the state loads, so their
 // latency overlaps the state's instead of following it. Rows that are not 16-byte aligned (K or V not a
 // multiple of 4, odd strides) take the same mapping with 4-byte accesses.
@@ -32,11 +32,12 @@ constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = 32 * kDecodeWarps;
 constexpr int kDecodeColumns = 32;  // value columns per CTA
 
-// The per-token inputs every thread needs, in shared memory: q, k, and KDA's per-channel decays.
+// The per-token inputs every thread needs, in shared memory: q, k, and KDA's per-channel decays. The
+// arrays are 16-byte aligned and zero past K, so that [V, K] reads them as unguarded float4.
 struct DecodeToken {
-  float q[kLinearDecodeMaxKeyDim];
-  float k[kLinearDecodeMaxKeyDim];
-  float decay[kLinearDecodeMaxKeyDim];  // exp(g) per key channel (KDA); decay[0] for the head (GDN)
+  alignas(16) float q[kLinearDecodeMaxKeyDim];
+  alignas(16) float k[kLinearDecodeMaxKeyDim];
+  alignas(16) float decay[kLinearDecodeMaxKeyDim];  // exp(g) per key channel (KDA); decay[0] for the head (GDN)
   float beta;
 };
 
@@ -89,16 +90,17 @@ __device__ TokenFetch fetch_token(const LinearDecodeParams& p, int n, int t, int
   return f;
 }
 
+static_assert(2 * kDecodeThreads == kLinearDecodeMaxKeyDim, "fetch_token covers K with two channels a thread");
+
 // Stores a fetched token into `token` (the caller's barrier publishes it).
 __device__ void publish_token(const LinearCommonParams& c, const TokenFetch& f, DecodeToken& token) {
 #pragma unroll
   for (int m = 0; m < 2; ++m) {
-    const int i = threadIdx.x + kDecodeThreads * m;
-    if (i < c.key_dim) {
-      token.q[i] = f.q[m];
-      token.k[i] = f.k[m];
-      if (c.per_key_gate) token.decay[i] = expf(log_decay(c, f.g[m], f.a_log, f.bias[m]));
-    }
+    const int i = threadIdx.x + kDecodeThreads * m;  // covers all kLinearDecodeMaxKeyDim channels
+    const bool channel = i < c.key_dim;
+    token.q[i] = f.q[m];  // fetched as 0 past K
+    token.k[i] = f.k[m];
+    if (c.per_key_gate) token.decay[i] = channel ? expf(log_decay(c, f.g[m], f.a_log, f.bias[m])) : 0.0f;
   }
   if (threadIdx.x == kDecodeThreads - 1 && !c.per_key_gate) token.decay[0] = expf(log_decay(c, f.g[0], f.a_log, f.bias[0]));
   if (threadIdx.x == kDecodeThreads - 33) token.beta = beta_value(c, f.beta);
@@ -182,9 +184,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kRows <= 8 ? 6 : 3)
   constexpr int kGroups = kDecodeThreads / 8;
   const LinearCommonParams& c = p.common;
   const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
-  const int n = blockIdx.x / slices;
   const int column_begin = (blockIdx.x % slices) * kDecodeColumns;
-  const int hv = blockIdx.y;
+  const int hv = (blockIdx.x / slices) % c.heads_v;
+  const int n = blockIdx.x / (slices * c.heads_v);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int group = threadIdx.x >> 3;
@@ -286,24 +288,32 @@ __global__ void __launch_bounds__(kDecodeThreads, kRows <= 8 ? 6 : 3)
   }
 }
 
-// [V, K] layout: warp w holds rows j = column_begin + 8 w + jj of S^T, lane l holding the key channels
-// i = 4 l + 128 ch + e (e < 4, ch < kChunks) as 16-byte loads: 32 floats per thread at K <= 128.
+// [V, K] layout: warp w owns the value rows j = column_begin + 8 w + 4 rr + lane / 8 (rr < 2); the 8 lanes
+// of a row hold its key channels i = 4 (lane % 8) + 32 ch + e (e < 4, ch < kChunks), so a warp access is
+// 4 rows x 128 contiguous bytes and the sums over i are per thread (4 kChunks terms) then 3 shuffles
+// among the row's 8 lanes: 12 shuffles per thread and token, against 80 when a lane held one quad of
+// each of the warp's 8 rows and every sum went over all 32 lanes.
 template <int kChunks>
-__global__ void __launch_bounds__(kDecodeThreads, kChunks == 1 ? 6 : 3)
+__global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3)
     decode_vk_kernel(LinearDecodeParams p, bool vector) {
-  constexpr int kColumnsPerWarp = kDecodeColumns / kDecodeWarps;
+  constexpr int kRowsPerThread = 2;
   const LinearCommonParams& c = p.common;
   const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
-  const int n = blockIdx.x / slices;
   const int column_begin = (blockIdx.x % slices) * kDecodeColumns;
-  const int hv = blockIdx.y;
+  const int hv = (blockIdx.x / slices) % c.heads_v;
+  const int n = blockIdx.x / (slices * c.heads_v);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int warp_column = column_begin + warp * kColumnsPerWarp;
+  const int quad = lane & 7;
+  const int row_base = column_begin + 8 * warp + (lane >> 3);
 
   TokenFetch fetched = fetch_token(p, n, 0, hv);
-  const bool v_lane = lane < kColumnsPerWarp && warp_column + lane < c.value_dim;
-  float v_mine = v_lane ? load_element(c.v.data, v_offset(c, n, 0, hv) + warp_column + lane, c.io_element) : 0.0f;
+  float v[kRowsPerThread];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerThread; ++rr) {
+    const int j = row_base + 4 * rr;
+    v[rr] = j < c.value_dim ? load_element(c.v.data, v_offset(c, n, 0, hv) + j, c.io_element) : 0.0f;
+  }
 
   float* state = decode_state(p, n, hv);
   if (state == nullptr) {
@@ -312,73 +322,90 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks == 1 ? 6 : 3)
   }
   __shared__ DecodeToken token;
 
-  float s[kColumnsPerWarp][kChunks][4];
+  float s[kRowsPerThread][kChunks][4];
 #pragma unroll
-  for (int jj = 0; jj < kColumnsPerWarp; ++jj) {
+  for (int rr = 0; rr < kRowsPerThread; ++rr) {
+    const int j = row_base + 4 * rr;
 #pragma unroll
     for (int ch = 0; ch < kChunks; ++ch) {
-      const int i0 = 4 * lane + 128 * ch;
-      const int j = warp_column + jj;
-      load_state4(state + j * p.state.row_stride + i0, vector, j < c.value_dim ? c.key_dim - i0 : 0, s[jj][ch]);
+      const int i0 = 4 * quad + 32 * ch;
+      load_state4(state + j * p.state.row_stride + i0, vector, j < c.value_dim ? c.key_dim - i0 : 0, s[rr][ch]);
     }
   }
   for (int t = 0; t < p.tokens; ++t) {
     if (t > 0) {
       fetched = fetch_token(p, n, t, hv);
-      v_mine = v_lane ? load_element(c.v.data, v_offset(c, n, t, hv) + warp_column + lane, c.io_element) : 0.0f;
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerThread; ++rr) {
+        const int j = row_base + 4 * rr;
+        v[rr] = j < c.value_dim ? load_element(c.v.data, v_offset(c, n, t, hv) + j, c.io_element) : 0.0f;
+      }
     }
     publish_token(c, fetched, token);
     __syncthreads();
     const DecodeScalars scalars = decode_scalars(c, token);
-    float k_i[kChunks][4], q_i[kChunks][4], decay_i[kChunks][4];
+    const float head_decay = token.decay[0];
+    const std::int64_t out_row = out_offset(c, n, t, hv);
+    // Channel quads outer, rows inner: each quad of q, k and decay is read from shared memory once for
+    // both rows (holding all kChunks quads would cost 12 kChunks registers and spill).
+    // Rows past V hold zeros and still join the shuffles (all 32 lanes); they store nothing.
+    float sum_k[kRowsPerThread] = {}, sum_q[kRowsPerThread] = {};
 #pragma unroll
     for (int ch = 0; ch < kChunks; ++ch) {
+      const int i0 = 4 * quad + 32 * ch;
+      const float4 k4 = *reinterpret_cast<const float4*>(&token.k[i0]);
+      const float4 q4 = *reinterpret_cast<const float4*>(&token.q[i0]);
+      const float4 d4 = c.per_key_gate ? *reinterpret_cast<const float4*>(&token.decay[i0])
+                                       : make_float4(head_decay, head_decay, head_decay, head_decay);
+      const float k_i[4] = {k4.x, k4.y, k4.z, k4.w};
+      const float q_i[4] = {q4.x, q4.y, q4.z, q4.w};
+      const float d_i[4] = {d4.x, d4.y, d4.z, d4.w};
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = 4 * lane + 128 * ch + e;
-        const bool row = i < c.key_dim;
-        k_i[ch][e] = row ? token.k[i] : 0.0f;
-        q_i[ch][e] = row ? token.q[i] : 0.0f;
-        decay_i[ch][e] = row ? (c.per_key_gate ? token.decay[i] : token.decay[0]) : 0.0f;
-      }
-    }
-    const std::int64_t out_row = out_offset(c, n, t, hv);
-#pragma unroll
-    for (int jj = 0; jj < kColumnsPerWarp; ++jj) {
-      const int j = warp_column + jj;
-      if (j >= c.value_dim) break;  // uniform across the warp
-      float sum_k = 0.0f, sum_q = 0.0f;
-#pragma unroll
-      for (int ch = 0; ch < kChunks; ++ch) {
+      for (int rr = 0; rr < kRowsPerThread; ++rr) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[jj][ch][e] *= decay_i[ch][e];
-          sum_k += k_i[ch][e] * s[jj][ch][e];
-          sum_q += q_i[ch][e] * s[jj][ch][e];
+          s[rr][ch][e] *= d_i[e];
+          sum_k[rr] += k_i[e] * s[rr][ch][e];
+          sum_q[rr] += q_i[e] * s[rr][ch][e];
         }
       }
-      sum_k = warp_sum(sum_k);
-      sum_q = warp_sum(sum_q);
-      const float v = __shfl_sync(0xffffffffu, v_mine, jj);
-      const float delta = token.beta * (v - scalars.k_factor * sum_k);
-      if (lane == jj) store_element(c.out_data, out_row + j, c.io_element, scalars.q_factor * sum_q + delta * scalars.qk);
-      const float k_delta = scalars.k_factor * delta;
+    }
+    float k_delta[kRowsPerThread];
 #pragma unroll
-      for (int ch = 0; ch < kChunks; ++ch) {
+    for (int rr = 0; rr < kRowsPerThread; ++rr) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[jj][ch][e] += k_i[ch][e] * k_delta;
+      for (int offset = 4; offset > 0; offset >>= 1) {
+        sum_k[rr] += __shfl_xor_sync(0xffffffffu, sum_k[rr], offset);
+        sum_q[rr] += __shfl_xor_sync(0xffffffffu, sum_q[rr], offset);
+      }
+      const int j = row_base + 4 * rr;
+      const float delta = token.beta * (v[rr] - scalars.k_factor * sum_k[rr]);
+      if (quad == 0 && j < c.value_dim) {
+        store_element(c.out_data, out_row + j, c.io_element, scalars.q_factor * sum_q[rr] + delta * scalars.qk);
+      }
+      k_delta[rr] = scalars.k_factor * delta;
+    }
+#pragma unroll
+    for (int ch = 0; ch < kChunks; ++ch) {
+      const float4 k4 = *reinterpret_cast<const float4*>(&token.k[4 * quad + 32 * ch]);
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerThread; ++rr) {
+        s[rr][ch][0] += k4.x * k_delta[rr];
+        s[rr][ch][1] += k4.y * k_delta[rr];
+        s[rr][ch][2] += k4.z * k_delta[rr];
+        s[rr][ch][3] += k4.w * k_delta[rr];
       }
     }
     if (t + 1 < p.tokens) __syncthreads();  // the next token overwrites `token`
   }
 #pragma unroll
-  for (int jj = 0; jj < kColumnsPerWarp; ++jj) {
-    const int j = warp_column + jj;
-    if (j >= c.value_dim) break;
+  for (int rr = 0; rr < kRowsPerThread; ++rr) {
+    const int j = row_base + 4 * rr;
+    if (j >= c.value_dim) continue;
 #pragma unroll
     for (int ch = 0; ch < kChunks; ++ch) {
-      const int i0 = 4 * lane + 128 * ch;
-      store_state4(state + j * p.state.row_stride + i0, vector, c.key_dim - i0, s[jj][ch]);
+      const int i0 = 4 * quad + 32 * ch;
+      store_state4(state + j * p.state.row_stride + i0, vector, c.key_dim - i0, s[rr][ch]);
     }
   }
 }
@@ -388,7 +415,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks == 1 ? 6 : 3)
 cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t stream) {
   const LinearCommonParams& c = params.common;
   const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
-  const dim3 grid(static_cast<unsigned>(params.num_sequences) * slices, c.heads_v);
+  // CTAs in state memory order (slice fastest, then value head, then sequence): the CTAs resident at a
+  // time sweep the state as one contiguous stream, as a copy does.
+  const dim3 grid(static_cast<unsigned>(params.num_sequences) * c.heads_v * slices);
   const bool wide = c.key_dim > 128;  // 64 state floats per thread past K = 128
   // 16-byte accesses need every row start 16-byte aligned and whole quads along the contiguous dimension.
   const bool aligned = reinterpret_cast<std::uintptr_t>(params.state.data) % 16 == 0 &&
@@ -396,8 +425,8 @@ cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t 
                        params.state.row_stride % 4 == 0;
   if (c.state_vk) {
     const bool vector = aligned && c.key_dim % 4 == 0;
-    if (wide) decode_vk_kernel<2><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
-    else decode_vk_kernel<1><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
+    if (wide) decode_vk_kernel<8><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
+    else decode_vk_kernel<4><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
   } else {
     const bool vector = aligned && c.value_dim % 4 == 0;
     if (wide) decode_kv_kernel<16><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
