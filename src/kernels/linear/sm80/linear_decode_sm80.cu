@@ -3,11 +3,12 @@
 // The op moves 2 * K * V * 4 bytes per (sequence, value head) and does ~6 K V flops per token, so it is
 // bound by memory bandwidth; the kernels aim at the device copy rate.
 //
-// One CTA of 4 warps covers 32 value columns of one (sequence, value head). Every thread moves its share
-// of the state as 16-byte vectors (4 consecutive floats of a row) with streaming cache hints
-// (ld.global.cs / st.global.cs: the state is touched once per step and must not evict q, k, v):
-//   [K, V] (kv): 8 lanes span the 32 columns of a key row (4 columns each), the CTA's 16 such groups
-//                interleave the key rows i (i = group + 16 r); the sums over i are per thread, then two
+// One CTA of 4 warps covers 32 value columns ([V, K]; [K, V] past K = 128) or 64 ([K, V], K <= 128) of
+// one (sequence, value head). Every thread moves its share of the state as 16-byte vectors (4 consecutive
+// floats of a row) with streaming cache hints (ld.global.cs / st.global.cs: the state is touched once per
+// step and must not evict q, k, v):
+//   [K, V] (kv): 16 (8 past K = 128) lanes span the CTA's columns of a key row, 4 columns each, and the
+//                CTA's lane groups interleave the key rows; the sums over i are per thread, then
 //                shuffles within the warp, then across the 4 warps through shared memory.
 //   [V, K] (vk): each warp owns 8 value columns, 8 lanes per column, lane l holding key rows
 //                4 (l % 8) + 32 ch + e; the sums over i are per thread, then 3 shuffles.
@@ -70,7 +71,7 @@ __device__ TokenFetch fetch_token(const LinearDecodeParams& p, int n, int t, int
 #pragma unroll
   for (int m = 0; m < 2; ++m) {
     const int i = threadIdx.x + kDecodeThreads * m;
-    const bool channel = i < c.key_dim;
+    const bool channel = threadIdx.x < kDecodeThreads && i < c.key_dim;  // the first 128 threads fetch
     f.q[m] = channel ? load_element(c.q.data, q_offset + i, c.io_element) : 0.0f;
     f.k[m] = channel ? load_element(c.k.data, k_offset + i, c.io_element) : 0.0f;
     // GDN's one gate per head: the last thread fetches it, beside the key loop's first threads.
@@ -94,6 +95,7 @@ static_assert(2 * kDecodeThreads == kLinearDecodeMaxKeyDim, "fetch_token covers 
 
 // Stores a fetched token into `token` (the caller's barrier publishes it).
 __device__ void publish_token(const LinearCommonParams& c, const TokenFetch& f, DecodeToken& token) {
+  if (threadIdx.x >= kDecodeThreads) return;  // CTAs of more than 128 threads: the first 128 publish
 #pragma unroll
   for (int m = 0; m < 2; ++m) {
     const int i = threadIdx.x + kDecodeThreads * m;  // covers all kLinearDecodeMaxKeyDim channels
@@ -165,32 +167,37 @@ __device__ __forceinline__ void store_state4(float* to, bool vector, int valid, 
   }
 }
 
-__device__ void write_zero_rows(const LinearDecodeParams& p, int n, int hv, int column_begin) {
+__device__ void write_zero_rows(const LinearDecodeParams& p, int n, int hv, int column_begin, int columns) {
   const LinearCommonParams& c = p.common;
-  for (int e = threadIdx.x; e < p.tokens * kDecodeColumns; e += kDecodeThreads) {
-    const int t = e / kDecodeColumns;
-    const int j = column_begin + e % kDecodeColumns;
+  for (int e = threadIdx.x; e < p.tokens * columns; e += blockDim.x) {
+    const int t = e / columns;
+    const int j = column_begin + e % columns;
     if (j < c.value_dim) store_element(c.out_data, out_offset(c, n, t, hv) + j, c.io_element, 0.0f);
   }
 }
 
-// [K, V] layout: thread (group g = threadIdx / 8, column quad c = threadIdx % 8) holds
-// S[g + 16 r][column_begin + 4 c + e] for r < kRows, e < 4. Per thread 4 kRows floats, as 16-byte loads:
-// at K <= 128, 32 floats; `__launch_bounds__` 6 CTAs/SM keeps 6 x 16 KB = 96 KB of state loads in
-// flight per SM, four times the ~25 KB that 3.3 TB/s x ~1 us asks for.
-template <int kRows>
-__global__ void __launch_bounds__(kDecodeThreads, kRows <= 8 ? 6 : 3)
-    decode_kv_kernel(LinearDecodeParams p, bool vector) {
-  constexpr int kGroups = kDecodeThreads / 8;
+// [K, V] layout: a CTA of kWarps warps covers 4 kQuads value columns; thread (group g = threadIdx / kQuads,
+// column quad c = threadIdx % kQuads) holds S[g + G r][column_begin + 4 c + e] for r < kRows, e < 4, with
+// G = 32 kWarps / kQuads groups, as 16-byte loads. The sums over i are per thread, then shuffles among
+// the warp's groups, then across the warps through shared memory.
+// K <= 128: kQuads = 16, 4 warps over 64 columns (256-byte row pieces), 64 floats per thread, 4 CTAs/SM:
+// 128 KB of state loads in flight per SM. Measured on the H200 (NOTES prediction 11): 85.5-90.9% of
+// copy, against 76-81% with 32 columns (128-byte pieces, 32 floats, 6 CTAs/SM) and 76-79% with whole
+// 512-byte rows (8 warps over 128 columns, 2 CTAs/SM, 104 bytes of spill at 128 registers).
+// K <= 256: kQuads = 8, 4 warps over 32 columns, 64 floats per thread, 3 CTAs/SM.
+template <int kRows, int kWarps, int kQuads, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks) decode_kv_kernel(LinearDecodeParams p, bool vector) {
+  constexpr int kColumns = 4 * kQuads;
+  constexpr int kGroups = 32 * kWarps / kQuads;
   const LinearCommonParams& c = p.common;
-  const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
-  const int column_begin = (blockIdx.x % slices) * kDecodeColumns;
+  const int slices = (c.value_dim + kColumns - 1) / kColumns;
+  const int column_begin = (blockIdx.x % slices) * kColumns;
   const int hv = (blockIdx.x / slices) % c.heads_v;
   const int n = blockIdx.x / (slices * c.heads_v);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int group = threadIdx.x >> 3;
-  const int quad = threadIdx.x & 7;
+  const int group = threadIdx.x / kQuads;
+  const int quad = threadIdx.x % kQuads;
   const int j0 = column_begin + 4 * quad;
   const int columns = c.value_dim - j0;  // of this thread's 4, the first `columns` exist
 
@@ -201,12 +208,12 @@ __global__ void __launch_bounds__(kDecodeThreads, kRows <= 8 ? 6 : 3)
 
   float* state = decode_state(p, n, hv);
   if (state == nullptr) {
-    write_zero_rows(p, n, hv, column_begin);
+    write_zero_rows(p, n, hv, column_begin, kColumns);
     return;
   }
   __shared__ DecodeToken token;
-  __shared__ float partial_k[kDecodeWarps][kDecodeColumns];
-  __shared__ float partial_q[kDecodeWarps][kDecodeColumns];
+  __shared__ float partial_k[kWarps][kColumns];
+  __shared__ float partial_q[kWarps][kColumns];
 
   float s[kRows][4];
 #pragma unroll
@@ -238,15 +245,16 @@ __global__ void __launch_bounds__(kDecodeThreads, kRows <= 8 ? 6 : 3)
         }
       }
     }
-    // The warp's 4 groups of a column quad are lanes quad + 8 m.
+    // The warp's groups of a column quad are lanes quad + kQuads m.
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      sum_k[e] += __shfl_xor_sync(0xffffffffu, sum_k[e], 8);
-      sum_k[e] += __shfl_xor_sync(0xffffffffu, sum_k[e], 16);
-      sum_q[e] += __shfl_xor_sync(0xffffffffu, sum_q[e], 8);
-      sum_q[e] += __shfl_xor_sync(0xffffffffu, sum_q[e], 16);
+    for (int offset = kQuads; offset < 32; offset <<= 1) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sum_k[e] += __shfl_xor_sync(0xffffffffu, sum_k[e], offset);
+        sum_q[e] += __shfl_xor_sync(0xffffffffu, sum_q[e], offset);
+      }
     }
-    if (lane < 8) {
+    if (lane < kQuads) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         partial_k[warp][4 * quad + e] = sum_k[e];
@@ -259,12 +267,12 @@ __global__ void __launch_bounds__(kDecodeThreads, kRows <= 8 ? 6 : 3)
     for (int e = 0; e < 4; ++e) {
       float total_k = 0.0f, total_q = 0.0f;
 #pragma unroll
-      for (int w = 0; w < kDecodeWarps; ++w) {
+      for (int w = 0; w < kWarps; ++w) {
         total_k += partial_k[w][4 * quad + e];
         total_q += partial_q[w][4 * quad + e];
       }
       const float delta = token.beta * (v[e] - scalars.k_factor * total_k);
-      if (threadIdx.x < 8 && e < columns) {
+      if (threadIdx.x < kQuads && e < columns) {
         store_element(c.out_data, out_offset(c, n, t, hv) + j0 + e, c.io_element,
                       scalars.q_factor * total_q + delta * scalars.qk);
       }
@@ -317,7 +325,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3)
 
   float* state = decode_state(p, n, hv);
   if (state == nullptr) {
-    write_zero_rows(p, n, hv, column_begin);
+    write_zero_rows(p, n, hv, column_begin, kDecodeColumns);
     return;
   }
   __shared__ DecodeToken token;
@@ -414,23 +422,25 @@ __global__ void __launch_bounds__(kDecodeThreads, kChunks <= 4 ? 6 : 3)
 
 cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t stream) {
   const LinearCommonParams& c = params.common;
-  const int slices = (c.value_dim + kDecodeColumns - 1) / kDecodeColumns;
   // CTAs in state memory order (slice fastest, then value head, then sequence): the CTAs resident at a
   // time sweep the state as one contiguous stream, as a copy does.
-  const dim3 grid(static_cast<unsigned>(params.num_sequences) * c.heads_v * slices);
-  const bool wide = c.key_dim > 128;  // 64 state floats per thread past K = 128
+  const auto grid = [&](int columns) {
+    const int slices = (c.value_dim + columns - 1) / columns;
+    return dim3(static_cast<unsigned>(params.num_sequences) * c.heads_v * slices);
+  };
+  const bool wide = c.key_dim > 128;  // 64 state floats per thread past K = 128 (both layouts)
   // 16-byte accesses need every row start 16-byte aligned and whole quads along the contiguous dimension.
   const bool aligned = reinterpret_cast<std::uintptr_t>(params.state.data) % 16 == 0 &&
                        params.state.sequence_stride % 4 == 0 && params.state.head_stride % 4 == 0 &&
                        params.state.row_stride % 4 == 0;
   if (c.state_vk) {
     const bool vector = aligned && c.key_dim % 4 == 0;
-    if (wide) decode_vk_kernel<8><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
-    else decode_vk_kernel<4><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
+    if (wide) decode_vk_kernel<8><<<grid(kDecodeColumns), kDecodeThreads, 0, stream>>>(params, vector);
+    else decode_vk_kernel<4><<<grid(kDecodeColumns), kDecodeThreads, 0, stream>>>(params, vector);
   } else {
     const bool vector = aligned && c.value_dim % 4 == 0;
-    if (wide) decode_kv_kernel<16><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
-    else decode_kv_kernel<8><<<grid, kDecodeThreads, 0, stream>>>(params, vector);
+    if (wide) decode_kv_kernel<16, 4, 8, 3><<<grid(32), 128, 0, stream>>>(params, vector);
+    else decode_kv_kernel<16, 4, 16, 4><<<grid(64), 128, 0, stream>>>(params, vector);
   }
   return cudaGetLastError();
 }
