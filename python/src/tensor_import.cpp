@@ -53,6 +53,23 @@ nb::object checked(PyObject* result) {
   return nb::steal(result);
 }
 
+// tensor.data_ptr() as an address (0 is a valid answer for a tensor without elements).
+void* torch_data_ptr(nb::handle tensor) {
+  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(tensor.ptr(), names().data_ptr));
+  void* data = PyLong_AsVoidPtr(data_ptr.ptr());
+  if (data == nullptr && PyErr_Occurred()) throw nb::python_error();
+  return data;
+}
+
+// The strides of a compact row-major tensor of ref's shape (an axis of extent 0 counts as 1).
+void set_contiguous_strides(TensorRef* ref) {
+  std::int64_t stride = 1;
+  for (int axis = ref->rank - 1; axis >= 0; --axis) {
+    ref->strides[axis] = stride;
+    stride *= std::max<std::int64_t>(ref->shape[axis], 1);
+  }
+}
+
 std::string python_type_name(nb::handle object) { return nb::type_name(object.type()).c_str(); }
 
 [[noreturn]] void rank_too_high(const char* name, std::size_t rank) {
@@ -126,9 +143,7 @@ bool import_torch(const char* name, nb::handle object, int required_rank, Tensor
   read_int_tuple(shape, ref.shape, rank);
   read_int_tuple(strides, ref.strides, rank);
 
-  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(object.ptr(), n.data_ptr));
-  ref.data = PyLong_AsVoidPtr(data_ptr.ptr());
-  if (ref.data == nullptr && PyErr_Occurred()) throw nb::python_error();
+  ref.data = torch_data_ptr(object);
   return true;
 }
 
@@ -212,11 +227,7 @@ TensorRef import_dlpack(const char* name, nb::handle object, bool uint16_is_bf16
   if (array.size() == 0) {
     // An array without elements has no addresses, and producers export arbitrary strides for it (NumPy
     // exports 0 for every axis): describe it as compact, which the validation accepts.
-    std::int64_t stride = 1;
-    for (int axis = ref.rank - 1; axis >= 0; --axis) {
-      ref.strides[axis] = stride;
-      stride *= std::max<std::int64_t>(ref.shape[axis], 1);
-    }
+    set_contiguous_strides(&ref);
   }
   ref.data = const_cast<void*>(array.data());
   keep->push_back(std::move(array));
@@ -249,19 +260,13 @@ nb::object torch_new_empty(nb::handle like, const TensorRef& like_ref, const std
   PyObject* args[] = {like.ptr(), sizes.ptr(), torch_types.float32};
   nb::object tensor = checked(PyObject_VectorcallMethod(n.new_empty, args, 2,
                                                         fp32 ? n.dtype_keyword : nullptr));
-  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(tensor.ptr(), n.data_ptr));
   *ref = TensorRef{};
-  ref->data = PyLong_AsVoidPtr(data_ptr.ptr());
-  if (ref->data == nullptr && PyErr_Occurred()) throw nb::python_error();
+  ref->data = torch_data_ptr(tensor);
   ref->dtype = fp32 ? DType::kFloat32 : like_ref.dtype;
   ref->device = like_ref.device;
   ref->rank = rank;
-  std::int64_t stride = 1;
-  for (int axis = rank - 1; axis >= 0; --axis) {
-    ref->shape[axis] = shape[axis];
-    ref->strides[axis] = stride;
-    stride *= std::max<std::int64_t>(shape[axis], 1);
-  }
+  std::copy(shape, shape + rank, ref->shape);
+  set_contiguous_strides(ref);
   return tensor;
 }
 
@@ -276,15 +281,9 @@ bool is_contiguous_ref(const TensorRef& ref) {
 
 nb::object torch_empty_like(nb::handle like, const TensorRef& like_ref, TensorRef* ref) {
   nb::object tensor = checked(PyObject_CallOneArg(torch_types.empty_like, like.ptr()));
-  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(tensor.ptr(), names().data_ptr));
   *ref = like_ref;
-  ref->data = PyLong_AsVoidPtr(data_ptr.ptr());
-  if (ref->data == nullptr && PyErr_Occurred()) throw nb::python_error();
-  std::int64_t stride = 1;
-  for (int axis = ref->rank - 1; axis >= 0; --axis) {
-    ref->strides[axis] = stride;
-    stride *= std::max<std::int64_t>(ref->shape[axis], 1);
-  }
+  ref->data = torch_data_ptr(tensor);
+  set_contiguous_strides(ref);
   return tensor;
 }
 
@@ -297,10 +296,7 @@ void* torch_new_bytes(nb::handle like, std::size_t bytes, nb::object* owner) {
   const Names& n = names();
   PyObject* args[] = {like.ptr(), sizes.ptr(), torch_types.uint8};
   *owner = checked(PyObject_VectorcallMethod(n.new_empty, args, 2, n.dtype_keyword));
-  nb::object data_ptr = checked(PyObject_CallMethodNoArgs(owner->ptr(), n.data_ptr));
-  void* data = PyLong_AsVoidPtr(data_ptr.ptr());
-  if (data == nullptr && PyErr_Occurred()) throw nb::python_error();
-  return data;
+  return torch_data_ptr(*owner);
 }
 
 #if ATTNKIT_ENABLE_CUDA
