@@ -22,27 +22,11 @@
 
 #include "attnkit/linear.h"
 #include "attnkit/numeric.h"
+#include "bench_cuda_util.h"
 
 namespace {
 
-#define CUDA_OK(call)                                                                            \
-  do {                                                                                           \
-    cudaError_t e_ = (call);                                                                     \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                              \
-    }                                                                                            \
-  } while (0)
-
 using attnkit::DType;
-
-struct DeviceBuffer {
-  void* data = nullptr;
-  explicit DeviceBuffer(std::size_t bytes) { CUDA_OK(cudaMalloc(&data, std::max<std::size_t>(bytes, 1))); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(data); }
-};
 
 attnkit::TensorRef ref(void* data, DType dtype, std::vector<std::int64_t> shape) {
   attnkit::TensorRef r;

@@ -31,20 +31,12 @@
 
 #include "attnkit/linear.h"
 #include "attnkit/numeric.h"
+#include "bench_cuda_util.h"
 
 namespace {
 
 using attnkit::DType;
 using attnkit::TensorRef;
-
-#define CUDA_OK(call)                                                                          \
-  do {                                                                                         \
-    cudaError_t e_ = (call);                                                                   \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 // A device buffer with its host mirror of the values it holds (bf16 tensors hold rounded values).
 struct Buffer {

@@ -122,14 +122,29 @@ __device__ __forceinline__ float reduce_scatter(float (&x)[32], int lane) {
   return x[0];
 }
 
+// Grid-stride loops of the prep and finish kernels: `body(item)` for every item in [0, count), one item
+// per warp (warp_items; the body's lanes work together) or per thread (thread_items).
+template <typename Body>
+__device__ __forceinline__ void warp_items(std::int64_t count, Body body) {
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (std::int64_t item = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; item < count; item += warps) body(item);
+}
+
+template <typename Body>
+__device__ __forceinline__ void thread_items(std::int64_t count, Body body) {
+  const std::int64_t threads = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t item = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; item < count;
+       item += threads) {
+    body(item);
+  }
+}
+
 // ---- prep ------------------------------------------------------------------------------------------
 
 __global__ void __launch_bounds__(256) prep_qk_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
   const int lane = threadIdx.x % 32;
-  const std::int64_t pairs = p.tokens * p.heads_qk;
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
-  for (std::int64_t pair = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; pair < pairs; pair += warps) {
+  warp_items(p.tokens * p.heads_qk, [&](std::int64_t pair) {
     const std::int64_t token = pair / p.heads_qk;
     const int h = static_cast<int>(pair % p.heads_qk);
     for (int which = 0; which < 2; ++which) {
@@ -148,14 +163,13 @@ __global__ void __launch_bounds__(256) prep_qk_kernel(const LinearBackwardParams
 #pragma unroll
       for (int m = 0; m < kRowPad / 32; ++m) dst[lane + 32 * m] = v[m] * factor;
     }
-  }
+  });
 }
 
 __global__ void __launch_bounds__(256) prep_gate_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
   const std::int64_t count = p.tokens * c.heads_v * p.gate_pad;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  thread_items(count, [&](std::int64_t i) {
     const int e = static_cast<int>(i % p.gate_pad);
     const std::int64_t pair = i / p.gate_pad;  // token * HV + j
     const int j = static_cast<int>(pair % c.heads_v);
@@ -177,7 +191,7 @@ __global__ void __launch_bounds__(256) prep_gate_kernel(const LinearBackwardPara
       float unused;
       p.ws.beta[pair] = fused_beta(c, raw, &unused);
     }
-  }
+  });
 }
 
 // ---- walk ------------------------------------------------------------------------------------------
@@ -476,9 +490,7 @@ __global__ void __launch_bounds__(kThreads, 2) walk_kernel(const LinearBackwardP
 __global__ void __launch_bounds__(256) finish_qk_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
   const int lane = threadIdx.x % 32;
-  const std::int64_t pairs = p.tokens * p.heads_qk;
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
-  for (std::int64_t pair = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; pair < pairs; pair += warps) {
+  warp_items(p.tokens * p.heads_qk, [&](std::int64_t pair) {
     const std::int64_t token = pair / p.heads_qk;
     const int h = static_cast<int>(pair % p.heads_qk);
     for (int which = 0; which < 2; ++which) {
@@ -519,15 +531,14 @@ __global__ void __launch_bounds__(256) finish_qk_kernel(const LinearBackwardPara
         if (e < c.key_dim) store_element(out.data, base + e, c.io_element, grad[m]);
       }
     }
-  }
+  });
 }
 
 __global__ void __launch_bounds__(256) finish_gate_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
   const int width = c.per_key_gate ? c.key_dim : 1;
   const std::int64_t count = p.tokens * c.heads_v * p.gate_pad;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  thread_items(count, [&](std::int64_t i) {
     const int e = static_cast<int>(i % p.gate_pad);
     const std::int64_t pair = i / p.gate_pad;  // token * HV + j
     const int j = static_cast<int>(pair % c.heads_v);
@@ -564,7 +575,7 @@ __global__ void __launch_bounds__(256) finish_gate_kernel(const LinearBackwardPa
                     token_offset(p, token, p.dbeta.batch_stride, p.dbeta.token_stride) + j * p.dbeta.head_stride,
                     p.beta_grad_element, dbeta * d_raw);
     }
-  }
+  });
 }
 
 // blockIdx.x = value head j; blockIdx.y = e < gate width: ddt_bias[j][e]; blockIdx.y = width: dA_log[j].
