@@ -7,11 +7,12 @@
 //          w_neg = -T_beta (k Gamma), the (L2-normalised) k, u = T_beta v (fp32), G.
 //   state  (grid: sequence x value head x slice of 16 value columns) walks the chunks in order
 //          with its fp32 state slice S in shared memory: v_new = u + w_neg S, S <- exp(G_last) S +
-//          k^T (exp(G_last - G) v_new); it writes S at each chunk's start (Element) and v_new (fp32). Per
-//          chunk that is two small GEMMs and two barriers, with the next chunk's operands in flight
-//          (cp.async, double buffer).
-//   output (grid: every chunk slot x value head x 64 value columns, in parallel)
-//          O = (scale q Gamma) S_chunk + P v_new, P[t][s] = scale exp(G_t - G_s) q_t . k_s (s <= t).
+//          k^T (exp(G_last - G) v_new); it writes S at each chunk's start (Element) and v_new (as the
+//          pair hi + lo of Element values, below). Per chunk that is two small GEMMs and two barriers,
+//          with the next chunk's operands in flight (cp.async, double buffer).
+//   output (grid: every chunk slot x value head x 128 value columns, in parallel; mma.sync fragments in
+//          registers) O = diag(scale Gamma) Q S_chunk + P v_new, P[t][s] = scale exp(G_t - G_s) q_t . k_s
+//          (s <= t).
 //
 // Every exp has a non-positive argument (G falls along the chunk). The state slice S [128, slice] of a
 // (sequence, value head) is exact parallelism: value columns evolve independently.
@@ -22,7 +23,8 @@
 // decayed v_new. With all eight operands in bf16 (8b6ed0a) weak decays over long sequences missed the
 // 0.005 bound of semantics.md section 6 on the H100 (out rms 5.5e-3 at K = 16, T ~ 1000, gates x0.01);
 // bench/linear/gdn_rounding_study.py puts this scheme at 2.8e-3 there and 1.9e-3 at K = V = 128 x1
-// (bf16 throughout: 5.7e-3 and 3.2e-3). The S copy, w_neg, k Gamma and q Gamma stay single Element values.
+// (bf16 throughout: 5.7e-3 and 3.2e-3). The S copy, w_neg and k Gamma stay single Element values; the
+// output kernel applies scale Gamma and the L2 factors of q and k in fp32 to the products' accumulators.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,12 +34,12 @@
 
 #include "device/kernel_attributes.cuh"
 #include "kernels/linear/sm80/linear_wmma_sm80.cuh"
+#include "kernels/linear/sm80/linear_mma_sm80.cuh"
 
 namespace attnkit::sm80::linear_detail {
 
 constexpr int kChunkedThreads = 128;
 constexpr int kChunkedWarps = kChunkedThreads / 32;
-constexpr int kOutputSlice = 64;  // value columns per output CTA
 
 // ---- Chunk slots ---------------------------------------------------------------------------------------
 
@@ -413,8 +415,8 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
     if (chunk + 1 < chunks) prefetch(chunk + 1, buf ^ 1);
     const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
 
-    // v_new = u + w_neg S: fp32 to the workspace (for the output kernel), exp(G_last - G) v_new as hi + lo
-    // to shared memory (for the update).
+    // v_new = u + w_neg S: as hi + lo to the workspace (the output kernel's operand pair, split once here
+    // rather than by each output CTA), exp(G_last - G) v_new as hi + lo to shared memory (for the update).
     {
       FragC acc[kNewPerWarp];
 #pragma unroll
@@ -448,11 +450,13 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
         __syncwarp();
         const int t = row_tile * kTile + r;
         const float* src = stage + r * kTile + c8;
-        float* global = ws.v_new + (sh * kChunk + t) * ws.value_pad + col0 + col_tile * kTile + c8;
-        reinterpret_cast<float4*>(global)[0] = reinterpret_cast<const float4*>(src)[0];
-        reinterpret_cast<float4*>(global)[1] = reinterpret_cast<const float4*>(src)[1];
+        const std::int64_t global = (sh * kChunk + t) * ws.value_pad + col0 + col_tile * kTile + c8;
         const float tail = __expf(g_last - sm.gate[buf][t]);
         alignas(16) Element hi[8], lo[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) split_element(src[e], &hi[e], &lo[e]);
+        *reinterpret_cast<uint4*>(static_cast<Element*>(ws.v_new) + global) = *reinterpret_cast<const uint4*>(hi);
+        *reinterpret_cast<uint4*>(static_cast<Element*>(ws.v_new_lo) + global) = *reinterpret_cast<const uint4*>(lo);
 #pragma unroll
         for (int e = 0; e < 8; ++e) split_element(src[e] * tail, &hi[e], &lo[e]);
         const int at = t * kLdSlice + col_tile * kTile + c8;
@@ -514,32 +518,36 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
 
 // ---- output --------------------------------------------------------------------------------------------
 
+// One CTA per (chunk slot, value head, 128 value columns), 8 warps: warp w owns rows 16 (w % 4) .. + 15 of
+// the chunk and value columns 64 (w / 4) .. + 63 of the CTA's 128. Everything after the loads stays in
+// mma.sync registers: the warp's rows of Q K^T (the two warps of a row tile each compute them, 16-64
+// MMAs, rather than share them through shared memory and a barrier), masked and decayed in fp32 and split
+// into the P pair straight from the accumulators into A fragments; Q S in fp32 times scale exp(G_t) per
+// row (q Gamma is not rounded to Element first); then P v_new with the pair from the state pass.
+// ~103 KB of shared memory: 2 CTAs (16 warps) per SM.
+constexpr int kOutputColumns = 128;
+constexpr int kOutputThreads = 256;
+
 template <typename Element>
 struct OutputShared {
-  static constexpr int kLdKey = kKeyPad + 8;
-  static constexpr int kLdChunk = kChunk + 8;
-  static constexpr int kLdChunkF = kChunk + 4;
-  static constexpr int kLdValue = kOutputSlice + 8;
-  alignas(128) Element q[kChunk * kLdKey];  // q (L2-normalised), then scale q Gamma
+  static constexpr int kLdKey = kKeyPad + 8;  // rows 272 bytes apart: the 8 rows of an ldmatrix hit distinct banks
+  static constexpr int kLdValue = kOutputColumns + 8;
+  alignas(128) Element q[kChunk * kLdKey];  // q as it came; after the products, O staged for the stores
   alignas(128) Element k[kChunk * kLdKey];
-  alignas(128) Element p[kChunk * kLdChunk];     // P: hi part
-  alignas(128) Element p_lo[kChunk * kLdChunk];  // and lo part
-  alignas(128) Element state[kKeyPad * kLdValue];  // S at the chunk's start, this CTA's columns
+  alignas(128) Element state[kKeyPad * kLdValue];    // S at the chunk's start, this CTA's columns
   alignas(128) Element v_new[kChunk * kLdValue];     // hi part
   alignas(128) Element v_new_lo[kChunk * kLdValue];  // and lo part
-  alignas(128) float p_raw[kChunk * kLdChunkF];     // Q K^T, then the warps' staging tiles
   alignas(16) float gate[kChunk];
+  alignas(16) float q_factor[kChunk];  // L2 factors (1 without the fused norm), applied in fp32
+  alignas(16) float k_factor[kChunk];
 };
 
 template <typename Element>
-__global__ void __launch_bounds__(kChunkedThreads) linear_gdn_output_kernel(LinearForwardParams params) {
+__global__ void __launch_bounds__(kOutputThreads, 2) linear_gdn_output_kernel(LinearForwardParams params) {
   using Shared = OutputShared<Element>;
-  using Convert = ElementConvert<Element>;
-  namespace wmma = nvcuda::wmma;
   constexpr int kLdKey = Shared::kLdKey;
-  constexpr int kLdChunk = Shared::kLdChunk;
-  constexpr int kLdChunkF = Shared::kLdChunkF;
   constexpr int kLdValue = Shared::kLdValue;
+  constexpr int kPieces = kOutputColumns / 8;  // 16-byte pieces of a row of S or v_new
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
   const LinearCommonParams& c = params.common;
@@ -548,9 +556,9 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_output_kernel(Line
   const int warp = tid >> 5;
   const int lane = tid & 31;
 
-  const int slices = ws.value_pad / kOutputSlice;
-  const std::int64_t slot = blockIdx.x / slices;
-  const int col0 = static_cast<int>(blockIdx.x % slices) * kOutputSlice;
+  const int blocks = (ws.value_pad + kOutputColumns - 1) / kOutputColumns;
+  const std::int64_t slot = blockIdx.x / blocks;
+  const int col0 = static_cast<int>(blockIdx.x % blocks) * kOutputColumns;
   SlotPlace place;
   if (!locate_slot(params, slot, &place)) return;
   const int hv = blockIdx.y;
@@ -559,120 +567,156 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_output_kernel(Line
   const int rows = static_cast<int>(place.length - place.chunk * kChunk < kChunk ? place.length - place.chunk * kChunk : kChunk);
   const std::int64_t sh = slot * c.heads_v + hv;
 
-  // q and k (one cp.async group), then S (a second group), then v_new through registers as hi + lo.
+  // q and k (one cp.async group), then S and the v_new pair (a second group); columns past value_pad
+  // (V <= 64: the CTA's second half) are zero.
   const Element* q_base = static_cast<const Element*>(c.q.data) + place.batch * c.q.batch_stride + t0 * c.q.token_stride + h * c.q.head_stride;
   const Element* k_base = static_cast<const Element*>(c.k.data) + place.batch * c.k.batch_stride + t0 * c.k.token_stride + h * c.k.head_stride;
-  load_rows<Element, kKeyPad, kChunkedThreads>(sm.q, kLdKey, q_base, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
-  load_rows<Element, kKeyPad, kChunkedThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+  load_rows<Element, kKeyPad, kOutputThreads>(sm.q, kLdKey, q_base, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
+  load_rows<Element, kKeyPad, kOutputThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
   cp_async_commit();
   {
+    const int width = ws.value_pad - col0 < kOutputColumns ? ws.value_pad - col0 : kOutputColumns;
     const Element* h_ws = static_cast<const Element*>(ws.h) + sh * kKeyPad * ws.value_pad + col0;
-    constexpr int kPieces = kOutputSlice / 8;
-    for (int e = tid; e < kKeyPad * kPieces; e += kChunkedThreads) {
+    for (int e = tid; e < kKeyPad * kPieces; e += kOutputThreads) {
       const int r = e / kPieces;
       const int j = (e % kPieces) * 8;
-      cp_async_16(&sm.state[r * kLdValue + j], h_ws + r * ws.value_pad + j);
+      Element* d = &sm.state[r * kLdValue + j];
+      if (j < width) cp_async_16(d, h_ws + r * ws.value_pad + j);
+      else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+    }
+    const std::int64_t v_at = sh * kChunk * ws.value_pad + col0;
+    const Element* v_hi = static_cast<const Element*>(ws.v_new) + v_at;
+    const Element* v_lo = static_cast<const Element*>(ws.v_new_lo) + v_at;
+    for (int e = tid; e < kChunk * kPieces; e += kOutputThreads) {
+      const int r = e / kPieces;
+      const int j = (e % kPieces) * 8;
+      Element* d_hi = &sm.v_new[r * kLdValue + j];
+      Element* d_lo = &sm.v_new_lo[r * kLdValue + j];
+      if (j < width) {
+        cp_async_16(d_hi, v_hi + r * ws.value_pad + j);
+        cp_async_16(d_lo, v_lo + r * ws.value_pad + j);
+      } else {
+        *reinterpret_cast<uint4*>(d_hi) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(d_lo) = make_uint4(0, 0, 0, 0);
+      }
     }
     cp_async_commit();
   }
   if (tid < kChunk) sm.gate[tid] = ws.gate[sh * kChunk + tid];
-  {
-    // All eight 16-byte loads of a thread are issued before the first conversion.
-    constexpr int kQuads = kOutputSlice / 4;
-    constexpr int kPerThread = kChunk * kQuads / kChunkedThreads;
-    const float* v_ws = ws.v_new + sh * kChunk * ws.value_pad + col0;
-    float4 x[kPerThread];
-#pragma unroll
-    for (int u = 0; u < kPerThread; ++u) {
-      const int e = tid + u * kChunkedThreads;
-      x[u] = *reinterpret_cast<const float4*>(v_ws + (e / kQuads) * ws.value_pad + (e % kQuads) * 4);
-    }
-#pragma unroll
-    for (int u = 0; u < kPerThread; ++u) {
-      const int e = tid + u * kChunkedThreads;
-      const int at = (e / kQuads) * kLdValue + (e % kQuads) * 4;
-      split_element(x[u].x, &sm.v_new[at], &sm.v_new_lo[at]);
-      split_element(x[u].y, &sm.v_new[at + 1], &sm.v_new_lo[at + 1]);
-      split_element(x[u].z, &sm.v_new[at + 2], &sm.v_new_lo[at + 2]);
-      split_element(x[u].w, &sm.v_new[at + 3], &sm.v_new_lo[at + 3]);
-    }
-  }
-  cp_async_wait_group<1>();  // q and k; S may still be in flight
+  cp_async_wait_group<1>();  // q and k; S and v_new may still be in flight
   __syncthreads();
-  if (c.l2norm_qk) {
-    l2_normalise_rows<Element, kChunkedThreads>(sm.q, kLdKey);
-    l2_normalise_rows<Element, kChunkedThreads>(sm.k, kLdKey);
-    __syncthreads();
-  }
-  // Q K^T: the 10 lower tiles (3, 3, 2, 2 per warp).
-  for (int job = warp; job < 10; job += kChunkedWarps) {
-    int row_tile = 0;
-    while ((row_tile + 1) * (row_tile + 2) / 2 <= job) ++row_tile;
-    const int col_tile = job - row_tile * (row_tile + 1) / 2;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.0f);
-    mma_abt<Element, kKeyPad>(acc, sm.q + row_tile * kTile * kLdKey, sm.k + col_tile * kTile * kLdKey, kLdKey);
-    wmma::store_matrix_sync(sm.p_raw + row_tile * kTile * kLdChunkF + col_tile * kTile, acc, kLdChunkF, wmma::mem_row_major);
-  }
-  __syncthreads();
-  for (int e = tid; e < kChunk * kChunk; e += kChunkedThreads) {
-    const int t = e / kChunk;
-    const int s = e % kChunk;
-    const float pr = sm.p_raw[t * kLdChunkF + s];
-    split_element(s <= t ? c.scale * __expf(sm.gate[t] - sm.gate[s]) * pr : 0.0f, &sm.p[t * kLdChunk + s], &sm.p_lo[t * kLdChunk + s]);
-  }
-  for (int e = tid; e < kChunk * kKeyPad; e += kChunkedThreads) {
-    const int t = e / kKeyPad;
-    const int i = e % kKeyPad;
-    Element* x = sm.q + t * kLdKey + i;
-    *x = Convert::from(c.scale * __expf(sm.gate[t]) * Convert::to(*x));
-  }
+  l2_row_factors<Element, kOutputThreads>(sm.q, kLdKey, c.l2norm_qk, sm.q_factor);
+  l2_row_factors<Element, kOutputThreads>(sm.k, kLdKey, c.l2norm_qk, sm.k_factor);
   cp_async_wait_all();
   __syncthreads();
 
-  // O = (scale q Gamma) S + P v_new: 16 tiles, a row tile of 4 per warp.
-  FragC acc[kOutputSlice / kTile];
+  const int row_tile = warp & 3;
+  const int column0 = (warp >> 2) * 64;  // of the CTA's 128
+  const int g = lane >> 2;
+  const int t2 = (lane & 3) * 2;
+  const int row0 = row_tile * kTile + g;  // the thread's accumulator rows: row0 and row0 + 8
+  const int row1 = row0 + 8;
+
+  // Q K^T for key tokens 0 .. 16 row_tile + 15 (p, n-tiles of 8 keys) and Q S (o, n-tiles of 8 value
+  // columns) over the 8 k-steps of K, sharing each A fragment of q.
+  float p[8][4] = {};
+  float o[8][4] = {};
+  const Element* q_rows = sm.q + row_tile * kTile * kLdKey;
 #pragma unroll
-  for (int u = 0; u < kOutputSlice / kTile; ++u) wmma::fill_fragment(acc[u], 0.0f);
+  for (int kk = 0; kk < kKeyPad / kTile; ++kk) {
+    unsigned a[4];
+    load_a(a, q_rows + kk * kTile, kLdKey);
 #pragma unroll
-  for (int d = 0; d < kKeyPad; d += kTile) {
-    FragA<Element> fa;
-    wmma::load_matrix_sync(fa, sm.q + warp * kTile * kLdKey + d, kLdKey);
-#pragma unroll
-    for (int u = 0; u < kOutputSlice / kTile; ++u) {
-      FragB<Element> fb;
-      wmma::load_matrix_sync(fb, sm.state + d * kLdValue + u * kTile, kLdValue);
-      wmma::mma_sync(acc[u], fa, fb, acc[u]);
+    for (int np = 0; np < kChunk / kTile; ++np) {
+      if (np <= row_tile) {  // key tiles past the diagonal are masked out
+        unsigned b[4];
+        load_b_nk(b, sm.k + np * kTile * kLdKey + kk * kTile, kLdKey);
+        mma_16816<Element>(p[2 * np], a, b[0], b[1]);
+        mma_16816<Element>(p[2 * np + 1], a, b[2], b[3]);
+      }
+      unsigned b[4];
+      load_b_kn(b, sm.state + kk * kTile * kLdValue + column0 + np * kTile, kLdValue);
+      mma_16816<Element>(o[2 * np], a, b[0], b[1]);
+      mma_16816<Element>(o[2 * np + 1], a, b[2], b[3]);
     }
   }
-  // P v_new = P_hi v_hi + P_lo v_hi + P_hi v_lo (the lo x lo term is below bf16's rounding of O).
+
+  // P[t][s] = scale f_q(t) f_k(s) exp(G_t - G_s) (q_t . k_s) for s <= t, as the pair hi + lo in A
+  // fragments: n-tiles 2 kk and 2 kk + 1 form k-step kk (see linear_mma_sm80.cuh).
+  const float gate0 = sm.gate[row0];
+  const float gate1 = sm.gate[row1];
+  const float factor0 = c.scale * sm.q_factor[row0];
+  const float factor1 = c.scale * sm.q_factor[row1];
+  unsigned p_hi[4][4], p_lo[4][4];
 #pragma unroll
-  for (int d = 0; d <= warp * kTile; d += kTile) {  // P is lower triangular: tiles past the diagonal are 0
-    FragA<Element> fa, fa_lo;
-    wmma::load_matrix_sync(fa, sm.p + warp * kTile * kLdChunk + d, kLdChunk);
-    wmma::load_matrix_sync(fa_lo, sm.p_lo + warp * kTile * kLdChunk + d, kLdChunk);
+  for (int j = 0; j < 8; ++j) {
+    if (j / 2 > row_tile) continue;
+    float x0[2], x1[2];
 #pragma unroll
-    for (int u = 0; u < kOutputSlice / kTile; ++u) {
-      FragB<Element> fb;
-      wmma::load_matrix_sync(fb, sm.v_new + d * kLdValue + u * kTile, kLdValue);
-      wmma::mma_sync(acc[u], fa, fb, acc[u]);
-      wmma::mma_sync(acc[u], fa_lo, fb, acc[u]);
-      wmma::load_matrix_sync(fb, sm.v_new_lo + d * kLdValue + u * kTile, kLdValue);
-      wmma::mma_sync(acc[u], fa, fb, acc[u]);
+    for (int e = 0; e < 2; ++e) {
+      const int s = j * 8 + t2 + e;
+      const float key = sm.k_factor[s];
+      const float gate_s = sm.gate[s];
+      x0[e] = s <= row0 ? factor0 * key * __expf(gate0 - gate_s) * p[j][e] : 0.0f;
+      x1[e] = s <= row1 ? factor1 * key * __expf(gate1 - gate_s) * p[j][2 + e] : 0.0f;
+    }
+    const int at = (j & 1) * 2;
+    split_pair<Element>(x0[0], x0[1], &p_hi[j / 2][at], &p_lo[j / 2][at]);
+    split_pair<Element>(x1[0], x1[1], &p_hi[j / 2][at + 1], &p_lo[j / 2][at + 1]);
+  }
+
+  // O = diag(scale f_q exp(G)) (Q S) + P v_new, with P v_new = P_hi v_hi + P_lo v_hi + P_hi v_lo (the lo x lo
+  // term is below Element's rounding of O).
+  const float out0 = factor0 * __expf(gate0);
+  const float out1 = factor1 * __expf(gate1);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    o[j][0] *= out0;
+    o[j][1] *= out0;
+    o[j][2] *= out1;
+    o[j][3] *= out1;
+  }
+#pragma unroll
+  for (int kk = 0; kk < kChunk / kTile; ++kk) {
+    if (kk > row_tile) continue;  // P is lower triangular
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      const int at = kk * kTile * kLdValue + column0 + np * kTile;
+      unsigned b[4], b_lo[4];
+      load_b_kn(b, sm.v_new + at, kLdValue);
+      load_b_kn(b_lo, sm.v_new_lo + at, kLdValue);
+      mma_16816<Element>(o[2 * np], p_hi[kk], b[0], b[1]);
+      mma_16816<Element>(o[2 * np], p_lo[kk], b[0], b[1]);
+      mma_16816<Element>(o[2 * np], p_hi[kk], b_lo[0], b_lo[1]);
+      mma_16816<Element>(o[2 * np + 1], p_hi[kk], b[2], b[3]);
+      mma_16816<Element>(o[2 * np + 1], p_lo[kk], b[2], b[3]);
+      mma_16816<Element>(o[2 * np + 1], p_hi[kk], b_lo[2], b_lo[3]);
     }
   }
-  float* stage = sm.p_raw + warp * kTile * kTile;  // P's raw sums are no longer read
+
+  // O through shared memory (over q) so that the global stores are 16-byte rows pieces.
+  __syncthreads();  // every warp has read q
+  Element* stage = sm.q;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int col = column0 + j * 8 + t2;
+    *reinterpret_cast<unsigned*>(stage + row0 * kLdKey + col) = pack_pair<Element>(o[j][0], o[j][1]);
+    *reinterpret_cast<unsigned*>(stage + row1 * kLdKey + col) = pack_pair<Element>(o[j][2], o[j][3]);
+  }
+  __syncthreads();
   Element* o_base = static_cast<Element*>(c.out_data) + place.batch * c.out.batch_stride + t0 * c.out.token_stride + hv * c.out.head_stride;
-#pragma unroll
-  for (int u = 0; u < kOutputSlice / kTile; ++u) {
-    wmma::store_matrix_sync(stage, acc[u], kTile, wmma::mem_row_major);
-    __syncwarp();
-    for (int e = lane; e < kTile * kTile; e += 32) {
-      const int t = warp * kTile + e / kTile;
-      const int j = col0 + u * kTile + e % kTile;
-      if (t < rows && j < c.value_dim) o_base[t * c.out.token_stride + j] = Convert::from(stage[e]);
+  for (int e = tid; e < kChunk * kPieces; e += kOutputThreads) {
+    const int t = e / kPieces;
+    const int j = (e % kPieces) * 8;
+    const int col = col0 + j;
+    if (t >= rows || col >= c.value_dim) continue;
+    Element* dst = o_base + t * c.out.token_stride + col;
+    const Element* src = stage + t * kLdKey + j;
+    if (col + 8 <= c.value_dim && reinterpret_cast<std::uintptr_t>(dst) % 16 == 0) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int u = 0; u < 8 && col + u < c.value_dim; ++u) dst[u] = src[u];
     }
-    __syncwarp();
   }
 }
 
@@ -704,8 +748,9 @@ cudaError_t launch_linear_gdn_output(const LinearForwardParams& params, cudaStre
   constexpr auto kernel = &linear_gdn_output_kernel<Element>;
   const int bytes = static_cast<int>(sizeof(OutputShared<Element>));
   if (cudaError_t status = device::ensure_dynamic_shared_memory<kernel>(bytes); status != cudaSuccess) return status;
-  const dim3 grid(static_cast<unsigned>(params.chunk.slots * (params.chunk.value_pad / kOutputSlice)), params.common.heads_v);
-  kernel<<<grid, kChunkedThreads, bytes, stream>>>(params);
+  const std::int64_t blocks = (params.chunk.value_pad + kOutputColumns - 1) / kOutputColumns;
+  const dim3 grid(static_cast<unsigned>(params.chunk.slots * blocks), params.common.heads_v);
+  kernel<<<grid, kOutputThreads, bytes, stream>>>(params);
   return cudaGetLastError();
 }
 

@@ -98,7 +98,7 @@ Status launch_status(cudaError_t error, const char* what) {
 struct GdnWorkspaceLayout {
   std::int64_t slots = 0;
   std::int64_t value_pad = 0;
-  std::size_t w_neg = 0, key = 0, u = 0, gate = 0, h = 0, v_new = 0, total = 0;
+  std::size_t w_neg = 0, key = 0, u = 0, gate = 0, h = 0, v_new = 0, v_new_lo = 0, total = 0;
 };
 
 GdnWorkspaceLayout gdn_workspace_layout(const LinearProblem& problem) {
@@ -119,7 +119,8 @@ GdnWorkspaceLayout gdn_workspace_layout(const LinearProblem& problem) {
   layout.u = take(heads * kChunk * layout.value_pad * sizeof(float));
   layout.gate = take(heads * kChunk * sizeof(float));
   layout.h = take(heads * kLinearForwardMaxKeyDim * layout.value_pad * element);
-  layout.v_new = take(heads * kChunk * layout.value_pad * sizeof(float));
+  layout.v_new = take(heads * kChunk * layout.value_pad * element);
+  layout.v_new_lo = take(heads * kChunk * layout.value_pad * element);
   return layout;
 }
 
@@ -157,9 +158,9 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
                          strides_multiple_of_8(problem.k) && strides_multiple_of_8(problem.v);
   if (!problem.per_key_gate()) {
     const GdnWorkspaceLayout layout = gdn_workspace_layout(problem);
-    if (layout.slots * (layout.value_pad / 64) > 0x7fffffff) {
+    if (layout.slots * ((layout.value_pad + 127) / 128) > 0x7fffffff) {
       return {StatusCode::kNotImplemented, "linear forward (sm80): " + std::to_string(layout.slots) +
-                                               " chunks times the 64-column value slices exceed grid.x (2^31 - 1)"};
+                                               " chunks times the 128-column value blocks exceed grid.x (2^31 - 1)"};
     }
     if (reinterpret_cast<std::uintptr_t>(args.workspace) % 256 != 0) {
       return {StatusCode::kInvalidArgument, "linear forward (sm80): the workspace must be 256-byte aligned"};
@@ -170,7 +171,8 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
     params.chunk.u = reinterpret_cast<float*>(base + layout.u);
     params.chunk.gate = reinterpret_cast<float*>(base + layout.gate);
     params.chunk.h = base + layout.h;
-    params.chunk.v_new = reinterpret_cast<float*>(base + layout.v_new);
+    params.chunk.v_new = base + layout.v_new;
+    params.chunk.v_new_lo = base + layout.v_new_lo;
     params.chunk.slots = layout.slots;
     params.chunk.value_pad = static_cast<int>(layout.value_pad);
   }

@@ -72,7 +72,8 @@ struct LinearChunkWorkspace {
   float* u = nullptr;      // fp32 [slots][HV][64][value_pad]: T_beta v
   float* gate = nullptr;   // fp32 [slots][HV][64]: G, the inclusive cumulative log decay in the chunk
   void* h = nullptr;       // Element [slots][HV][128][value_pad]: the state at the chunk's start
-  float* v_new = nullptr;  // fp32 [slots][HV][64][value_pad]: u - w h
+  void* v_new = nullptr;     // Element [slots][HV][64][value_pad]: v_new = u - w h, hi part (split_element)
+  void* v_new_lo = nullptr;  // Element, same shape: its lo part
   std::int64_t slots = 0;
   int value_pad = 0;       // V rounded up to 64
 };
