@@ -36,12 +36,13 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels/linear/sm80/linear_backward_sm80.h"
+#include "kernels/linear/sm80/linear_backward_sm80.cuh"
 #include "kernels/linear/sm80/linear_sm80_common.cuh"
 
 namespace attnkit::sm80 {
 namespace {
 
+using linear_backward_detail::token_offset;
 using linear_detail::load_element;
 using linear_detail::store_element;
 using linear_detail::warp_sum;
@@ -89,14 +90,6 @@ __device__ __forceinline__ float fused_beta(const LinearCommonParams& p, float r
   const float s = 1.0f / (1.0f + expf(-raw));
   *d_raw = factor * s * (1.0f - s);
   return factor * s;
-}
-
-// Element offset of flat token row `token` (b * T + t; varlen: t) in a token-major tensor.
-__device__ __forceinline__ std::int64_t token_offset(const LinearBackwardParams& p, std::int64_t token,
-                                                     std::int64_t batch_stride, std::int64_t token_stride) {
-  if (p.cu_seqlens != nullptr) return token * token_stride;
-  const std::int64_t b = token / p.seqlen, t = token - b * p.seqlen;
-  return b * batch_stride + t * token_stride;
 }
 
 // One butterfly step of reduce_scatter: lanes with bit O set keep the upper half of the live values.
@@ -499,7 +492,7 @@ __global__ void __launch_bounds__(256) finish_qk_kernel(const LinearBackwardPara
 #pragma unroll
       for (int m = 0; m < kRowPad / 32; ++m) grad[m] = 0.0f;
       for (int j = h * c.group; j < (h + 1) * c.group; ++j) {
-        for (int slice = 0; slice < p.slices; ++slice) {
+        for (int slice = 0; slice < p.share_slices; ++slice) {
           const float* row = shares + ((static_cast<std::int64_t>(slice) * p.tokens + token) * c.heads_v + j) * kRowPad;
 #pragma unroll
           for (int m = 0; m < kRowPad / 32; ++m) grad[m] += row[lane + 32 * m];
@@ -546,7 +539,7 @@ __global__ void __launch_bounds__(256) finish_gate_kernel(const LinearBackwardPa
     const std::int64_t per_slice = p.tokens * c.heads_v * p.gate_pad;
     if (e < width) {
       float dg = 0.0f;
-      for (int slice = 0; slice < p.slices; ++slice) dg += p.ws.dg[slice * per_slice + i];
+      for (int slice = 0; slice < p.share_slices; ++slice) dg += p.ws.dg[slice * per_slice + i];
       const std::int64_t g_at = token_offset(p, token, c.g.batch_stride, c.g.token_stride) + j * c.g.head_stride + e;
       if (c.gate != LinearGate::kLogDecay) {
         const float raw = load_element(c.g.data, g_at, c.gate_element);
@@ -565,7 +558,7 @@ __global__ void __launch_bounds__(256) finish_gate_kernel(const LinearBackwardPa
     }
     if (e == 0) {
       float dbeta = 0.0f;
-      for (int slice = 0; slice < p.slices; ++slice) dbeta += p.ws.dbeta[slice * p.tokens * c.heads_v + pair];
+      for (int slice = 0; slice < p.share_slices; ++slice) dbeta += p.ws.dbeta[slice * p.tokens * c.heads_v + pair];
       const float raw = load_element(
           c.beta.data, token_offset(p, token, c.beta.batch_stride, c.beta.token_stride) + j * c.beta.head_stride,
           c.beta_element);
@@ -632,12 +625,29 @@ LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t nu
   layout.kn = take(tokens * heads_qk * kRowPad);
   layout.gate = take(tokens * heads_v * gate_pad);
   layout.beta = take(tokens * heads_v);
-  layout.checkpoint = take(layout.slots * heads_v * slices * kSliceFloats);
-  layout.scratch = take(num_sequences * slices * heads_v * kChunk * kSliceFloats);
-  layout.dq = take(slices * tokens * heads_v * kRowPad);
-  layout.dk = take(slices * tokens * heads_v * kRowPad);
-  layout.dg = take(slices * tokens * heads_v * gate_pad);
-  layout.dbeta = take(slices * tokens * heads_v);
+  if (per_key_gate) {
+    // KDA: the walk's checkpoints, per-CTA scratch and one share of dq, dk, dg, dbeta per value slice.
+    layout.checkpoint = take(layout.slots * heads_v * slices * kSliceFloats);
+    layout.scratch = take(num_sequences * slices * heads_v * kChunk * kSliceFloats);
+    layout.dq = take(slices * tokens * heads_v * kRowPad);
+    layout.dk = take(slices * tokens * heads_v * kRowPad);
+    layout.dg = take(slices * tokens * heads_v * gate_pad);
+    layout.dbeta = take(slices * tokens * heads_v);
+  } else {
+    // GDN: the chunked backward's per-chunk intermediates and one share of each gradient.
+    const std::int64_t chunk_heads = layout.slots * heads_v, value_pad = slices * kCols;
+    layout.dq = take(tokens * heads_v * kRowPad);
+    layout.dk = take(tokens * heads_v * kRowPad);
+    layout.dg = take(tokens * heads_v);
+    layout.dbeta = take(tokens * heads_v);
+    layout.gc = take(chunk_heads * kChunk);
+    layout.tinv = take(chunk_heads * kChunk * kChunk);
+    layout.w = take(chunk_heads * kChunk * kRowPad);
+    layout.vnew = take(chunk_heads * kChunk * value_pad);
+    layout.s0 = take(chunk_heads * kRowPad * value_pad);
+    layout.dvnew = take(chunk_heads * kChunk * value_pad);
+    layout.dh = take(chunk_heads * kRowPad * value_pad);
+  }
   layout.dg_raw = take(tokens * heads_v * gate_pad);
   layout.dg_alog = take(tokens * heads_v * gate_pad);
   return layout;
@@ -649,7 +659,9 @@ cudaError_t launch_linear_backward(const LinearBackwardParams& p, cudaStream_t s
     prep_qk_kernel<<<grid_for(p.tokens * p.heads_qk, 8), 256, 0, stream>>>(p);
     prep_gate_kernel<<<grid_for(p.tokens * c.heads_v * p.gate_pad, 256), 256, 0, stream>>>(p);
   }
-  if (p.num_sequences > 0) {
+  if (!c.per_key_gate) {
+    if (const cudaError_t e = launch_gdn_backward_chunked(p, stream); e != cudaSuccess) return e;
+  } else if (p.num_sequences > 0) {
     walk_kernel<<<dim3(static_cast<unsigned int>(p.num_sequences * p.slices), static_cast<unsigned int>(c.heads_v)),
                   kThreads, 0, stream>>>(p);
   }

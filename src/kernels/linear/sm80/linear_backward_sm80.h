@@ -34,6 +34,16 @@ struct LinearTokenOutput {
 //   dq, dk      [slices][tokens][HV][128]   each value slice's share of d q_hat, d k_hat (summed later)
 //   dg          [slices][tokens][HV][gate_pad], dbeta [slices][tokens][HV]: the same for the gate, beta
 //   dg_raw, dg_alog [tokens][HV][gate_pad]  d/d(g as passed) and its A_log factor, for dA_log / ddt_bias
+// The walk (KDA) uses checkpoint and scratch and `slices` shares of dq, dk, dg, dbeta. The chunked GDN
+// backward (linear_backward_chunked_sm80.cu) writes one share of each and uses instead, per (chunk slot,
+// value head), with value_pad = slices * 32 columns:
+//   gc     [slots][HV][64]               G, the inclusive cumulative log decay in the chunk
+//   tinv   [slots][HV][64][64]           (I + A)^-1, A[i][j] = beta_i exp(G_i - G_j) k_i . k_j (i > j)
+//   w      [slots][HV][64][128]          tinv (beta Gamma k)
+//   vnew   [slots][HV][64][value_pad]    tinv (beta v), then v_new = that - w S0 (the state pass)
+//   s0     [slots][HV][128][value_pad]   the state at the chunk's start
+//   dvnew  [slots][HV][64][value_pad]    P^T dout, then dL/dv_new (the reverse state pass)
+//   dh     [slots][HV][128][value_pad]   dL/dS at the chunk's end
 struct LinearBackwardWorkspace {
   float* qn = nullptr;
   float* kn = nullptr;
@@ -47,6 +57,13 @@ struct LinearBackwardWorkspace {
   float* dbeta = nullptr;
   float* dg_raw = nullptr;
   float* dg_alog = nullptr;
+  float* gc = nullptr;
+  float* tinv = nullptr;
+  float* w = nullptr;
+  float* vnew = nullptr;
+  float* s0 = nullptr;
+  float* dvnew = nullptr;
+  float* dh = nullptr;
   std::int64_t slots = 0;
 };
 
@@ -72,6 +89,7 @@ struct LinearBackwardParams {
   std::int64_t seqlen = 0; // T of each sequence (fixed length) or of the packed batch (varlen)
   std::int64_t tokens = 0; // B * T
   int slices = 0;          // ceil(V / 32)
+  int share_slices = 0;    // shares of dq, dk, dg, dbeta the finish kernels add: slices (walk) or 1 (chunked)
   int gate_pad = 1;        // 1 (GDN) or 128 (KDA)
   LinearBackwardWorkspace ws;
 };
@@ -79,13 +97,17 @@ struct LinearBackwardParams {
 // Workspace bytes of the layout above (256-byte aligned pieces), and where each piece starts.
 struct LinearBackwardLayout {
   std::size_t qn = 0, kn = 0, gate = 0, beta = 0, checkpoint = 0, scratch = 0, dq = 0, dk = 0, dg = 0, dbeta = 0,
-              dg_raw = 0, dg_alog = 0, total = 0;
+              dg_raw = 0, dg_alog = 0, gc = 0, tinv = 0, w = 0, vnew = 0, s0 = 0, dvnew = 0, dh = 0, total = 0;
   std::int64_t slots = 0;
 };
 LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t num_sequences, std::int64_t seqlen,
                                             bool varlen, std::int64_t heads_qk, std::int64_t heads_v,
                                             std::int64_t value_dim, bool per_key_gate);
 
+// GDN (one gate per value head) takes the chunked backward, KDA the walk; see linear_backward_sm80.cu.
 cudaError_t launch_linear_backward(const LinearBackwardParams& params, cudaStream_t stream);
+
+// The chunk-level kernels of the GDN backward (between the prep and finish kernels of the launcher above).
+cudaError_t launch_gdn_backward_chunked(const LinearBackwardParams& params, cudaStream_t stream);
 
 }  // namespace attnkit::sm80

@@ -207,8 +207,10 @@ Status linear_decode(const LinearProblem& problem, const LinearDecodeArgs& args)
 }
 
 
-// The backward (linear_backward_sm80.cu): exact reverse mode through the recurrence, K <= 128, any V
-// in slices of 32 columns, every fused option, varlen, grouped value heads, both state layouts.
+// The backward, K <= 128, any V, every fused option, varlen, grouped value heads, both state layouts:
+// GDN takes the chunked backward (linear_backward_chunked_sm80.cu: chunk-parallel kernels and two
+// sequential state passes over value slices of 32), KDA the exact token walk (linear_backward_sm80.cu,
+// value slices of 32), whose per-key decay the chunked kernels do not handle yet.
 Status linear_supports_backward(const LinearProblem& problem, const LinearBackwardArgs&) {
   if (problem.dtype != DType::kFloat16 && problem.dtype != DType::kBFloat16) {
     return {StatusCode::kNotImplemented, std::string("the sm80 linear backward takes fp16 or bf16 q/k/v, not ") +
@@ -285,6 +287,7 @@ Status linear_backward(const LinearProblem& problem, const LinearBackwardArgs& a
   params.tokens = problem.total_tokens;
   params.slices = static_cast<int>((problem.value_dim + kLinearBackwardColumns - 1) / kLinearBackwardColumns);
   params.gate_pad = problem.per_key_gate() ? kLinearBackwardMaxKeyDim : 1;
+  params.share_slices = problem.per_key_gate() ? params.slices : 1;
   const LinearBackwardLayout layout = backward_layout(problem);
   unsigned char* base = static_cast<unsigned char*>(args.workspace);
   auto at = [&](std::size_t offset) { return reinterpret_cast<float*>(base + offset); };
@@ -300,6 +303,13 @@ Status linear_backward(const LinearProblem& problem, const LinearBackwardArgs& a
   params.ws.dbeta = at(layout.dbeta);
   params.ws.dg_raw = at(layout.dg_raw);
   params.ws.dg_alog = at(layout.dg_alog);
+  params.ws.gc = at(layout.gc);
+  params.ws.tinv = at(layout.tinv);
+  params.ws.w = at(layout.w);
+  params.ws.vnew = at(layout.vnew);
+  params.ws.s0 = at(layout.s0);
+  params.ws.dvnew = at(layout.dvnew);
+  params.ws.dh = at(layout.dh);
   params.ws.slots = layout.slots;
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear backward (sm80): selecting the tensors' device"); !s) return s;
