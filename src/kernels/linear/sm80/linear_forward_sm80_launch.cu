@@ -7,12 +7,24 @@ namespace attnkit::sm80 {
 
 namespace {
 
-// The state pass, the only sequential stage, takes slices of 16 value columns: ~107 KB of shared memory
-// and 72 registers give 2 CTAs (8 warps) per SM, where slices of 32 (~132 KB) held 1, and each CTA's
-// chunk step is a latency chain, not a throughput limit. Measured on the H100 (2026-11-26, same run):
-// slice 16 instead of 32 took the state pass 2.00 -> 1.65 ms at (B, T, H, HV) = (4, 8192, 32, 32) and
-// 3.92 -> 3.16 ms at (8, 4096, 16, 64), although every slice reads the whole w_neg and k of a chunk.
-constexpr int kGdnStateSlice = 16;
+// The state pass, the only sequential stage, is a latency chain per chunk (a cp.async wait, two barriers,
+// 16 + 32 dependent MMAs per warp). Slices of 32 value columns (8 warps, ~107 KB of shared memory) read each
+// chunk's w_neg and k once for twice the columns of a slice of 16 (4 warps, ~91 KB); both fit 2 CTAs per
+// SM. Measured on an H200 (2026-11-26, same run), state pass in ms, slice 16 / 32: (B, T, H, HV) =
+// (4, 8192, 32, 32) 1.42 / 1.07, (1, 32768, 16, 32) 1.59 / 1.07 (256 / 128 CTAs), (8, 4096, 16, 64)
+// 2.79 / 2.14, (1, 65536, 2, 8) 1.34 / 2.13 (64 / 32 CTAs: one per SM either way, where a chunk step of 4
+// warps took 1.3 us and one of 8 warps 2.1 us). So slices of 16 only while each of their CTAs gets an SM
+// to itself.
+cudaError_t gdn_state_slice(const LinearForwardParams& params, int* slice) {
+  int device = 0, sms = 0;
+  if (cudaError_t status = cudaGetDevice(&device); status != cudaSuccess) return status;
+  if (cudaError_t status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); status != cudaSuccess) {
+    return status;
+  }
+  const std::int64_t ctas32 = static_cast<std::int64_t>(params.num_sequences) * params.common.heads_v * ((params.common.value_dim + 31) / 32);
+  *slice = 2 * ctas32 <= static_cast<std::int64_t>(sms) ? 16 : 32;
+  return cudaSuccess;
+}
 
 template <typename Element>
 cudaError_t launch_gdn(const LinearForwardParams& params, cudaStream_t stream) {
@@ -22,7 +34,9 @@ cudaError_t launch_gdn(const LinearForwardParams& params, cudaStream_t stream) {
   const bool chunks = params.chunk.slots > 0;
   cudaError_t status = chunks ? launch_linear_gdn_prep<Element>(params, stream) : cudaSuccess;
   if (status != cudaSuccess) return status;
-  status = launch_linear_gdn_state<Element, kGdnStateSlice>(params, stream);
+  int slice = 16;
+  if (status = gdn_state_slice(params, &slice); status != cudaSuccess) return status;
+  status = slice == 32 ? launch_linear_gdn_state<Element, 32>(params, stream) : launch_linear_gdn_state<Element, 16>(params, stream);
   if (status != cudaSuccess) return status;
   return chunks ? launch_linear_gdn_output<Element>(params, stream) : cudaSuccess;
 }

@@ -26,9 +26,11 @@ cudaError_t launch_linear_gdn_output(const LinearForwardParams& params, cudaStre
 
 extern ATTNKIT_LINEAR_GDN_PREP_INSTANCE(__nv_bfloat16);
 extern ATTNKIT_LINEAR_GDN_PREP_INSTANCE(__half);
-// The state pass in slices of kGdnStateSlice = 16 value columns (linear_forward_sm80_launch.cu says why).
+// The state pass in slices of 16 or 32 value columns (linear_forward_sm80_launch.cu says which when).
 extern ATTNKIT_LINEAR_GDN_STATE_INSTANCE(__nv_bfloat16, 16);
 extern ATTNKIT_LINEAR_GDN_STATE_INSTANCE(__half, 16);
+extern ATTNKIT_LINEAR_GDN_STATE_INSTANCE(__nv_bfloat16, 32);
+extern ATTNKIT_LINEAR_GDN_STATE_INSTANCE(__half, 32);
 extern ATTNKIT_LINEAR_GDN_OUTPUT_INSTANCE(__nv_bfloat16);
 extern ATTNKIT_LINEAR_GDN_OUTPUT_INSTANCE(__half);
 

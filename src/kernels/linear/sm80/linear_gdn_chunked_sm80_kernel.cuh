@@ -311,40 +311,49 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
 
 // ---- state ---------------------------------------------------------------------------------------------
 
+// A CTA owns (sequence, value head, kSlice value columns) with 4 warps per 16 columns: warp w keeps S rows
+// 32 (w % 4) .. + 31, columns 16 (w / 4) .. + 15 of the slice in mma.sync accumulators (16 floats a thread)
+// across all chunks, and computes v_new for tokens 16 (w % 4) .. + 15 of the same 16 columns. Shared
+// memory carries only the operands every warp needs: the chunk's w_neg, k, u and G (cp.async, double
+// buffer), S as Element (v_new's B operand, written from registers) and the decayed v_new pair (the
+// update's B operand). Per chunk: two barriers, 16 MMAs (v_new) and 32 (the update) per warp.
+template <int kSlice>
+constexpr int state_threads() {
+  return kSlice / 16 * 128;
+}
+
 template <typename Element, int kSlice>
 struct StateShared {
   static constexpr int kLdKey = kKeyPad + 8;
-  static constexpr int kLdSlice = kSlice + 8;
+  static constexpr int kLdSlice = kSlice + 8;  // rows 48 / 80 bytes apart: ldmatrix rows in distinct banks
   static constexpr int kLdSliceF = kSlice + 4;
   alignas(128) Element w[2][kChunk * kLdKey];  // w_neg, double-buffered
   alignas(128) Element k[2][kChunk * kLdKey];
   alignas(128) float u[2][kChunk * kLdSliceF];
-  alignas(128) float state[kKeyPad * kLdSliceF];   // S, fp32
-  alignas(128) Element state_lowp[kKeyPad * kLdSlice];
+  alignas(128) Element state_lowp[kKeyPad * kLdSlice];  // S at the chunk's start as Element
   alignas(128) Element v_new[kChunk * kLdSlice];     // exp(G_last - G) v_new: hi part
   alignas(128) Element v_new_lo[kChunk * kLdSlice];  // and lo part
-  alignas(128) float stage[kChunkedWarps][kTile * kTile];
   alignas(16) float gate[2][kChunk];  // G
 };
 
 template <typename Element, int kSlice>
-__global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(LinearForwardParams params) {
+__global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kernel(LinearForwardParams params) {
   using Shared = StateShared<Element, kSlice>;
-  namespace wmma = nvcuda::wmma;
+  constexpr int kThreads = state_threads<kSlice>();
   constexpr int kLdKey = Shared::kLdKey;
   constexpr int kLdSlice = Shared::kLdSlice;
   constexpr int kLdSliceF = Shared::kLdSliceF;
-  constexpr int kSliceTiles = kSlice / kTile;
-  constexpr int kNewPerWarp = (kChunk / kTile) * kSliceTiles / kChunkedWarps;     // v_new tiles per warp
-  constexpr int kStatePerWarp = (kKeyPad / kTile) * kSliceTiles / kChunkedWarps;  // S tiles per warp
-  static_assert(kNewPerWarp >= 1 && kStatePerWarp >= 1, "every warp owns tiles");
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
   const LinearCommonParams& c = params.common;
   const LinearChunkWorkspace& ws = params.chunk;
   const int tid = threadIdx.x;
   const int warp = tid >> 5;
-  float* stage = sm.stage[warp];
+  const int lane = tid & 31;
+  const int g = lane >> 2;
+  const int t2 = (lane & 3) * 2;
+  const int row_block = warp & 3;        // S rows 32 row_block .., v_new tokens 16 row_block ..
+  const int column0 = (warp >> 2) * 16;  // of the slice
 
   const int slices = (c.value_dim + kSlice - 1) / kSlice;
   const int n = blockIdx.x / slices;
@@ -363,14 +372,14 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
     const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
     const Element* w = w_ws + sh * kChunk * kKeyPad;
     const Element* k = k_ws + sh * kChunk * kKeyPad;
-    for (int e = tid; e < kChunk * (kKeyPad / 8); e += kChunkedThreads) {
+    for (int e = tid; e < kChunk * (kKeyPad / 8); e += kThreads) {
       const int t = e / (kKeyPad / 8);
       const int i = (e % (kKeyPad / 8)) * 8;
       cp_async_16(&sm.w[buf][t * kLdKey + i], w + t * kKeyPad + i);
       cp_async_16(&sm.k[buf][t * kLdKey + i], k + t * kKeyPad + i);
     }
     const float* u = ws.u + sh * kChunk * ws.value_pad + col0;
-    for (int e = tid; e < kChunk * (kSlice / 4); e += kChunkedThreads) {
+    for (int e = tid; e < kChunk * (kSlice / 4); e += kThreads) {
       const int t = e / (kSlice / 4);
       const int j = (e % (kSlice / 4)) * 4;
       cp_async_16(&sm.u[buf][t * kLdSliceF + j], u + t * ws.value_pad + j);
@@ -378,34 +387,50 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
     if (tid < kChunk / 4) cp_async_16(&sm.gate[buf][tid * 4], ws.gate + sh * kChunk + tid * 4);
     cp_async_commit();
   };
-  // The warp's S tiles: fp32 -> Element for the tensor cores and, for chunk slot `slot` >= 0, the workspace.
-  auto publish = [&](std::int64_t slot) {
-#pragma unroll
-    for (int u = 0; u < kStatePerWarp; ++u) {
-      const int job = warp + u * kChunkedWarps;
-      const int row_tile = job / kSliceTiles;
-      const int col_tile = job % kSliceTiles;
-      Element* global = slot < 0 ? nullptr
-                                 : h_ws + ((slot * c.heads_v + hv) * kKeyPad + row_tile * kTile) * ws.value_pad + col0 + col_tile * kTile;
-      convert_tile<Element>(sm.state + row_tile * kTile * kLdSliceF + col_tile * kTile, kLdSliceF,
-                            sm.state_lowp + row_tile * kTile * kLdSlice + col_tile * kTile, kLdSlice, global, ws.value_pad);
-    }
-  };
   auto state_offset = [&](const LinearStateTensor& s, int i, int j) {
     return n * s.sequence_stride + hv * s.head_stride + (c.state_vk ? j * s.row_stride + i : i * s.row_stride + j);
   };
 
-  if (chunks > 0) prefetch(0, 0);
-  for (int e = tid; e < kKeyPad * kSlice; e += kChunkedThreads) {
-    const int i = e / kSlice;
-    const int j = col0 + e % kSlice;
-    float value = 0.0f;
-    if (params.initial_state.data != nullptr && i < c.key_dim && j < c.value_dim) {
-      value = params.initial_state.data[state_offset(params.initial_state, i, j)];
+  // s[mt][nt][e]: S[32 row_block + 16 mt + g + 8 (e / 2)][column0 + 8 nt + t2 + e % 2] (C fragment layout).
+  float s[2][2][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = row_block * 32 + mt * kTile + g + (e >> 1) * 8;
+        const int j = col0 + column0 + nt * 8 + t2 + (e & 1);
+        const bool present = params.initial_state.data != nullptr && i < c.key_dim && j < c.value_dim;
+        s[mt][nt][e] = present ? params.initial_state.data[state_offset(params.initial_state, i, j)] : 0.0f;
+      }
     }
-    sm.state[i * kLdSliceF + e % kSlice] = value;
   }
-  __syncthreads();
+  // The warp's S as Element: to shared memory (the next v_new's operand) and, for chunk slot `slot` >= 0,
+  // to the workspace in 16-byte pieces read back from shared memory.
+  auto publish = [&](std::int64_t slot) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        Element* at = sm.state_lowp + (row_block * 32 + mt * kTile + g) * kLdSlice + column0 + nt * 8 + t2;
+        *reinterpret_cast<unsigned*>(at) = pack_pair<Element>(s[mt][nt][0], s[mt][nt][1]);
+        *reinterpret_cast<unsigned*>(at + 8 * kLdSlice) = pack_pair<Element>(s[mt][nt][2], s[mt][nt][3]);
+      }
+    }
+    if (slot < 0) return;
+    __syncwarp();
+    Element* h = h_ws + ((slot * c.heads_v + hv) * kKeyPad + row_block * 32) * ws.value_pad + col0 + column0;
+#pragma unroll
+    for (int e = lane; e < 64; e += 32) {  // 32 rows x 2 pieces of 8 columns
+      const int r = e >> 1;
+      const int j = (e & 1) * 8;
+      *reinterpret_cast<uint4*>(h + r * ws.value_pad + j) =
+          *reinterpret_cast<const uint4*>(sm.state_lowp + (row_block * 32 + r) * kLdSlice + column0 + j);
+    }
+  };
+
+  if (chunks > 0) prefetch(0, 0);
   publish(chunks > 0 ? first_slot : -1);
 
   for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -415,103 +440,92 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_state_kernel(Linea
     if (chunk + 1 < chunks) prefetch(chunk + 1, buf ^ 1);
     const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
 
-    // v_new = u + w_neg S: as hi + lo to the workspace (the output kernel's operand pair, split once here
-    // rather than by each output CTA), exp(G_last - G) v_new as hi + lo to shared memory (for the update).
-    {
-      FragC acc[kNewPerWarp];
+    // v_new = u + w_neg S, tokens 16 row_block + g (+ 8), in two accumulator sets (even and odd k-steps)
+    // so that the dependent MMA chain is 4 long, not 8.
+    const int token0 = row_block * kTile + g;
+    float v[2][2][4];
 #pragma unroll
-      for (int u = 0; u < kNewPerWarp; ++u) {
-        const int job = warp + u * kChunkedWarps;
-        wmma::load_matrix_sync(acc[u], sm.u[buf] + (job / kSliceTiles) * kTile * kLdSliceF + (job % kSliceTiles) * kTile,
-                               kLdSliceF, wmma::mem_row_major);
-      }
+    for (int nt = 0; nt < 2; ++nt) {
+      const int col = column0 + nt * 8 + t2;
+      const float2 top = *reinterpret_cast<const float2*>(&sm.u[buf][token0 * kLdSliceF + col]);
+      const float2 bottom = *reinterpret_cast<const float2*>(&sm.u[buf][(token0 + 8) * kLdSliceF + col]);
+      v[0][nt][0] = top.x;
+      v[0][nt][1] = top.y;
+      v[0][nt][2] = bottom.x;
+      v[0][nt][3] = bottom.y;
 #pragma unroll
-      for (int d = 0; d < kKeyPad; d += kTile) {
+      for (int e = 0; e < 4; ++e) v[1][nt][e] = 0.0f;
+    }
 #pragma unroll
-        for (int u = 0; u < kNewPerWarp; ++u) {
-          const int job = warp + u * kChunkedWarps;
-          FragA<Element> fa;
-          FragB<Element> fb;
-          wmma::load_matrix_sync(fa, sm.w[buf] + (job / kSliceTiles) * kTile * kLdKey + d, kLdKey);
-          wmma::load_matrix_sync(fb, sm.state_lowp + d * kLdSlice + (job % kSliceTiles) * kTile, kLdSlice);
-          wmma::mma_sync(acc[u], fa, fb, acc[u]);
-        }
-      }
-      const float g_last = sm.gate[buf][kChunk - 1];
-      const int lane = tid & 31;
-      const int r = lane >> 1;
-      const int c8 = (lane & 1) * 8;
+    for (int kk = 0; kk < kKeyPad / kTile; ++kk) {
+      unsigned a[4], b[4];
+      load_a(a, sm.w[buf] + row_block * kTile * kLdKey + kk * kTile, kLdKey);
+      load_b_kn(b, sm.state_lowp + kk * kTile * kLdSlice + column0, kLdSlice);
+      mma_16816<Element>(v[kk & 1][0], a, b[0], b[1]);
+      mma_16816<Element>(v[kk & 1][1], a, b[2], b[3]);
+    }
+    // v_new as hi + lo to the workspace (the output kernel's operand pair) and, times exp(G_last - G),
+    // to shared memory (the update's).
+    const float g_last = sm.gate[buf][kChunk - 1];
+    const float tail[2] = {__expf(g_last - sm.gate[buf][token0]), __expf(g_last - sm.gate[buf][token0 + 8])};
+    Element* v_hi_ws = static_cast<Element*>(ws.v_new);
+    Element* v_lo_ws = static_cast<Element*>(ws.v_new_lo);
 #pragma unroll
-      for (int u = 0; u < kNewPerWarp; ++u) {
-        const int job = warp + u * kChunkedWarps;
-        const int row_tile = job / kSliceTiles;
-        const int col_tile = job % kSliceTiles;
-        wmma::store_matrix_sync(stage, acc[u], kTile, wmma::mem_row_major);
-        __syncwarp();
-        const int t = row_tile * kTile + r;
-        const float* src = stage + r * kTile + c8;
-        const std::int64_t global = (sh * kChunk + t) * ws.value_pad + col0 + col_tile * kTile + c8;
-        const float tail = __expf(g_last - sm.gate[buf][t]);
-        alignas(16) Element hi[8], lo[8];
+    for (int nt = 0; nt < 2; ++nt) {
+      const int col = column0 + nt * 8 + t2;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) split_element(src[e], &hi[e], &lo[e]);
-        *reinterpret_cast<uint4*>(static_cast<Element*>(ws.v_new) + global) = *reinterpret_cast<const uint4*>(hi);
-        *reinterpret_cast<uint4*>(static_cast<Element*>(ws.v_new_lo) + global) = *reinterpret_cast<const uint4*>(lo);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) split_element(src[e] * tail, &hi[e], &lo[e]);
-        const int at = t * kLdSlice + col_tile * kTile + c8;
-        *reinterpret_cast<uint4*>(sm.v_new + at) = *reinterpret_cast<const uint4*>(hi);
-        *reinterpret_cast<uint4*>(sm.v_new_lo + at) = *reinterpret_cast<const uint4*>(lo);
-        __syncwarp();
+      for (int half = 0; half < 2; ++half) {
+        const int token = token0 + half * 8;
+        const float x0 = v[0][nt][half * 2] + v[1][nt][half * 2];
+        const float x1 = v[0][nt][half * 2 + 1] + v[1][nt][half * 2 + 1];
+        const std::int64_t global = (sh * kChunk + token) * ws.value_pad + col0 + col;
+        split_pair<Element>(x0, x1, reinterpret_cast<unsigned*>(v_hi_ws + global), reinterpret_cast<unsigned*>(v_lo_ws + global));
+        const int at = token * kLdSlice + col;
+        split_pair<Element>(x0 * tail[half], x1 * tail[half], reinterpret_cast<unsigned*>(sm.v_new + at),
+                            reinterpret_cast<unsigned*>(sm.v_new_lo + at));
       }
     }
     __syncthreads();
 
-    // S = exp(G_last) S + k^T (exp(G_last - G) v_new); then the warp publishes its tiles for the next chunk.
-    {
-      const float decay = __expf(sm.gate[buf][kChunk - 1]);
-      FragC acc[kStatePerWarp];
+    // S = exp(G_last) S + k^T (exp(G_last - G) v_new): A = k^T by transposing loads of k [token][channel].
+    const float decay = __expf(g_last);
 #pragma unroll
-      for (int u = 0; u < kStatePerWarp; ++u) {
-        const int job = warp + u * kChunkedWarps;
-        wmma::load_matrix_sync(acc[u], sm.state + (job / kSliceTiles) * kTile * kLdSliceF + (job % kSliceTiles) * kTile,
-                               kLdSliceF, wmma::mem_row_major);
+    for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
-        for (int i = 0; i < acc[u].num_elements; ++i) acc[u].x[i] *= decay;
+      for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] *= decay;
       }
-#pragma unroll
-      for (int d = 0; d < kChunk; d += kTile) {
-#pragma unroll
-        for (int u = 0; u < kStatePerWarp; ++u) {
-          const int job = warp + u * kChunkedWarps;
-          FragAT<Element> fa;
-          FragB<Element> fb;
-          // k^T as a column-major [128][64] matrix: element (i, s) at s * ld + i.
-          wmma::load_matrix_sync(fa, sm.k[buf] + d * kLdKey + (job / kSliceTiles) * kTile, kLdKey);
-          wmma::load_matrix_sync(fb, sm.v_new + d * kLdSlice + (job % kSliceTiles) * kTile, kLdSlice);
-          wmma::mma_sync(acc[u], fa, fb, acc[u]);
-          wmma::load_matrix_sync(fb, sm.v_new_lo + d * kLdSlice + (job % kSliceTiles) * kTile, kLdSlice);
-          wmma::mma_sync(acc[u], fa, fb, acc[u]);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kStatePerWarp; ++u) {
-        const int job = warp + u * kChunkedWarps;
-        wmma::store_matrix_sync(sm.state + (job / kSliceTiles) * kTile * kLdSliceF + (job % kSliceTiles) * kTile, acc[u],
-                                kLdSliceF, wmma::mem_row_major);
-      }
-      __syncwarp();
-      publish(chunk + 1 < chunks ? first_slot + chunk + 1 : -1);
     }
+#pragma unroll
+    for (int kk = 0; kk < kChunk / kTile; ++kk) {
+      unsigned b[4], b_lo[4];
+      load_b_kn(b, sm.v_new + kk * kTile * kLdSlice + column0, kLdSlice);
+      load_b_kn(b_lo, sm.v_new_lo + kk * kTile * kLdSlice + column0, kLdSlice);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        unsigned a[4];
+        load_a_trans(a, sm.k[buf] + kk * kTile * kLdKey + row_block * 32 + mt * kTile, kLdKey);
+        mma_16816<Element>(s[mt][0], a, b[0], b[1]);
+        mma_16816<Element>(s[mt][1], a, b[2], b[3]);
+        mma_16816<Element>(s[mt][0], a, b_lo[0], b_lo[1]);
+        mma_16816<Element>(s[mt][1], a, b_lo[2], b_lo[3]);
+      }
+    }
+    publish(chunk + 1 < chunks ? first_slot + chunk + 1 : -1);
   }
 
   if (params.final_state.data == nullptr) return;
-  __syncthreads();
-  for (int e = tid; e < kKeyPad * kSlice; e += kChunkedThreads) {
-    const int i = e / kSlice;
-    const int j = col0 + e % kSlice;
-    if (i < c.key_dim && j < c.value_dim) {
-      params.final_state.data[state_offset(params.final_state, i, j)] = sm.state[i * kLdSliceF + e % kSlice];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = row_block * 32 + mt * kTile + g + (e >> 1) * 8;
+        const int j = col0 + column0 + nt * 8 + t2 + (e & 1);
+        if (i < c.key_dim && j < c.value_dim) params.final_state.data[state_offset(params.final_state, i, j)] = s[mt][nt][e];
+      }
     }
   }
 }
@@ -739,7 +753,7 @@ cudaError_t launch_linear_gdn_state(const LinearForwardParams& params, cudaStrea
   if (cudaError_t status = device::ensure_dynamic_shared_memory<kernel>(bytes); status != cudaSuccess) return status;
   const int slices = (params.common.value_dim + kSlice - 1) / kSlice;
   const dim3 grid(static_cast<unsigned>(params.num_sequences) * slices, params.common.heads_v);
-  kernel<<<grid, kChunkedThreads, bytes, stream>>>(params);
+  kernel<<<grid, state_threads<kSlice>(), bytes, stream>>>(params);
   return cudaGetLastError();
 }
 

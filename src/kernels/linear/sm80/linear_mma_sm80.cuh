@@ -42,6 +42,14 @@ __device__ __forceinline__ void load_a(unsigned (&a)[4], const Element* block, i
   ldmatrix_x4(a, block + (lane & 15) * ld + (lane >> 4) * 8);
 }
 
+// A fragment of the 16 x 16 block of X^T whose transpose X is stored row-major [k][m] at `block` (as k
+// [token][channel] for k^T in the state update): transposing loads.
+template <typename Element>
+__device__ __forceinline__ void load_a_trans(unsigned (&a)[4], const Element* block, int ld) {
+  const int lane = threadIdx.x & 31;
+  ldmatrix_x4_trans(a, block + ((lane & 7) + ((lane >> 4) << 3)) * ld + ((lane >> 3) & 1) * 8);
+}
+
 // B fragments of two n-tiles (n0 .. n0 + 15) for k-step rows k0 .. k0 + 15 where B^T is stored row-major
 // [n][k] (B = X^T for a row-major X, as K in Q K^T): b[0], b[1] for n-tile 0, b[2], b[3] for n-tile 1.
 template <typename Element>
@@ -86,20 +94,18 @@ __device__ __forceinline__ unsigned pack_pair(float x, float y) {
 }
 
 // The pair of split_element (hi = round(x), lo = round(x - hi)) for two floats, packed.
+// `hi` and `lo` may point to shared or global memory.
 template <typename Element>
 __device__ __forceinline__ void split_pair(float x, float y, unsigned* hi, unsigned* lo) {
-  *hi = pack_pair<Element>(x, y);
-  float hx, hy;
+  const unsigned packed = pack_pair<Element>(x, y);
+  float2 rounded;
   if constexpr (std::is_same_v<Element, __nv_bfloat16>) {
-    const float2 h = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(hi));
-    hx = h.x;
-    hy = h.y;
+    rounded = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&packed));
   } else {
-    const float2 h = __half22float2(*reinterpret_cast<const __half2*>(hi));
-    hx = h.x;
-    hy = h.y;
+    rounded = __half22float2(*reinterpret_cast<const __half2*>(&packed));
   }
-  *lo = pack_pair<Element>(x - hx, y - hy);
+  *hi = packed;
+  *lo = pack_pair<Element>(x - rounded.x, y - rounded.y);
 }
 
 }  // namespace attnkit::sm80::linear_detail

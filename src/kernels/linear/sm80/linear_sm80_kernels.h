@@ -13,7 +13,7 @@ constexpr int kLinearDecodeMaxKeyDim = 256;
 
 // The chunked forward pads K to 128 (tensor-core tiles of 16) and keeps one chunk's q, k and the chunk's
 // gated operands in shared memory: K up to 128, any V (KDA in slices of 32 columns; GDN's state pass in
-// slices of 16, its output in blocks of 128).
+// slices of 16 or 32, its output in blocks of 128).
 constexpr int kLinearForwardMaxKeyDim = 128;
 constexpr int kLinearChunk = 64;
 
