@@ -1,18 +1,18 @@
-// Chunk-parallel forward of GDN on sm80+ tensor cores (WMMA bf16/fp16, fp32 accumulation and state), in
-// three kernels so that only the state recurrence runs sequentially:
+// Chunk-parallel forward of GDN on sm80+ tensor cores (mma.sync m16n8k16 on bf16/fp16 operands, fp32
+// accumulation and state, fragments kept in registers), in three kernels so that only the state
+// recurrence runs sequentially:
 //
 //   prep   (grid: every chunk slot x value head, in parallel) from k, g, beta, v of one 64-token chunk:
 //          G = inclusive cumulative log decay, A[t][s] = beta_t exp(G_t - G_s) k_t . k_s (s < t),
 //          T_beta = (I + A)^-1 diag(beta) (fp32 substitution), and writes
 //          w_neg = -T_beta (k Gamma), the (L2-normalised) k, u = T_beta v (fp32), G.
-//   state  (grid: sequence x value head x slice of 16 value columns) walks the chunks in order
-//          with its fp32 state slice S in shared memory: v_new = u + w_neg S, S <- exp(G_last) S +
+//   state  (grid: sequence x value head x slice of 16 or 32 value columns) walks the chunks in order
+//          with its fp32 state slice S in accumulator registers: v_new = u + w_neg S, S <- exp(G_last) S +
 //          k^T (exp(G_last - G) v_new); it writes S at each chunk's start (Element) and v_new (as the
 //          pair hi + lo of Element values, below). Per chunk that is two small GEMMs and two barriers,
 //          with the next chunk's operands in flight (cp.async, double buffer).
-//   output (grid: every chunk slot x value head x 128 value columns, in parallel; mma.sync fragments in
-//          registers) O = diag(scale Gamma) Q S_chunk + P v_new, P[t][s] = scale exp(G_t - G_s) q_t . k_s
-//          (s <= t).
+//   output (grid: every chunk slot x value head x 128 value columns, in parallel)
+//          O = diag(scale Gamma) Q S_chunk + P v_new, P[t][s] = scale exp(G_t - G_s) q_t . k_s (s <= t).
 //
 // Every exp has a non-positive argument (G falls along the chunk). The state slice S [128, slice] of a
 // (sequence, value head) is exact parallelism: value columns evolve independently.
@@ -28,7 +28,6 @@
 #pragma once
 
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include <cstdint>
 
@@ -82,48 +81,37 @@ __device__ __forceinline__ bool locate_slot(const LinearForwardParams& p, std::i
   return place->chunk >= 0 && place->chunk * kChunk < place->length;
 }
 
-// Converts a warp's 16 x 16 fp32 tile (row-major, ld `ld_src`) to Element and writes it to one or two
-// destinations, 8 elements (16 bytes) per lane. `dst2` may be null.
-template <typename Element>
-__device__ __forceinline__ void convert_tile(const float* src, int ld_src, Element* dst, int ld_dst, Element* dst2,
-                                             std::int64_t ld_dst2) {
-  const int lane = threadIdx.x & 31;
-  const int r = lane >> 1;
-  const int c = (lane & 1) * 8;
-  alignas(16) Element x[8];
-#pragma unroll
-  for (int u = 0; u < 8; ++u) x[u] = ElementConvert<Element>::from(src[r * ld_src + c + u]);
-  const uint4 packed = *reinterpret_cast<const uint4*>(x);
-  *reinterpret_cast<uint4*>(dst + r * ld_dst + c) = packed;
-  if (dst2 != nullptr) *reinterpret_cast<uint4*>(dst2 + r * ld_dst2 + c) = packed;
-}
-
 // ---- prep ----------------------------------------------------------------------------------------------
+
+// 4 warps; warp w owns the chunk's token rows 16 w .. 16 w + 15 in every product (A, w_neg, u), computed
+// in mma.sync registers: T_beta is lower triangular, so row tile w needs only k-steps 0 .. w. The v piece
+// of the first 128 value columns is in flight (into A's space, free once the solve has read A) while
+// w_neg is computed. ~70 KB of shared memory: 3 CTAs per SM.
+constexpr int kPrepValuePiece = 128;
 
 template <typename Element>
 struct PrepShared {
-  static constexpr int kLdKey = kKeyPad + 8;
-  static constexpr int kLdChunk = kChunk + 8;
+  static constexpr int kLdKey = kKeyPad + 8;    // rows 272 bytes apart: ldmatrix rows in distinct banks
+  static constexpr int kLdChunk = kChunk + 8;   // 144 bytes
   static constexpr int kLdChunkF = kChunk + 4;
-  static constexpr int kValuePiece = 64;
-  static constexpr int kLdValue = kValuePiece + 8;
+  static constexpr int kLdValue = kPrepValuePiece + 8;
   alignas(128) Element k[kChunk * kLdKey];  // k (L2-normalised)
   alignas(128) Element x[kChunk * kLdKey];  // k Gamma
-  alignas(128) Element v[kChunk * kLdValue];
-  alignas(128) Element t_beta[kChunk * kLdChunk];  // hi part; the lo part lies over `a` once A is read
-  alignas(128) float a[kChunk * kLdChunkF];
+  alignas(128) Element t_beta[kChunk * kLdChunk];     // hi part
+  alignas(128) Element t_beta_lo[kChunk * kLdChunk];  // and lo part
+  union {
+    float a[kChunk * kLdChunkF];           // A (fp32), until the solve has read it
+    Element v[kChunk * kLdValue];          // then a piece of v
+  };
   alignas(16) float gate[kChunk];
   alignas(16) float beta[kChunk];
-  // After the solve, `a` holds T_beta's lo part [64][kLdChunk] and then the warps' staging tiles.
-  static constexpr int kStageOffset = kChunk * kLdChunk * static_cast<int>(sizeof(Element)) / static_cast<int>(sizeof(float));
-  static_assert(kStageOffset + kChunkedWarps * kTile * kTile <= kChunk * kLdChunkF, "T_beta lo and staging fit in A");
+  static_assert(sizeof(float) * kChunk * kLdChunkF == sizeof(Element) * kChunk * kLdValue, "v lies exactly over A");
 };
 
 template <typename Element>
 __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(LinearForwardParams params) {
   using Shared = PrepShared<Element>;
   using Convert = ElementConvert<Element>;
-  namespace wmma = nvcuda::wmma;
   constexpr int kLdKey = Shared::kLdKey;
   constexpr int kLdChunk = Shared::kLdChunk;
   constexpr int kLdChunkF = Shared::kLdChunkF;
@@ -135,6 +123,9 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
   const int tid = threadIdx.x;
   const int warp = tid >> 5;
   const int lane = tid & 31;
+  const int g = lane >> 2;
+  const int t2 = (lane & 3) * 2;
+  const int row0 = warp * kTile + g;  // the thread's accumulator rows: row0 and row0 + 8
 
   SlotPlace place;
   const std::int64_t slot = blockIdx.x;
@@ -177,27 +168,43 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
   }
   __syncthreads();
 
-  // A: the 10 lower 16 x 16 tiles of K K^T (3, 3, 2, 2 per warp).
-  for (int job = warp; job < 10; job += kChunkedWarps) {
-    int row_tile = 0;
-    while ((row_tile + 1) * (row_tile + 2) / 2 <= job) ++row_tile;
-    const int col_tile = job - row_tile * (row_tile + 1) / 2;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.0f);
-    mma_abt<Element, kKeyPad>(acc, sm.k + row_tile * kTile * kLdKey, sm.k + col_tile * kTile * kLdKey, kLdKey);
-    wmma::store_matrix_sync(sm.a + row_tile * kTile * kLdChunkF + col_tile * kTile, acc, kLdChunkF, wmma::mem_row_major);
-  }
-  __syncthreads();
-  for (int e = tid; e < kChunk * kChunk; e += kChunkedThreads) {
-    const int t = e / kChunk;
-    const int s = e % kChunk;
-    float* a = sm.a + t * kLdChunkF + s;
-    *a = s < t ? sm.beta[t] * __expf(sm.gate[t] - sm.gate[s]) * *a : 0.0f;
+  // A[t][s] = beta_t exp(G_t - G_s) k_t . k_s for s < t: the warp's row tile against key tiles 0 .. warp,
+  // scaled in registers and stored as fp32 for the solve (tiles past the diagonal are never read).
+  {
+    float acc[8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < kKeyPad / kTile; ++kk) {
+      unsigned a[4];
+      load_a(a, sm.k + warp * kTile * kLdKey + kk * kTile, kLdKey);
+#pragma unroll
+      for (int np = 0; np < kChunk / kTile; ++np) {
+        if (np > warp) continue;
+        unsigned b[4];
+        load_b_nk(b, sm.k + np * kTile * kLdKey + kk * kTile, kLdKey);
+        mma_16816<Element>(acc[2 * np], a, b[0], b[1]);
+        mma_16816<Element>(acc[2 * np + 1], a, b[2], b[3]);
+      }
+    }
+    const float gate0 = sm.gate[row0];
+    const float gate1 = sm.gate[row0 + 8];
+    const float beta0 = sm.beta[row0];
+    const float beta1 = sm.beta[row0 + 8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (j / 2 > warp) continue;
+      const int s = j * 8 + t2;
+      float2 top, bottom;
+      top.x = s < row0 ? beta0 * __expf(gate0 - sm.gate[s]) * acc[j][0] : 0.0f;
+      top.y = s + 1 < row0 ? beta0 * __expf(gate0 - sm.gate[s + 1]) * acc[j][1] : 0.0f;
+      bottom.x = s < row0 + 8 ? beta1 * __expf(gate1 - sm.gate[s]) * acc[j][2] : 0.0f;
+      bottom.y = s + 1 < row0 + 8 ? beta1 * __expf(gate1 - sm.gate[s + 1]) * acc[j][3] : 0.0f;
+      *reinterpret_cast<float2*>(&sm.a[row0 * kLdChunkF + s]) = top;
+      *reinterpret_cast<float2*>(&sm.a[(row0 + 8) * kLdChunkF + s]) = bottom;
+    }
   }
   __syncthreads();
 
   // Solve (threads 0-63, a column of T each) beside k Gamma, the k copy and G (threads 64-127).
-  Element* t_beta_lo = reinterpret_cast<Element*>(sm.a);
   float x[kChunk];
   if (tid < kChunk) {
     // Column j of T = (I + A)^-1 by forward substitution; A is strictly lower, so rows above j are 0.
@@ -224,87 +231,87 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
       *reinterpret_cast<uint4*>(k_ws + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(sm.k + t * kLdKey + i0);
     }
   }
-  __syncthreads();  // A is read: its space takes T_beta's lo part
+  __syncthreads();  // A is read: its space takes the first v piece
+  load_rows<Element, kPrepValuePiece, kChunkedThreads>(sm.v, kLdValue, v_base, c.v.token_stride, rows, 0, c.value_dim,
+                                                       params.vectorized_io);
+  cp_async_commit();
   if (tid < kChunk) {
     const float beta_j = sm.beta[tid];
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) split_element(x[i] * beta_j, &sm.t_beta[i * kLdChunk + tid], &t_beta_lo[i * kLdChunk + tid]);
+    for (int i = 0; i < kChunk; ++i) split_element(x[i] * beta_j, &sm.t_beta[i * kLdChunk + tid], &sm.t_beta_lo[i * kLdChunk + tid]);
   }
   __syncthreads();
 
-  // w_neg = -T_beta (k Gamma): 32 tiles, 8 per warp (all row tiles, column tiles warp and warp + 4; the
-  // k-steps of the 8 interleaved), straight to the workspace.
-  {
-    constexpr int kRowTiles = kChunk / kTile;  // 4
-    FragC acc[kRowTiles][2];
+  // The warp's T_beta rows as A fragments (hi and lo) for k-steps 0 .. warp.
+  unsigned t_hi[4][4], t_lo[4][4];
 #pragma unroll
-    for (int r = 0; r < kRowTiles; ++r) {
-      wmma::fill_fragment(acc[r][0], 0.0f);
-      wmma::fill_fragment(acc[r][1], 0.0f);
-    }
+  for (int kk = 0; kk < kChunk / kTile; ++kk) {
+    if (kk > warp) continue;
+    load_a(t_hi[kk], sm.t_beta + warp * kTile * kLdChunk + kk * kTile, kLdChunk);
+    load_a(t_lo[kk], sm.t_beta_lo + warp * kTile * kLdChunk + kk * kTile, kLdChunk);
+  }
+
+  // w_neg = -T_beta (k Gamma), in two halves of 64 key channels, straight to the workspace as Element.
+  Element* w_neg = static_cast<Element*>(ws.w_neg) + sh * kChunk * kKeyPad;
 #pragma unroll
-    for (int d = 0; d < kChunk; d += kTile) {
-      FragB<Element> fb[2];
-      wmma::load_matrix_sync(fb[0], sm.x + d * kLdKey + warp * kTile, kLdKey);
-      wmma::load_matrix_sync(fb[1], sm.x + d * kLdKey + (warp + kChunkedWarps) * kTile, kLdKey);
+  for (int half = 0; half < 2; ++half) {
+    float acc[8][4] = {};
 #pragma unroll
-      for (int r = 0; r < kRowTiles; ++r) {
-        FragA<Element> fa;
-        wmma::load_matrix_sync(fa, sm.t_beta + r * kTile * kLdChunk + d, kLdChunk);
-        wmma::mma_sync(acc[r][0], fa, fb[0], acc[r][0]);
-        wmma::mma_sync(acc[r][1], fa, fb[1], acc[r][1]);
-        wmma::load_matrix_sync(fa, t_beta_lo + r * kTile * kLdChunk + d, kLdChunk);
-        wmma::mma_sync(acc[r][0], fa, fb[0], acc[r][0]);
-        wmma::mma_sync(acc[r][1], fa, fb[1], acc[r][1]);
+    for (int kk = 0; kk < kChunk / kTile; ++kk) {
+      if (kk > warp) continue;
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        unsigned b[4];
+        load_b_kn(b, sm.x + kk * kTile * kLdKey + half * 64 + np * kTile, kLdKey);
+        mma_16816<Element>(acc[2 * np], t_hi[kk], b[0], b[1]);
+        mma_16816<Element>(acc[2 * np], t_lo[kk], b[0], b[1]);
+        mma_16816<Element>(acc[2 * np + 1], t_hi[kk], b[2], b[3]);
+        mma_16816<Element>(acc[2 * np + 1], t_lo[kk], b[2], b[3]);
       }
     }
-    Element* w_neg = static_cast<Element*>(ws.w_neg) + sh * kChunk * kKeyPad;
-    float* stage = sm.a + Shared::kStageOffset + warp * kTile * kTile;
 #pragma unroll
-    for (int r = 0; r < kRowTiles; ++r) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        FragC& tile = acc[r][half];
-#pragma unroll
-        for (int i = 0; i < tile.num_elements; ++i) tile.x[i] = -tile.x[i];
-        wmma::store_matrix_sync(stage, tile, kTile, wmma::mem_row_major);
-        __syncwarp();
-        convert_tile<Element>(stage, kTile, w_neg + r * kTile * kKeyPad + (warp + half * kChunkedWarps) * kTile, kKeyPad,
-                              nullptr, 0);
-        __syncwarp();
-      }
+    for (int j = 0; j < 8; ++j) {
+      const int col = half * 64 + j * 8 + t2;
+      *reinterpret_cast<unsigned*>(w_neg + row0 * kKeyPad + col) = pack_pair<Element>(-acc[j][0], -acc[j][1]);
+      *reinterpret_cast<unsigned*>(w_neg + (row0 + 8) * kKeyPad + col) = pack_pair<Element>(-acc[j][2], -acc[j][3]);
     }
   }
 
-  // u = T_beta v in pieces of 64 value columns: 16 tiles, 4 per warp, fp32 to the workspace.
+  // u = T_beta v in pieces of 128 value columns (one for V <= 128), fp32 to the workspace.
   float* u_out = ws.u + sh * kChunk * ws.value_pad;
-  for (int col0 = 0; col0 < ws.value_pad; col0 += Shared::kValuePiece) {
-    __syncthreads();  // the previous piece's v is read
-    load_rows<Element, Shared::kValuePiece, kChunkedThreads>(sm.v, kLdValue, v_base, c.v.token_stride, rows, col0, c.value_dim,
-                                                            params.vectorized_io);
-    cp_async_commit();
+  for (int col0 = 0; col0 < ws.value_pad; col0 += kPrepValuePiece) {
+    if (col0 > 0) {
+      __syncthreads();  // the previous piece is read
+      load_rows<Element, kPrepValuePiece, kChunkedThreads>(sm.v, kLdValue, v_base, c.v.token_stride, rows, col0, c.value_dim,
+                                                           params.vectorized_io);
+      cp_async_commit();
+    }
     cp_async_wait_all();
     __syncthreads();
-    FragC acc[4];
+    const int width = ws.value_pad - col0 < kPrepValuePiece ? ws.value_pad - col0 : kPrepValuePiece;
 #pragma unroll
-    for (int u = 0; u < 4; ++u) wmma::fill_fragment(acc[u], 0.0f);
-    FragA<Element> fa, fa_lo;
+    for (int half = 0; half < 2; ++half) {
+      if (half * 64 >= width) continue;
+      float acc[8][4] = {};
 #pragma unroll
-    for (int d = 0; d < kChunk; d += kTile) {
-      wmma::load_matrix_sync(fa, sm.t_beta + warp * kTile * kLdChunk + d, kLdChunk);  // row tile = warp
-      wmma::load_matrix_sync(fa_lo, t_beta_lo + warp * kTile * kLdChunk + d, kLdChunk);
+      for (int kk = 0; kk < kChunk / kTile; ++kk) {
+        if (kk > warp) continue;
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        FragB<Element> fb;
-        wmma::load_matrix_sync(fb, sm.v + d * kLdValue + u * kTile, kLdValue);
-        wmma::mma_sync(acc[u], fa, fb, acc[u]);
-        wmma::mma_sync(acc[u], fa_lo, fb, acc[u]);
+        for (int np = 0; np < 4; ++np) {
+          unsigned b[4];
+          load_b_kn(b, sm.v + kk * kTile * kLdValue + half * 64 + np * kTile, kLdValue);
+          mma_16816<Element>(acc[2 * np], t_hi[kk], b[0], b[1]);
+          mma_16816<Element>(acc[2 * np], t_lo[kk], b[0], b[1]);
+          mma_16816<Element>(acc[2 * np + 1], t_hi[kk], b[2], b[3]);
+          mma_16816<Element>(acc[2 * np + 1], t_lo[kk], b[2], b[3]);
+        }
       }
-    }
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      wmma::store_matrix_sync(u_out + static_cast<std::int64_t>(warp) * kTile * ws.value_pad + col0 + u * kTile, acc[u],
-                              ws.value_pad, wmma::mem_row_major);
+      for (int j = 0; j < 8; ++j) {
+        const int col = col0 + half * 64 + j * 8 + t2;
+        *reinterpret_cast<float2*>(u_out + static_cast<std::int64_t>(row0) * ws.value_pad + col) = make_float2(acc[j][0], acc[j][1]);
+        *reinterpret_cast<float2*>(u_out + static_cast<std::int64_t>(row0 + 8) * ws.value_pad + col) = make_float2(acc[j][2], acc[j][3]);
+      }
     }
   }
 }
