@@ -19,7 +19,7 @@
 // d/dG_i; dg_t = sum over i >= t in the chunk of dG_i (G resets at each chunk).
 //
 // Kernels, in launch order (between the prep and finish kernels of linear_backward_sm80.cu):
-//   chunk_prep  (grid: chunk slots x value heads)   G, Tinv, w, u, and P^T dO
+//   chunk_prep  (grid: chunk slots x value heads)   G, Tinv, w, u, P^T dO, scale (Gamma Q)^T dO
 //   state_fwd   (grid: sequences x value slices of 32, value heads; chunks in order)   S0, v_new
 //   state_bwd   (same grid, chunks last to first)   dU, dh at each chunk's end, d initial state
 //   chunk_grad  (grid: chunk slots x value heads)   dq, dk, dv, dbeta, dg of the chunk's tokens
@@ -29,11 +29,15 @@
 
 #include "kernels/linear/sm80/linear_backward_sm80.cuh"
 #include "kernels/linear/sm80/linear_sm80_common.cuh"
+#include "kernels/linear/sm80/linear_wmma_sm80.cuh"
 
 namespace attnkit::sm80 {
 namespace {
 
 using linear_backward_detail::token_offset;
+using linear_detail::cp_async_16;
+using linear_detail::cp_async_commit;
+using linear_detail::cp_async_wait_all;
 using linear_detail::load_element;
 using linear_detail::store_element;
 using linear_detail::warp_sum;
@@ -41,46 +45,64 @@ using linear_detail::warp_sum;
 constexpr int kC = 64;                           // tokens per chunk
 constexpr int kKey = kLinearBackwardMaxKeyDim;   // K padded to 128
 constexpr int kSlice = kLinearBackwardColumns;   // value columns of a state-pass CTA (and the V padding)
-constexpr int kGradSlice = 16;                   // value columns per step of chunk_grad (shared memory)
+constexpr int kGradSlice = 32;                   // value columns per step of chunk_grad
 constexpr int kLdKey = kKey + 4;                 // row pitches: + 4 floats keeps 16-byte rows and
 constexpr int kLdC = kC + 4;                     // spreads the rows of a column over the banks
 constexpr int kLdSlice = kSlice + 4;
 constexpr int kLdGrad = kGradSlice + 4;
 constexpr int kThreadsChunk = 256;
-constexpr int kThreadsState = 128;
+constexpr int kThreadsState = 256;
 
-// out(i, j, sum_m a(i, m) b(m, j)) for i < M, j < N: each thread owns M N / Threads outputs, rows
-// ti + 16 r and columns tj + (Threads / 16) c, with tj the fast index (consecutive threads write
-// consecutive columns: coalesced when `out` writes global memory). fp32 FMAs in m order.
-template <int M, int N, int D, int Threads, typename A, typename B, typename Out>
-__device__ __forceinline__ void gemm(A a, B b, Out out) {
-  constexpr int kRowThreads = 16, kColThreads = Threads / kRowThreads;
-  constexpr int kTm = M / kRowThreads, kTn = N / kColThreads;
+// An M x N fp32 tile spread over `Threads` threads: each owns M N / Threads elements, rows
+// row(r) = ti + 16 r and columns col(c) = tj + (Threads / 16) c, with tj the fast index (consecutive
+// threads own consecutive columns: coalesced when written to global memory).
+template <int M, int N, int Threads>
+struct Fragment {
+  static constexpr int kRowThreads = 16, kColThreads = Threads / kRowThreads;
+  static constexpr int kTm = M / kRowThreads, kTn = N / kColThreads;
   static_assert(M % kRowThreads == 0 && N % kColThreads == 0, "tile does not divide");
-  const int ti = threadIdx.x / kColThreads, tj = threadIdx.x % kColThreads;
-  float acc[kTm][kTn];
-#pragma unroll
-  for (int r = 0; r < kTm; ++r) {
-#pragma unroll
-    for (int c = 0; c < kTn; ++c) acc[r][c] = 0.0f;
-  }
-#pragma unroll 4
-  for (int m = 0; m < D; ++m) {
-    float x[kTm], y[kTn];
-#pragma unroll
-    for (int r = 0; r < kTm; ++r) x[r] = a(ti + kRowThreads * r, m);
-#pragma unroll
-    for (int c = 0; c < kTn; ++c) y[c] = b(m, tj + kColThreads * c);
+  float v[kTm][kTn];
+  __device__ __forceinline__ static int row(int r) { return static_cast<int>(threadIdx.x) / kColThreads + kRowThreads * r; }
+  __device__ __forceinline__ static int col(int c) { return static_cast<int>(threadIdx.x) % kColThreads + kColThreads * c; }
+  __device__ __forceinline__ void zero() {
 #pragma unroll
     for (int r = 0; r < kTm; ++r) {
 #pragma unroll
-      for (int c = 0; c < kTn; ++c) acc[r][c] = fmaf(x[r], y[c], acc[r][c]);
+      for (int c = 0; c < kTn; ++c) v[r][c] = 0.0f;
     }
   }
+};
+
+// f += a b over depth D: f(i, j) += sum_m a(i, m) b(m, j), fp32 FMAs in m order.
+template <int D, int M, int N, int Threads, typename A, typename B>
+__device__ __forceinline__ void mma(Fragment<M, N, Threads>& f, A a, B b) {
+  using F = Fragment<M, N, Threads>;
+#pragma unroll 4
+  for (int m = 0; m < D; ++m) {
+    float x[F::kTm], y[F::kTn];
 #pragma unroll
-  for (int r = 0; r < kTm; ++r) {
+    for (int r = 0; r < F::kTm; ++r) x[r] = a(F::row(r), m);
 #pragma unroll
-    for (int c = 0; c < kTn; ++c) out(ti + kRowThreads * r, tj + kColThreads * c, acc[r][c]);
+    for (int c = 0; c < F::kTn; ++c) y[c] = b(m, F::col(c));
+#pragma unroll
+    for (int r = 0; r < F::kTm; ++r) {
+#pragma unroll
+      for (int c = 0; c < F::kTn; ++c) f.v[r][c] = fmaf(x[r], y[c], f.v[r][c]);
+    }
+  }
+}
+
+// out(i, j, sum_m a(i, m) b(m, j)) for i < M, j < N (each element once, by the thread that owns it).
+template <int M, int N, int D, int Threads, typename A, typename B, typename Out>
+__device__ __forceinline__ void gemm(A a, B b, Out out) {
+  using F = Fragment<M, N, Threads>;
+  F f;
+  f.zero();
+  mma<D>(f, a, b);
+#pragma unroll
+  for (int r = 0; r < F::kTm; ++r) {
+#pragma unroll
+    for (int c = 0; c < F::kTn; ++c) out(F::row(r), F::col(c), f.v[r][c]);
   }
 }
 
@@ -143,16 +165,56 @@ __device__ __forceinline__ std::int64_t chunk_head(const LinearBackwardParams& p
   return slot * p.common.heads_v + j;
 }
 
+// Tile loads. A plain global load followed by its shared-memory store waits for the load before the
+// next one (the compiler cannot move a load past a store through a generic pointer), so a thread's 16-32
+// loads of a tile would run one after another; cp.async (fp32 workspace arrays) and loads gathered in
+// registers before any store (bf16/fp16 inputs) keep all of a thread's loads in flight at once.
+// The cp.async copies are waited for with cp_async_wait_all() before the caller's next barrier.
+
+// Rows [0, rows) x `Cols` fp32 columns of a row-major global array (row pitch `src_ld`) into smem (pitch
+// `ld`); zero past `rows`. 16-byte aligned rows.
+template <int Rows, int Cols, int Threads>
+__device__ __forceinline__ void copy_rows_async(float* dst, int ld, const float* src, std::int64_t src_ld, int rows) {
+  constexpr int kVec = Cols / 4;
+  for (int e = threadIdx.x; e < Rows * kVec; e += Threads) {
+    const int i = e / kVec, c4 = (e % kVec) * 4;
+    if (i < rows) {
+      cp_async_16(dst + i * ld + c4, src + i * src_ld + c4);
+    } else {
+      *reinterpret_cast<float4*>(dst + i * ld + c4) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  }
+}
+
 // Rows [0, rows) of the fp32 q/k copies (qn or kn) of q/k head h into smem [64][kLdKey]; zero past rows.
 template <int Threads>
 __device__ __forceinline__ void load_key_rows(float* dst, const float* src, const LinearBackwardParams& p,
                                               std::int64_t token0, int rows, int h) {
-  constexpr int kVec = kKey / 4;
-  for (int e = threadIdx.x; e < kC * kVec; e += Threads) {
-    const int i = e / kVec, c4 = e % kVec;
-    float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (i < rows) x = reinterpret_cast<const float4*>(src + ((token0 + i) * p.heads_qk + h) * kKey)[c4];
-    reinterpret_cast<float4*>(dst + i * kLdKey)[c4] = x;
+  copy_rows_async<kC, kKey, Threads>(dst, kLdKey, src + (token0 * p.heads_qk + h) * kKey,
+                                     static_cast<std::int64_t>(p.heads_qk) * kKey, rows);
+}
+
+// `Cols` value columns from col0 of the chunk's rows [0, rows) of a token tensor (v or dout; io dtype) of
+// value head j, as fp32 times `factor[i]` (null: 1) into smem (pitch ld); zero past rows and past V. The
+// chunk's tokens lie in one sequence, so row i is at row 0's offset + i token strides.
+template <int Cols, int Threads>
+__device__ __forceinline__ void load_token_tile(float* dst, int ld, const LinearBackwardParams& p,
+                                                const LinearTokenTensor& x, std::int64_t token0, int rows, int j,
+                                                int col0, const float* factor) {
+  constexpr int kPer = kC * Cols / Threads;
+  const std::int64_t base = token_offset(p, token0, x.batch_stride, x.token_stride) + j * x.head_stride + col0;
+  float value[kPer];
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int e = threadIdx.x + u * Threads, i = e / Cols, col = e % Cols;
+    value[u] = i < rows && col0 + col < p.common.value_dim
+                   ? load_element(x.data, base + i * x.token_stride + col, p.common.io_element)
+                   : 0.0f;
+  }
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int e = threadIdx.x + u * Threads, i = e / Cols, col = e % Cols;
+    dst[i * ld + col] = factor == nullptr ? value[u] : factor[i] * value[u];
   }
 }
 
@@ -187,6 +249,8 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_prep_kernel(const LinearB
     s.g[i] = i < place.rows ? p.ws.gate[pair] : 0.0f;
     s.beta[i] = i < place.rows ? p.ws.beta[pair] : 0.0f;
   }
+  cp_async_commit();
+  cp_async_wait_all();
   __syncthreads();
   if (threadIdx.x == 0) {  // G in token order, the same fp32 sums as the CPU backend
     float sum = 0.0f;
@@ -209,16 +273,33 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_prep_kernel(const LinearB
                                       s.p[i][jj] = jj <= i ? c.scale * expf(s.g[i] - s.g[jj]) * v : 0.0f;
                                     });
   __syncthreads();
-  // Tinv = (I + A)^-1 by forward substitution, a column per thread: T[i][col] = -sum_{m < i} A[i][m] T[m][col].
+  // Tinv = (I + A)^-1 by forward substitution, a column per thread with the column in registers:
+  // T[i][col] = -sum_{m < i} A[i][m] T[m][col]. Fully unrolled, so A's row i comes as float4 broadcasts
+  // (every thread reads the same m) and four partial sums break the FMA chain; entries above the
+  // diagonal of A are zero and T[m][col] is zero for m < col, so no thread needs a bound of its own.
+  // (H200, (4, 8192, 32, 32), under ncu: chunk_prep 15.8 ms with the column in shared memory and
+  // run-time bounds, 12.5 ms so.)
   if (threadIdx.x < kC) {
     const int col = threadIdx.x;
+    float t[kC];
+#pragma unroll
+    for (int i = 0; i < kC; ++i) t[i] = 0.0f;
+#pragma unroll
     for (int i = 0; i < kC; ++i) {
-      float t = i == col ? 1.0f : 0.0f;
-      if (i > col) {
-        for (int m = col; m < i; ++m) t = fmaf(-s.a[i][m], s.t[m][col], t);
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int m = 0; m < i; m += 4) {
+        const float4 a4 = *reinterpret_cast<const float4*>(&s.a[i][m]);
+        acc[0] = fmaf(a4.x, t[m], acc[0]);
+        acc[1] = fmaf(a4.y, t[m + 1], acc[1]);
+        acc[2] = fmaf(a4.z, t[m + 2], acc[2]);
+        acc[3] = fmaf(a4.w, t[m + 3], acc[3]);
       }
-      s.t[i][col] = t;
+      const float x = -((acc[0] + acc[1]) + (acc[2] + acc[3]));
+      t[i] = i < col ? 0.0f : (i == col ? 1.0f : x);
     }
+#pragma unroll
+    for (int i = 0; i < kC; ++i) s.t[i][col] = t[i];
   }
   __syncthreads();
   float* tinv = p.ws.tinv + ch * kC * kC;
@@ -229,42 +310,30 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_prep_kernel(const LinearB
                                     [&](int i, int e, float v) { w[i * kKey + e] = v; });
   float* u = p.ws.vnew + ch * kC * value_pad;
   float* dvl = p.ws.dvnew + ch * kC * value_pad;
+  float* qdo = p.ws.dh + ch * kKey * value_pad;  // scale (Gamma Q)^T dO until state_bwd puts dh there
   for (int slice = 0; slice < p.slices; ++slice) {
     const int col0 = slice * kSlice;
     __syncthreads();  // the previous slice's GEMMs are done with x and y
-    for (int e = threadIdx.x; e < kC * kSlice; e += kThreadsChunk) {
-      const int i = e / kSlice, col = e % kSlice, column = col0 + col;
-      float v = 0.0f, d = 0.0f;
-      if (i < place.rows && column < c.value_dim) {
-        const std::int64_t token = place.token0 + i;
-        v = load_element(c.v.data,
-                         token_offset(p, token, c.v.batch_stride, c.v.token_stride) + j * c.v.head_stride + column,
-                         c.io_element);
-        d = load_element(p.dout.data,
-                         token_offset(p, token, p.dout.batch_stride, p.dout.token_stride) + j * p.dout.head_stride +
-                             column,
-                         c.io_element);
-      }
-      s.x[i][col] = s.beta[i] * v;
-      s.y[i][col] = d;
-    }
+    load_token_tile<kSlice, kThreadsChunk>(&s.x[0][0], kLdSlice, p, c.v, place.token0, place.rows, j, col0, s.beta);
+    load_token_tile<kSlice, kThreadsChunk>(&s.y[0][0], kLdSlice, p, p.dout, place.token0, place.rows, j, col0, nullptr);
     __syncthreads();
     gemm<kC, kSlice, kC, kThreadsChunk>([&](int i, int m) { return s.t[i][m]; }, [&](int m, int jj) { return s.x[m][jj]; },
                                         [&](int i, int jj, float v) { u[i * value_pad + col0 + jj] = v; });
     gemm<kC, kSlice, kC, kThreadsChunk>([&](int i, int m) { return s.p[m][i]; }, [&](int m, int jj) { return s.y[m][jj]; },
                                         [&](int i, int jj, float v) { dvl[i * value_pad + col0 + jj] = v; });
+    gemm<kKey, kSlice, kC, kThreadsChunk>([&](int e, int m) { return c.scale * s.gam[m] * s.q[m][e]; },
+                                          [&](int m, int jj) { return s.y[m][jj]; },
+                                          [&](int e, int jj, float v) { qdo[e * value_pad + col0 + jj] = v; });
   }
 }
 
 // ---- state passes --------------------------------------------------------------------------------------
 
 struct alignas(16) StateShared {
-  float s[kKey][kLdSlice];  // S (forward) or dh (reverse) of the CTA's value slice
+  float s[kKey][kLdSlice];   // S (forward) or dh (reverse) of the CTA's value slice
   float w[kC][kLdKey];
   float k[kC][kLdKey];
-  float q[kC][kLdKey];      // reverse only
-  float u[kC][kLdSlice];    // u -> v_new (forward) or P^T dO -> dU (reverse)
-  float o[kC][kLdSlice];    // dout (reverse)
+  float u[kC][kLdSlice];     // u -> v_new (forward) or P^T dO -> dU (reverse)
   float g[kC], d[kC], gam[kC];
 };
 
@@ -275,39 +344,23 @@ __device__ __forceinline__ std::int64_t state_offset(const LinearBackwardParams&
   return p.common.state_vk ? head + column * t.row_stride + row : head + row * t.row_stride + column;
 }
 
-// Loads one chunk's G (and its exps), w, k (and q, dout for the reverse) of a state-pass CTA.
-template <bool kReverse>
+// Loads one chunk's G (and its exps), w, k and the [64, 32] slice of u (forward) or P^T dO (reverse) of
+// a state-pass CTA; the reverse also adds the chunk's scale (Gamma Q)^T dO slice (in dh's place, see
+// chunk_prep) to `qdo` (registers: the thread's elements of the [128, 32] GEMM tile).
 __device__ __forceinline__ void load_state_chunk(const LinearBackwardParams& p, StateShared& s, std::int64_t slot,
-                                                 std::int64_t token0, int rows, int j, int col0) {
+                                                 std::int64_t token0, int rows, int j, int col0, bool reverse) {
   const LinearCommonParams& c = p.common;
   const int h = j / c.group, value_pad = p.slices * kSlice;
   const std::int64_t ch = chunk_head(p, slot, j);
   __syncthreads();  // the previous chunk is done with everything
-  if (threadIdx.x < kC) s.g[threadIdx.x] = p.ws.gc[ch * kC + threadIdx.x];
+  if (threadIdx.x < kC / 4) cp_async_16(&s.g[threadIdx.x * 4], p.ws.gc + ch * kC + threadIdx.x * 4);
   load_key_rows<kThreadsState>(&s.k[0][0], p.ws.kn, p, token0, rows, h);
-  if (kReverse) load_key_rows<kThreadsState>(&s.q[0][0], p.ws.qn, p, token0, rows, h);
-  const float4* w = reinterpret_cast<const float4*>(p.ws.w + ch * kC * kKey);
-  for (int e = threadIdx.x; e < kC * kKey / 4; e += kThreadsState) {
-    reinterpret_cast<float4*>(&s.w[e / (kKey / 4)][0])[e % (kKey / 4)] = w[e];
-  }
-  const float* u = (kReverse ? p.ws.dvnew : p.ws.vnew) + ch * kC * value_pad + col0;
-  for (int e = threadIdx.x; e < kC * kSlice / 4; e += kThreadsState) {
-    const int i = e / (kSlice / 4), c4 = e % (kSlice / 4);
-    reinterpret_cast<float4*>(&s.u[i][0])[c4] = reinterpret_cast<const float4*>(u + i * value_pad)[c4];
-  }
-  if (kReverse) {
-    for (int e = threadIdx.x; e < kC * kSlice; e += kThreadsState) {
-      const int i = e / kSlice, col = e % kSlice, column = col0 + col;
-      float d = 0.0f;
-      if (i < rows && column < c.value_dim) {
-        d = load_element(p.dout.data,
-                         token_offset(p, token0 + i, p.dout.batch_stride, p.dout.token_stride) +
-                             j * p.dout.head_stride + column,
-                         c.io_element);
-      }
-      s.o[i][col] = d;
-    }
-  }
+  copy_rows_async<kC, kKey, kThreadsState>(&s.w[0][0], kLdKey, p.ws.w + ch * kC * kKey, kKey, kC);
+  copy_rows_async<kC, kSlice, kThreadsState>(&s.u[0][0], kLdSlice,
+                                             (reverse ? p.ws.dvnew : p.ws.vnew) + ch * kC * value_pad + col0,
+                                             value_pad, kC);
+  cp_async_commit();
+  cp_async_wait_all();
   __syncthreads();
   if (threadIdx.x < kC) {
     s.d[threadIdx.x] = expf(s.g[kC - 1] - s.g[threadIdx.x]);
@@ -343,7 +396,7 @@ __global__ void __launch_bounds__(kThreadsState) state_fwd_kernel(const LinearBa
     const std::int64_t slot = seq.slot0 + chunk, ch = chunk_head(p, slot, j);
     const std::int64_t token0 = seq.token0 + chunk * kC;
     const int rows = static_cast<int>(seq.length - chunk * kC < kC ? seq.length - chunk * kC : kC);
-    load_state_chunk<false>(p, s, slot, token0, rows, j, col0);
+    load_state_chunk(p, s, slot, token0, rows, j, col0, false);
     store_state(p, s, p.ws.s0, ch, col0);
     float* vnew = p.ws.vnew + ch * kC * value_pad + col0;
     // v_new = u - w S
@@ -379,7 +432,17 @@ __global__ void __launch_bounds__(kThreadsState) state_bwd_kernel(const LinearBa
     const std::int64_t slot = seq.slot0 + chunk, ch = chunk_head(p, slot, j);
     const std::int64_t token0 = seq.token0 + chunk * kC;
     const int rows = static_cast<int>(seq.length - chunk * kC < kC ? seq.length - chunk * kC : kC);
-    load_state_chunk<true>(p, s, slot, token0, rows, j, col0);
+    load_state_chunk(p, s, slot, token0, rows, j, col0, true);
+    // The slot's dh holds scale (Gamma Q)^T dO (chunk_prep) until dh replaces it here: read it first.
+    float* dh = p.ws.dh + ch * kKey * value_pad + col0;
+    constexpr int kPer = kKey * kSlice / kThreadsState;
+    float qdo[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = threadIdx.x + u * kThreadsState;
+      qdo[u] = dh[(e / kSlice) * value_pad + e % kSlice];
+    }
+    __syncthreads();  // every thread has read the slot's (Gamma Q)^T dO before dh overwrites it
     store_state(p, s, p.ws.dh, ch, col0);
     float* dvnew = p.ws.dvnew + ch * kC * value_pad + col0;
     // dU = P^T dO + diag(d) K dh
@@ -391,12 +454,17 @@ __global__ void __launch_bounds__(kThreadsState) state_bwd_kernel(const LinearBa
                                             dvnew[i * value_pad + jj] = x;
                                           });
     __syncthreads();
-    // dh = gam_C dh + scale (Gamma Q)^T dO - w^T dU: one GEMM over the 128 stacked rows [dO; dU].
-    const float gam_c = s.gam[kC - 1], scale = c.scale;
-    gemm<kKey, kSlice, 2 * kC, kThreadsState>(
-        [&](int e, int m) { return m < kC ? scale * s.gam[m] * s.q[m][e] : -s.w[m - kC][e]; },
-        [&](int m, int jj) { return m < kC ? s.o[m][jj] : s.u[m - kC][jj]; },
-        [&](int e, int jj, float v) { s.s[e][jj] = fmaf(gam_c, s.s[e][jj], v); });
+    // dh = gam_C dh + scale (Gamma Q)^T dO - w^T dU
+    const float gam_c = s.gam[kC - 1];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = threadIdx.x + u * kThreadsState;
+      s.s[e / kSlice][e % kSlice] = fmaf(gam_c, s.s[e / kSlice][e % kSlice], qdo[u]);
+    }
+    __syncthreads();
+    gemm<kKey, kSlice, kC, kThreadsState>([&](int e, int m) { return s.w[m][e]; },
+                                          [&](int m, int jj) { return s.u[m][jj]; },
+                                          [&](int e, int jj, float v) { s.s[e][jj] -= v; });
   }
   if (p.d_initial_state.data != nullptr) {
     __syncthreads();
@@ -434,8 +502,6 @@ struct alignas(16) GradShared {
   float t[kC][kLdC];       // Tinv
   float dou[kC][kLdC];     // dO U^T, then dP'
   float yu[kC][kLdC];      // Y U^T, then E
-  float dq[kC][kLdKey];    // dO S0^T
-  float dk[kC][kLdKey];    // -Gamma dR S0^T + diag(d) U dh^T
   union {
     GradSliceTiles slice;
     GradClosingTiles closing;
@@ -443,6 +509,7 @@ struct alignas(16) GradShared {
   float g[kC], gam[kC], d[kC], beta[kC];
   float dbeta[kC], dg[kC];  // accumulated per row
   float t3[kC];             // d_j k_j . (dh U_j)
+  float t2[kC];             // q_i . (dO S0^T)_i
   float red[kThreadsChunk];
 };
 
@@ -458,50 +525,43 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   const int value_pad = p.slices * kSlice;
   const int tid = threadIdx.x;
   load_key_rows<kThreadsChunk>(&s.k[0][0], p.ws.kn, p, place.token0, place.rows, h);
-  for (int e = tid; e < kC * kC; e += kThreadsChunk) s.t[e / kC][e % kC] = p.ws.tinv[ch * kC * kC + e];
+  copy_rows_async<kC, kC, kThreadsChunk>(&s.t[0][0], kLdC, p.ws.tinv + ch * kC * kC, kC, kC);
+  cp_async_commit();
   if (tid < kC) {
     s.g[tid] = p.ws.gc[ch * kC + tid];
     s.beta[tid] = tid < place.rows ? p.ws.beta[(place.token0 + tid) * c.heads_v + j] : 0.0f;
     s.dbeta[tid] = 0.0f;
     s.t3[tid] = 0.0f;
   }
+  cp_async_wait_all();
   __syncthreads();
   if (tid < kC) {
     s.gam[tid] = expf(s.g[tid]);
     s.d[tid] = expf(s.g[kC - 1] - s.g[tid]);
   }
-  // Row partials (4 threads a row, 4 columns each) and the thread's share of <dh, S0>.
+  // Row partials (4 threads a row, kGradSlice / 4 columns each) and the thread's share of <dh, S0>.
   const int row = tid / 4, quarter = tid % 4;
   float dbeta_part = 0.0f, t4_part = 0.0f, t3_part = 0.0f, dh_s0 = 0.0f;
   const int value_steps = (c.value_dim + kGradSlice - 1) / kGradSlice;
   GradSliceTiles& st = s.slice;
+  // dO S0^T and -Gamma dR S0^T + diag(d) U dh^T, accumulated over the value steps in registers.
+  using KeyTile = Fragment<kC, kKey, kThreadsChunk>;
+  KeyTile dq_acc, dk_acc;
+  dq_acc.zero();
+  dk_acc.zero();
   for (int step = 0; step < value_steps; ++step) {
     const int col0 = step * kGradSlice;
     __syncthreads();  // the previous step's GEMMs are done with the tiles
     const std::int64_t state_at = ch * kKey * value_pad + col0, rows_at = ch * kC * value_pad + col0;
-    for (int e = tid; e < kKey * kGradSlice; e += kThreadsChunk) {
-      const int r = e / kGradSlice, col = e % kGradSlice;
-      st.s0[r][col] = p.ws.s0[state_at + r * value_pad + col];
-      st.dh[r][col] = p.ws.dh[state_at + r * value_pad + col];
-    }
-    for (int e = tid; e < kC * kGradSlice; e += kThreadsChunk) {
-      const int i = e / kGradSlice, col = e % kGradSlice, column = col0 + col;
-      st.u[i][col] = p.ws.vnew[rows_at + i * value_pad + col];
-      st.du[i][col] = p.ws.dvnew[rows_at + i * value_pad + col];
-      float v = 0.0f, d = 0.0f;
-      if (i < place.rows && column < c.value_dim) {
-        const std::int64_t token = place.token0 + i;
-        v = load_element(c.v.data,
-                         token_offset(p, token, c.v.batch_stride, c.v.token_stride) + j * c.v.head_stride + column,
-                         c.io_element);
-        d = load_element(p.dout.data,
-                         token_offset(p, token, p.dout.batch_stride, p.dout.token_stride) + j * p.dout.head_stride +
-                             column,
-                         c.io_element);
-      }
-      st.r[i][col] = v;
-      st.o[i][col] = d;
-    }
+    copy_rows_async<kKey, kGradSlice, kThreadsChunk>(&st.s0[0][0], kLdGrad, p.ws.s0 + state_at, value_pad, kKey);
+    copy_rows_async<kKey, kGradSlice, kThreadsChunk>(&st.dh[0][0], kLdGrad, p.ws.dh + state_at, value_pad, kKey);
+    copy_rows_async<kC, kGradSlice, kThreadsChunk>(&st.u[0][0], kLdGrad, p.ws.vnew + rows_at, value_pad, kC);
+    copy_rows_async<kC, kGradSlice, kThreadsChunk>(&st.du[0][0], kLdGrad, p.ws.dvnew + rows_at, value_pad, kC);
+    cp_async_commit();
+    load_token_tile<kGradSlice, kThreadsChunk>(&st.r[0][0], kLdGrad, p, c.v, place.token0, place.rows, j, col0, nullptr);
+    load_token_tile<kGradSlice, kThreadsChunk>(&st.o[0][0], kLdGrad, p, p.dout, place.token0, place.rows, j, col0,
+                                               nullptr);
+    cp_async_wait_all();
     __syncthreads();
     gemm<kC, kGradSlice, kC, kThreadsChunk>([&](int i, int m) { return s.t[m][i]; },
                                             [&](int m, int jj) { return st.du[m][jj]; },
@@ -547,22 +607,14 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
     gemm<kC, kC, kGradSlice, kThreadsChunk>([&](int i, int m) { return st.y[i][m]; },
                                             [&](int m, int jj) { return st.u[jj][m]; },
                                             [&](int i, int jj, float v) { s.yu[i][jj] = first ? v : s.yu[i][jj] + v; });
-    gemm<kC, kKey, kGradSlice, kThreadsChunk>([&](int i, int m) { return st.o[i][m]; },
-                                              [&](int m, int e) { return st.s0[e][m]; },
-                                              [&](int i, int e, float v) { s.dq[i][e] = first ? v : s.dq[i][e] + v; });
-    gemm<kC, kKey, 2 * kGradSlice, kThreadsChunk>(
-        [&](int i, int m) { return m < kGradSlice ? st.r[i][m] : st.ks[i][m - kGradSlice]; },
-        [&](int m, int e) { return m < kGradSlice ? st.s0[e][m] : st.dh[e][m - kGradSlice]; },
-        [&](int i, int e, float v) { s.dk[i][e] = first ? v : s.dk[i][e] + v; });
+    mma<kGradSlice>(dq_acc, [&](int i, int m) { return st.o[i][m]; }, [&](int m, int e) { return st.s0[e][m]; });
+    mma<2 * kGradSlice>(dk_acc, [&](int i, int m) { return m < kGradSlice ? st.r[i][m] : st.ks[i][m - kGradSlice]; },
+                        [&](int m, int e) { return m < kGradSlice ? st.s0[e][m] : st.dh[e][m - kGradSlice]; });
   }
   if (value_steps == 0) {  // V = 0: no value columns, every product over them is zero
     for (int e = tid; e < kC * kLdC; e += kThreadsChunk) {
       (&s.dou[0][0])[e] = 0.0f;
       (&s.yu[0][0])[e] = 0.0f;
-    }
-    for (int e = tid; e < kC * kLdKey; e += kThreadsChunk) {
-      (&s.dq[0][0])[e] = 0.0f;
-      (&s.dk[0][0])[e] = 0.0f;
     }
   }
   // Row partials over the 4 threads of a row (adjacent lanes), then <dh, S0> over the block.
@@ -582,7 +634,19 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   if (tid % 32 == 0) s.red[tid / 32] = dh_s0;
   GradClosingTiles& cl = s.closing;
   load_key_rows<kThreadsChunk>(&cl.q[0][0], p.ws.qn, p, place.token0, place.rows, h);
+  cp_async_commit();
+  cp_async_wait_all();
   __syncthreads();
+  // t2 = q_i . (dO S0^T)_i: the thread's columns, then over the 16 threads of a row (adjacent lanes).
+#pragma unroll
+  for (int r = 0; r < KeyTile::kTm; ++r) {
+    float part = 0.0f;
+#pragma unroll
+    for (int cc = 0; cc < KeyTile::kTn; ++cc) part = fmaf(cl.q[KeyTile::row(r)][KeyTile::col(cc)], dq_acc.v[r][cc], part);
+#pragma unroll
+    for (int lanes = KeyTile::kColThreads / 2; lanes > 0; lanes /= 2) part += __shfl_xor_sync(0xffffffffu, part, lanes);
+    if (KeyTile::col(0) == 0) s.t2[KeyTile::row(r)] = part;
+  }
   gemm<kC, kC, kKey, kThreadsChunk>([&](int i, int m) { return cl.q[i][m]; }, [&](int m, int jj) { return s.k[jj][m]; },
                                     [&](int i, int jj, float v) { cl.m[i][jj] = v; });
   __syncthreads();
@@ -596,10 +660,9 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   __syncthreads();
   if (tid < kC) {  // dG_i += rowsum - colsum of D^o; t2 = q_i . (scale gam_i dO_i S0^T)
     const int i = tid;
-    float sum = 0.0f, t2 = 0.0f;
+    float sum = 0.0f;
     for (int m = 0; m < kC; ++m) sum += cl.m[i][m] - cl.m[m][i];
-    for (int e = 0; e < kKey; ++e) t2 = fmaf(cl.q[i][e], s.dq[i][e], t2);
-    s.dg[i] += sum + c.scale * s.gam[i] * t2;
+    s.dg[i] += sum + c.scale * s.gam[i] * s.t2[i];
   }
   __syncthreads();
   gemm<kC, kC, kKey, kThreadsChunk>([&](int i, int m) { return s.k[i][m]; }, [&](int m, int jj) { return s.k[jj][m]; },
@@ -632,16 +695,34 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   float* dq = p.ws.dq + (place.token0 * c.heads_v + j) * kKey;
   float* dk = p.ws.dk + (place.token0 * c.heads_v + j) * kKey;
   const std::int64_t row_stride = static_cast<std::int64_t>(c.heads_v) * kKey;
-  gemm<kC, kKey, kC, kThreadsChunk>([&](int i, int m) { return s.dou[i][m]; }, [&](int m, int e) { return s.k[m][e]; },
-                                    [&](int i, int e, float v) {
-                                      if (i < place.rows) dq[i * row_stride + e] = fmaf(c.scale * s.gam[i], s.dq[i][e], v);
-                                    });
-  gemm<kC, kKey, 3 * kC, kThreadsChunk>(
-      [&](int i, int m) { return m < kC ? s.dou[m][i] : (m < 2 * kC ? s.yu[i][m - kC] : s.yu[m - 2 * kC][i]); },
-      [&](int m, int e) { return m < kC ? cl.q[m][e] : s.k[m < 2 * kC ? m - kC : m - 2 * kC][e]; },
-      [&](int i, int e, float v) {
-        if (i < place.rows) dk[i * row_stride + e] = s.dk[i][e] + v;
-      });
+  {
+    KeyTile f;
+    f.zero();
+    mma<kC>(f, [&](int i, int m) { return s.dou[i][m]; }, [&](int m, int e) { return s.k[m][e]; });
+#pragma unroll
+    for (int r = 0; r < KeyTile::kTm; ++r) {
+      const int i = KeyTile::row(r);
+#pragma unroll
+      for (int cc = 0; cc < KeyTile::kTn; ++cc) {
+        if (i < place.rows) dq[i * row_stride + KeyTile::col(cc)] = fmaf(c.scale * s.gam[i], dq_acc.v[r][cc], f.v[r][cc]);
+      }
+    }
+  }
+  {
+    KeyTile f;
+    f.zero();
+    mma<3 * kC>(f,
+                [&](int i, int m) { return m < kC ? s.dou[m][i] : (m < 2 * kC ? s.yu[i][m - kC] : s.yu[m - 2 * kC][i]); },
+                [&](int m, int e) { return m < kC ? cl.q[m][e] : s.k[m < 2 * kC ? m - kC : m - 2 * kC][e]; });
+#pragma unroll
+    for (int r = 0; r < KeyTile::kTm; ++r) {
+      const int i = KeyTile::row(r);
+#pragma unroll
+      for (int cc = 0; cc < KeyTile::kTn; ++cc) {
+        if (i < place.rows) dk[i * row_stride + KeyTile::col(cc)] = dk_acc.v[r][cc] + f.v[r][cc];
+      }
+    }
+  }
   __syncthreads();
   if (tid == 0) {  // the state's dependence on G_C (the last valid row), then dg = reverse cumulative sum
     float dh_s0_total = 0.0f, t3_total = 0.0f;

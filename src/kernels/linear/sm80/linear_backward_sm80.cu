@@ -1,7 +1,10 @@
-// Backward of GDN and KDA (semantics.md section 5) on the GPU: exact reverse mode through the token
-// recurrence, the algorithm of the CPU backend (src/cpu/linear_backward_cpu.cpp) with the value columns
-// spread over CTAs. Everything is fp32 after the bf16/fp16 inputs; no float atomics (every partial sum
-// has one writer and is added in a fixed order), so the result is the same run to run.
+// Backward of GDN and KDA (semantics.md section 5) on the GPU. This file holds the prep and finish
+// kernels both take, and KDA's exact reverse mode through the token recurrence (the walk): the algorithm
+// of the CPU backend (src/cpu/linear_backward_cpu.cpp) with the value columns spread over CTAs. GDN
+// takes the chunked backward of linear_backward_chunked_sm80.cu between the same prep and finish kernels
+// (the walk ran GDN too until that replaced it: 2.5x faster at (1, 65536, 2, 8) on the H200). Everything
+// is fp32 after the bf16/fp16 inputs; no float atomics (every partial sum has one writer and is added in
+// a fixed order), so the result is the same run to run.
 //
 // Why value slices: in the recurrence
 //   S' = diag(e^g) S_{t-1},  kS = S'^T k,  u = beta (v - kS),  S_t = S' + k u^T,  o = scale S_t^T q
@@ -10,14 +13,15 @@
 //   dS_{t-1} = diag(e^g) dS'
 // every value column of S and dS evolves on its own. Only the per-token gradients that sum over the
 // value columns need the whole row: dq = scale S_t do, dk = dS u + S' dkS, dbeta = <du, v - kS>,
-// dg = sum_c dS' .* S' (over rows too for GDN). Each CTA owns (sequence, value head, 32 value columns),
+// dg = sum_c dS' .* S' (per key row). Each CTA owns (sequence, value head, 32 value columns),
 // writes its share of those sums to the workspace, and small kernels add the shares (and the G value
 // heads of a q/k head) in a fixed order, then apply the fused options' derivatives.
 //
 // Kernels, in launch order:
 //   prep_qk      q, k -> fp32, L2-normalised when fused                 (warp per token and q/k head)
 //   prep_gate    gate and beta fusions -> fp32 log decay and beta       (thread per token, head, key)
-//   walk         the recurrence and its reverse                          (CTA per sequence, head, slice)
+//   walk (KDA)   the recurrence and its reverse                          (CTA per sequence, head, slice)
+//   (GDN: chunk_prep, state_fwd, state_bwd, chunk_grad of linear_backward_chunked_sm80.cu instead)
 //   finish_qk    dq, dk: sum of the shares, L2-norm derivative         (warp per token and q/k head)
 //   finish_gate  dg, dbeta: sum of the shares, gate/beta derivatives   (thread per token, head, key)
 //   finish_param dA_log, ddt_bias: sums over tokens                    (CTA per head and key)
@@ -193,7 +197,7 @@ __global__ void __launch_bounds__(256) prep_gate_kernel(const LinearBackwardPara
 struct alignas(16) Stage {
   float k[kStage][kRowPad];
   float q[kStage][kRowPad];
-  float decay[kStage][kRowPad];  // exp(g) per key row; GDN: decay[i][0]
+  float decay[kStage][kRowPad];  // exp(g) per key row
   float v[kStage][kCols];
   float dout[kStage][kCols];
   float beta[kStage];
@@ -203,7 +207,6 @@ struct alignas(16) WalkShared {
   Stage stage;
   float kS[kChunk][kCols];       // S'^T k of every token of the chunk (pass 2)
   float red[2][kWarps][kCols];   // cross-warp sums, double-buffered so one barrier per token suffices
-  float dg_warp[kStage][kWarps]; // GDN: each warp's share of dg
 };
 
 struct WalkContext {
@@ -218,25 +221,22 @@ __device__ void stage_tokens(const LinearBackwardParams& p, const WalkContext& w
                              int count, bool backward) {
   const LinearCommonParams& c = p.common;
   __syncthreads();  // everyone is done with the previous stage
-  // q, k (and KDA's decays) as float4: 32 per 128-float row, so each thread's loads are independent.
+  // q, k and the decays as float4: 32 per 128-float row, so each thread's loads are independent.
   constexpr int kVec = kRowPad / 4;
   for (int idx = threadIdx.x; idx < count * kVec; idx += kThreads) {
     const int i = idx / kVec, e4 = idx % kVec;
     const std::int64_t token = w.token0 + first + i;
     const std::int64_t qk = (token * p.heads_qk + w.h) * kRowPad;
     const float4 kv = reinterpret_cast<const float4*>(p.ws.kn + qk)[e4];
-    float4 qv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), gv = qv;
+    float4 qv = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (backward) qv = reinterpret_cast<const float4*>(p.ws.qn + qk)[e4];
-    if (c.per_key_gate) gv = reinterpret_cast<const float4*>(p.ws.gate + (token * c.heads_v + w.j) * p.gate_pad)[e4];
+    const float4 gv = reinterpret_cast<const float4*>(p.ws.gate + (token * c.heads_v + w.j) * p.gate_pad)[e4];
     reinterpret_cast<float4*>(s.stage.k[i])[e4] = kv;
     if (backward) reinterpret_cast<float4*>(s.stage.q[i])[e4] = qv;
-    if (c.per_key_gate) {
-      reinterpret_cast<float4*>(s.stage.decay[i])[e4] = make_float4(expf(gv.x), expf(gv.y), expf(gv.z), expf(gv.w));
-    }
+    reinterpret_cast<float4*>(s.stage.decay[i])[e4] = make_float4(expf(gv.x), expf(gv.y), expf(gv.z), expf(gv.w));
   }
   for (int i = threadIdx.x; i < count; i += kThreads) {
     const std::int64_t token = w.token0 + first + i;
-    if (!c.per_key_gate) s.stage.decay[i][0] = expf(p.ws.gate[token * c.heads_v + w.j]);
     s.stage.beta[i] = p.ws.beta[token * c.heads_v + w.j];
   }
   for (int idx = threadIdx.x; idx < count * kCols; idx += kThreads) {
@@ -265,20 +265,11 @@ __device__ __forceinline__ float forward_token(const LinearCommonParams& c, cons
                                                int i, int parity, float (&S)[32]) {
   float part = 0.0f;
   const float* k = &s.stage.k[i][w.warp * 32];
-  if (c.per_key_gate) {
-    const float* decay = &s.stage.decay[i][w.warp * 32];
+  const float* decay = &s.stage.decay[i][w.warp * 32];
 #pragma unroll
-    for (int r = 0; r < 32; ++r) {
-      S[r] *= decay[r];
-      part += k[r] * S[r];
-    }
-  } else {
-    const float decay = s.stage.decay[i][0];
-#pragma unroll
-    for (int r = 0; r < 32; ++r) {
-      S[r] *= decay;
-      part += k[r] * S[r];
-    }
+  for (int r = 0; r < 32; ++r) {
+    S[r] *= decay[r];
+    part += k[r] * S[r];
   }
   s.red[parity][w.warp][w.lane] = part;
   __syncthreads();
@@ -354,7 +345,6 @@ __global__ void __launch_bounds__(kThreads, 2) walk_kernel(const LinearBackwardP
     const bool valid = w.column_valid && row0 + r < c.key_dim && p.dfinal_state.data != nullptr;
     dS[r] = valid ? p.dfinal_state.data[state_offset(p.dfinal_state, r)] : 0.0f;
   }
-  const bool gdn = !c.per_key_gate;
   // Pass 2: chunks last to first.
   for (std::int64_t chunk = chunks - 1; chunk >= 0; --chunk) {
     const std::int64_t chunk_first = chunk * kChunk;
@@ -399,9 +389,8 @@ __global__ void __launch_bounds__(kThreads, 2) walk_kernel(const LinearBackwardP
         // S' = diag(e^g) S_before, read back from the scratch.
         float Sp[32];
         const float* decay = &s.stage.decay[i][row0];
-        const float head_decay = s.stage.decay[i][0];
 #pragma unroll
-        for (int r = 0; r < 32; ++r) Sp[r] = (gdn ? head_decay : decay[r]) * incoming[r];
+        for (int r = 0; r < 32; ++r) Sp[r] = decay[r] * incoming[r];
         if (i > 0) {
           const float* st = state_at(scratch + (ci - 1) * kSliceFloats, w.warp, w.lane);
 #pragma unroll
@@ -430,22 +419,14 @@ __global__ void __launch_bounds__(kThreads, 2) walk_kernel(const LinearBackwardP
 #pragma unroll
         for (int r = 0; r < 32; ++r) x[r] = dS[r] * u + Sp[r] * dkS;
         p.ws.dk[share * kRowPad + row0 + w.lane] = reduce_scatter(x, w.lane);
-        // dS' = dS + k dkS^T;  dg = <dS', S'> (per row for KDA);  dS_{t-1} = diag(e^g) dS'.
+        // dS' = dS + k dkS^T;  dg = <dS', S'> per row;  dS_{t-1} = diag(e^g) dS'.
 #pragma unroll
         for (int r = 0; r < 32; ++r) dS[r] += k[r] * dkS;
-        if (gdn) {
-          float dg = 0.0f;
 #pragma unroll
-          for (int r = 0; r < 32; ++r) dg += dS[r] * Sp[r];
-          dg = warp_sum(dg);
-          if (w.lane == 0) s.dg_warp[i][w.warp] = dg;
-        } else {
+        for (int r = 0; r < 32; ++r) x[r] = dS[r] * Sp[r];
+        p.ws.dg[share * kRowPad + row0 + w.lane] = reduce_scatter(x, w.lane);
 #pragma unroll
-          for (int r = 0; r < 32; ++r) x[r] = dS[r] * Sp[r];
-          p.ws.dg[share * kRowPad + row0 + w.lane] = reduce_scatter(x, w.lane);
-        }
-#pragma unroll
-        for (int r = 0; r < 32; ++r) dS[r] *= gdn ? head_decay : decay[r];
+        for (int r = 0; r < 32; ++r) dS[r] *= decay[r];
         if (w.warp == 0) {
           const float dbeta = warp_sum(du * r_value);
           if (w.lane == 0) p.ws.dbeta[share] = dbeta;
@@ -455,17 +436,6 @@ __global__ void __launch_bounds__(kThreads, 2) walk_kernel(const LinearBackwardP
                               w.column,
                           c.io_element, beta * du);
           }
-        }
-      }
-      if (gdn) {
-        __syncthreads();
-        if (threadIdx.x < count) {
-          const int i = threadIdx.x;
-          const std::int64_t token = w.token0 + chunk_first + sub * kStage + i;
-          float dg = 0.0f;
-#pragma unroll
-          for (int qq = 0; qq < kWarps; ++qq) dg += s.dg_warp[i][qq];
-          p.ws.dg[(static_cast<std::int64_t>(w.slice) * p.tokens + token) * c.heads_v + w.j] = dg;
         }
       }
     }
