@@ -10,7 +10,7 @@
 //          with its fp32 state slice S in accumulator registers: v_new = u + w_neg S, S <- exp(G_last) S +
 //          k^T (exp(G_last - G) v_new); it writes S at each chunk's start (Element) and v_new (as the
 //          pair hi + lo of Element values, below). Per chunk that is two small GEMMs and two barriers,
-//          with the next chunk's operands in flight (cp.async, double buffer).
+//          with the next chunks' operands in flight (cp.async, two or three buffers).
 //   output (grid: every chunk slot x value head x 128 value columns, in parallel)
 //          O = diag(scale Gamma) Q S_chunk + P v_new, P[t][s] = scale exp(G_t - G_s) q_t . k_s (s <= t).
 //
@@ -84,28 +84,31 @@ __device__ __forceinline__ bool locate_slot(const LinearForwardParams& p, std::i
 // ---- prep ----------------------------------------------------------------------------------------------
 
 // 4 warps; warp w owns the chunk's token rows 16 w .. 16 w + 15 in every product (A, w_neg, u), computed
-// in mma.sync registers: T_beta is lower triangular, so row tile w needs only k-steps 0 .. w. The v piece
-// of the first 128 value columns is in flight (into A's space, free once the solve has read A) while
-// w_neg is computed. ~70 KB of shared memory: 3 CTAs per SM.
+// in mma.sync registers: T_beta is lower triangular, so row tile w needs only k-steps 0 .. w. Buffers
+// are reused once dead: T_beta's pair lies over A (read by the solve), the first v piece over k (read by
+// A, the k copy and k Gamma; it is in flight while w_neg is computed). ~53 KB of shared memory: 4 CTAs
+// per SM.
 constexpr int kPrepValuePiece = 128;
 
 template <typename Element>
 struct PrepShared {
   static constexpr int kLdKey = kKeyPad + 8;    // rows 272 bytes apart: ldmatrix rows in distinct banks
   static constexpr int kLdChunk = kChunk + 8;   // 144 bytes
-  static constexpr int kLdChunkF = kChunk + 4;
+  static constexpr int kLdChunkF = kChunk + 8;  // fp32 A as large as T_beta's pair
   static constexpr int kLdValue = kPrepValuePiece + 8;
-  alignas(128) Element k[kChunk * kLdKey];  // k (L2-normalised)
-  alignas(128) Element x[kChunk * kLdKey];  // k Gamma
-  alignas(128) Element t_beta[kChunk * kLdChunk];     // hi part
-  alignas(128) Element t_beta_lo[kChunk * kLdChunk];  // and lo part
   union {
-    float a[kChunk * kLdChunkF];           // A (fp32), until the solve has read it
-    Element v[kChunk * kLdValue];          // then a piece of v
+    Element k[kChunk * kLdKey];  // k (L2-normalised)
+    Element v[kChunk * kLdValue];  // then a piece of v
+  };
+  alignas(128) Element x[kChunk * kLdKey];  // k Gamma
+  union {
+    float a[kChunk * kLdChunkF];            // A (fp32), until the solve has read it
+    Element t_beta[2 * kChunk * kLdChunk];  // then T_beta: hi part [64][kLdChunk], then the lo part
   };
   alignas(16) float gate[kChunk];
   alignas(16) float beta[kChunk];
-  static_assert(sizeof(float) * kChunk * kLdChunkF == sizeof(Element) * kChunk * kLdValue, "v lies exactly over A");
+  static_assert(sizeof(Element) * kLdKey == sizeof(Element) * kLdValue, "v lies exactly over k");
+  static_assert(sizeof(float) * kLdChunkF == 2 * sizeof(Element) * kLdChunk, "T_beta's pair lies exactly over A");
 };
 
 template <typename Element>
@@ -231,14 +234,15 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
       *reinterpret_cast<uint4*>(k_ws + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(sm.k + t * kLdKey + i0);
     }
   }
-  __syncthreads();  // A is read: its space takes the first v piece
+  __syncthreads();  // A and k are read: their space takes T_beta and the first v piece
+  Element* t_beta_lo = sm.t_beta + kChunk * kLdChunk;
   load_rows<Element, kPrepValuePiece, kChunkedThreads>(sm.v, kLdValue, v_base, c.v.token_stride, rows, 0, c.value_dim,
                                                        params.vectorized_io);
   cp_async_commit();
   if (tid < kChunk) {
     const float beta_j = sm.beta[tid];
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) split_element(x[i] * beta_j, &sm.t_beta[i * kLdChunk + tid], &sm.t_beta_lo[i * kLdChunk + tid]);
+    for (int i = 0; i < kChunk; ++i) split_element(x[i] * beta_j, &sm.t_beta[i * kLdChunk + tid], &t_beta_lo[i * kLdChunk + tid]);
   }
   __syncthreads();
 
@@ -248,7 +252,7 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
   for (int kk = 0; kk < kChunk / kTile; ++kk) {
     if (kk > warp) continue;
     load_a(t_hi[kk], sm.t_beta + warp * kTile * kLdChunk + kk * kTile, kLdChunk);
-    load_a(t_lo[kk], sm.t_beta_lo + warp * kTile * kLdChunk + kk * kTile, kLdChunk);
+    load_a(t_lo[kk], t_beta_lo + warp * kTile * kLdChunk + kk * kTile, kLdChunk);
   }
 
   // w_neg = -T_beta (k Gamma), in two halves of 64 key channels, straight to the workspace as Element.
@@ -321,12 +325,19 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
 // A CTA owns (sequence, value head, kSlice value columns) with 4 warps per 16 columns: warp w keeps S rows
 // 32 (w % 4) .. + 31, columns 16 (w / 4) .. + 15 of the slice in mma.sync accumulators (16 floats a thread)
 // across all chunks, and computes v_new for tokens 16 (w % 4) .. + 15 of the same 16 columns. Shared
-// memory carries only the operands every warp needs: the chunk's w_neg, k, u and G (cp.async, double
-// buffer), S as Element (v_new's B operand, written from registers) and the decayed v_new pair (the
+// memory carries only the operands every warp needs: the chunk's w_neg, k, u and G (cp.async, kStages
+// buffers), S as Element (v_new's B operand, written from registers) and the decayed v_new pair (the
 // update's B operand). Per chunk: two barriers, 16 MMAs (v_new) and 32 (the update) per warp.
 template <int kSlice>
 constexpr int state_threads() {
   return kSlice / 16 * 128;
+}
+// Slices of 16 run one CTA per SM (linear_forward_sm80_launch.cu), so the shared memory of a third stage
+// (~133 KB in all) costs no occupancy there and keeps two chunks' operands in flight; slices of 32 keep
+// two stages (~107 KB) for 2 CTAs per SM.
+template <int kSlice>
+constexpr int state_stages() {
+  return kSlice == 16 ? 3 : 2;
 }
 
 template <typename Element, int kSlice>
@@ -334,19 +345,21 @@ struct StateShared {
   static constexpr int kLdKey = kKeyPad + 8;
   static constexpr int kLdSlice = kSlice + 8;  // rows 48 / 80 bytes apart: ldmatrix rows in distinct banks
   static constexpr int kLdSliceF = kSlice + 4;
-  alignas(128) Element w[2][kChunk * kLdKey];  // w_neg, double-buffered
-  alignas(128) Element k[2][kChunk * kLdKey];
-  alignas(128) float u[2][kChunk * kLdSliceF];
+  static constexpr int kStages = state_stages<kSlice>();
+  alignas(128) Element w[kStages][kChunk * kLdKey];  // w_neg, one buffer per stage
+  alignas(128) Element k[kStages][kChunk * kLdKey];
+  alignas(128) float u[kStages][kChunk * kLdSliceF];
   alignas(128) Element state_lowp[kKeyPad * kLdSlice];  // S at the chunk's start as Element
   alignas(128) Element v_new[kChunk * kLdSlice];     // exp(G_last - G) v_new: hi part
   alignas(128) Element v_new_lo[kChunk * kLdSlice];  // and lo part
-  alignas(16) float gate[2][kChunk];  // G
+  alignas(16) float gate[kStages][kChunk];  // G
 };
 
 template <typename Element, int kSlice>
 __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kernel(LinearForwardParams params) {
   using Shared = StateShared<Element, kSlice>;
   constexpr int kThreads = state_threads<kSlice>();
+  constexpr int kStages = Shared::kStages;
   constexpr int kLdKey = Shared::kLdKey;
   constexpr int kLdSlice = Shared::kLdSlice;
   constexpr int kLdSliceF = Shared::kLdSliceF;
@@ -375,7 +388,13 @@ __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kern
   const Element* k_ws = static_cast<const Element*>(ws.key);
   Element* h_ws = static_cast<Element*>(ws.h);
 
+  // Copies chunk `chunk`'s operands into buffer `buf` (none past the last chunk) and commits a group, so
+  // that every loop step commits exactly one.
   auto prefetch = [&](std::int64_t chunk, int buf) {
+    if (chunk >= chunks) {
+      cp_async_commit();
+      return;
+    }
     const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
     const Element* w = w_ws + sh * kChunk * kKeyPad;
     const Element* k = k_ws + sh * kChunk * kKeyPad;
@@ -437,14 +456,15 @@ __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kern
     }
   };
 
-  if (chunks > 0) prefetch(0, 0);
+#pragma unroll
+  for (int stage = 0; stage < kStages - 1; ++stage) prefetch(stage, stage);
   publish(chunks > 0 ? first_slot : -1);
 
+  int buf = 0;
   for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const int buf = static_cast<int>(chunk & 1);
-    cp_async_wait_all();
-    __syncthreads();  // this chunk's operands and the Element copy of S are visible; the other buffer is free
-    if (chunk + 1 < chunks) prefetch(chunk + 1, buf ^ 1);
+    cp_async_wait_group<kStages - 2>();  // this chunk's group; the later ones may still be in flight
+    __syncthreads();  // its operands and the Element copy of S are visible; the previous chunk's buffer is free
+    prefetch(chunk + kStages - 1, buf == 0 ? kStages - 1 : buf - 1);
     const std::int64_t sh = (first_slot + chunk) * c.heads_v + hv;
 
     // v_new = u + w_neg S, tokens 16 row_block + g (+ 8), in two accumulator sets (even and odd k-steps)
@@ -520,6 +540,7 @@ __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kern
       }
     }
     publish(chunk + 1 < chunks ? first_slot + chunk + 1 : -1);
+    buf = buf + 1 == kStages ? 0 : buf + 1;
   }
 
   if (params.final_state.data == nullptr) return;
