@@ -38,7 +38,6 @@
 namespace attnkit::sm80::linear_detail {
 
 constexpr int kChunkedThreads = 128;
-constexpr int kChunkedWarps = kChunkedThreads / 32;
 
 // ---- Chunk slots ---------------------------------------------------------------------------------------
 

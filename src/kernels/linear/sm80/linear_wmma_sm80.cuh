@@ -1,6 +1,7 @@
-// WMMA building blocks shared by the sm80 linear-attention forward kernels (the fused chunk walk of KDA
-// and the three chunk-parallel GDN kernels): element conversion, fragment types, tile stores through a
-// per-warp fp32 staging tile, and the chunk row loads with the optional L2 normalisation.
+// Building blocks of the sm80 linear-attention forward kernels: element conversion, the hi + lo split,
+// cp.async, the chunk row loads with the optional L2 normalisation (all forward kernels), and the WMMA
+// fragment types and tile stores through a per-warp fp32 staging tile (the fused chunk walk of KDA; the
+// GDN kernels use mma.sync fragments, linear_mma_sm80.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -54,21 +55,8 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory"); }
 
-// acc += X[rows of tile tr, all depth] Y^T[.., tile tc] where X and Y are row-major [., depth] (ld).
-template <typename Element, int kDepth>
-__device__ __forceinline__ void mma_abt(FragC& acc, const Element* x, const Element* y, int ld) {
-  FragA<Element> fa;
-  FragBT<Element> fb;
-#pragma unroll
-  for (int d = 0; d < kDepth; d += kTile) {
-    nvcuda::wmma::load_matrix_sync(fa, x + d, ld);
-    nvcuda::wmma::load_matrix_sync(fb, y + d, ld);
-    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
-  }
-}
-
-// acc += X Y^T as mma_abt, with X = x_hi + x_lo and Y = y_hi + y_lo (split_element pairs): three MMAs
-// per k-step (hi hi, lo hi, hi lo).
+// acc += X Y^T for X and Y row-major [., depth] (ld), X = x_hi + x_lo and Y = y_hi + y_lo (split_element
+// pairs): three MMAs per k-step (hi hi, lo hi, hi lo).
 template <typename Element, int kDepth>
 __device__ __forceinline__ void mma_abt_split(FragC& acc, const Element* x_hi, const Element* x_lo, const Element* y_hi,
                                               const Element* y_lo, int ld) {
