@@ -19,7 +19,7 @@
 // d/dG_i; dg_t = sum over i >= t in the chunk of dG_i (G resets at each chunk).
 //
 // Kernels, in launch order (between the prep and finish kernels of linear_backward_sm80.cu):
-//   chunk_prep  (grid: chunk slots x value heads)   G, Tinv, w, u, P^T dO, scale (Gamma Q)^T dO
+//   chunk_prep  (grid: chunk slots x value heads)   G, Tinv, w, u, P^T dO, scale (Gamma Q)^T dO, P, B
 //   state_fwd   (grid: sequences x value slices of 32, value heads; chunks in order)   S0, v_new
 //   state_bwd   (same grid, chunks last to first)   dU, dh at each chunk's end, d initial state
 //   chunk_grad  (grid: chunk slots x value heads)   dq, dk, dv, dbeta, dg of the chunk's tokens
@@ -241,6 +241,8 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_prep_kernel(const LinearB
   if (place.rows == 0) return;
   const std::int64_t ch = chunk_head(p, slot, j);
   const int value_pad = p.slices * kSlice;
+  float* pmat = p.ws.pmat + ch * kC * kC;
+  float* bmat = p.ws.bmat + ch * kC * kC;
   load_key_rows<kThreadsChunk>(&s.k[0][0], p.ws.kn, p, place.token0, place.rows, h);
   load_key_rows<kThreadsChunk>(&s.q[0][0], p.ws.qn, p, place.token0, place.rows, h);
   if (threadIdx.x < kC) {
@@ -266,11 +268,15 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_prep_kernel(const LinearB
   }
   gemm<kC, kC, kKey, kThreadsChunk>([&](int i, int m) { return s.k[i][m]; }, [&](int m, int jj) { return s.k[jj][m]; },
                                     [&](int i, int jj, float v) {
-                                      s.a[i][jj] = i > jj ? s.beta[i] * expf(s.g[i] - s.g[jj]) * v : 0.0f;
+                                      const float b = i > jj ? expf(s.g[i] - s.g[jj]) * v : 0.0f;
+                                      s.a[i][jj] = s.beta[i] * b;
+                                      bmat[i * kC + jj] = b;
                                     });
   gemm<kC, kC, kKey, kThreadsChunk>([&](int i, int m) { return s.q[i][m]; }, [&](int m, int jj) { return s.k[jj][m]; },
                                     [&](int i, int jj, float v) {
-                                      s.p[i][jj] = jj <= i ? c.scale * expf(s.g[i] - s.g[jj]) * v : 0.0f;
+                                      const float pv = jj <= i ? c.scale * expf(s.g[i] - s.g[jj]) * v : 0.0f;
+                                      s.p[i][jj] = pv;
+                                      pmat[i * kC + jj] = pv;
                                     });
   __syncthreads();
   // Tinv = (I + A)^-1 by forward substitution, a column per thread with the column in registers:
@@ -309,7 +315,7 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_prep_kernel(const LinearB
                                     [&](int m, int e) { return s.beta[m] * s.gam[m] * s.k[m][e]; },
                                     [&](int i, int e, float v) { w[i * kKey + e] = v; });
   float* u = p.ws.vnew + ch * kC * value_pad;
-  float* dvl = p.ws.dvnew + ch * kC * value_pad;
+  float* dvl = p.ws.pdo + ch * kC * value_pad;
   float* qdo = p.ws.dh + ch * kKey * value_pad;  // scale (Gamma Q)^T dO until state_bwd puts dh there
   for (int slice = 0; slice < p.slices; ++slice) {
     const int col0 = slice * kSlice;
@@ -357,7 +363,7 @@ __device__ __forceinline__ void load_state_chunk(const LinearBackwardParams& p, 
   load_key_rows<kThreadsState>(&s.k[0][0], p.ws.kn, p, token0, rows, h);
   copy_rows_async<kC, kKey, kThreadsState>(&s.w[0][0], kLdKey, p.ws.w + ch * kC * kKey, kKey, kC);
   copy_rows_async<kC, kSlice, kThreadsState>(&s.u[0][0], kLdSlice,
-                                             (reverse ? p.ws.dvnew : p.ws.vnew) + ch * kC * value_pad + col0,
+                                             (reverse ? p.ws.pdo : p.ws.vnew) + ch * kC * value_pad + col0,
                                              value_pad, kC);
   cp_async_commit();
   cp_async_wait_all();
@@ -489,11 +495,12 @@ struct alignas(16) GradSliceTiles {
   float r[kC][kLdGrad];   // v -> R -> X1 = -Gamma dR
   float y[kC][kLdGrad];   // Y = Tinv^T dU
   float ks[kC][kLdGrad];  // K S0 -> X2 = diag(d) U
-  float kh[kC][kLdGrad];  // K dh
+  float pdo[kC][kLdGrad]; // P^T dO
 };
 struct alignas(16) GradClosingTiles {
   float q[kC][kLdKey];
-  float m[kC][kLdC];  // Q K^T, then K K^T and F
+  float pm[kC][kLdC];  // P (chunk_prep), then D^o
+  float bm[kC][kLdC];  // B (chunk_prep), then F
 };
 static_assert(sizeof(GradClosingTiles) <= sizeof(GradSliceTiles), "closing tiles must fit the slice tiles");
 
@@ -557,6 +564,7 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
     copy_rows_async<kKey, kGradSlice, kThreadsChunk>(&st.dh[0][0], kLdGrad, p.ws.dh + state_at, value_pad, kKey);
     copy_rows_async<kC, kGradSlice, kThreadsChunk>(&st.u[0][0], kLdGrad, p.ws.vnew + rows_at, value_pad, kC);
     copy_rows_async<kC, kGradSlice, kThreadsChunk>(&st.du[0][0], kLdGrad, p.ws.dvnew + rows_at, value_pad, kC);
+    copy_rows_async<kC, kGradSlice, kThreadsChunk>(&st.pdo[0][0], kLdGrad, p.ws.pdo + rows_at, value_pad, kC);
     cp_async_commit();
     load_token_tile<kGradSlice, kThreadsChunk>(&st.r[0][0], kLdGrad, p, c.v, place.token0, place.rows, j, col0, nullptr);
     load_token_tile<kGradSlice, kThreadsChunk>(&st.o[0][0], kLdGrad, p, p.dout, place.token0, place.rows, j, col0,
@@ -569,15 +577,12 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
     gemm<kC, kGradSlice, kKey, kThreadsChunk>([&](int i, int m) { return s.k[i][m]; },
                                               [&](int m, int jj) { return st.s0[m][jj]; },
                                               [&](int i, int jj, float v) { st.ks[i][jj] = v; });
-    gemm<kC, kGradSlice, kKey, kThreadsChunk>([&](int i, int m) { return s.k[i][m]; },
-                                              [&](int m, int jj) { return st.dh[m][jj]; },
-                                              [&](int i, int jj, float v) { st.kh[i][jj] = v; });
     for (int e = tid; e < kKey * kGradSlice; e += kThreadsChunk) dh_s0 += st.dh[e / kGradSlice][e % kGradSlice] *
                                                                           st.s0[e / kGradSlice][e % kGradSlice];
     __syncthreads();
     {
       // R = V - Gamma K S0; dbeta += Y . R; dv = beta Y; t4 = -gam k . (S0 dR) = (K S0) . X1;
-      // t3 = d k . (dh U) = d (K dh) . U.  Then X1 = -gam beta Y into r, X2 = d U into ks.
+      // t3 = d k . (dh U) = (dU - P^T dO) . U.  Then X1 = -gam beta Y into r, X2 = d U into ks.
       const int i = row;
       const float gam = s.gam[i], beta = s.beta[i], d = s.d[i];
       const std::int64_t token = place.token0 + i;
@@ -589,7 +594,7 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
         const float x1 = -gam * beta * y;
         dbeta_part = fmaf(y, r, dbeta_part);
         t4_part = fmaf(ks, x1, t4_part);
-        t3_part = fmaf(d * st.kh[i][col], st.u[i][col], t3_part);
+        t3_part = fmaf(st.du[i][col] - st.pdo[i][col], st.u[i][col], t3_part);  // dU - P^T dO = diag(d) K dh
         st.r[i][col] = x1;
         st.ks[i][col] = d * st.u[i][col];
         if (i < place.rows && column < c.value_dim) {
@@ -634,6 +639,8 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   if (tid % 32 == 0) s.red[tid / 32] = dh_s0;
   GradClosingTiles& cl = s.closing;
   load_key_rows<kThreadsChunk>(&cl.q[0][0], p.ws.qn, p, place.token0, place.rows, h);
+  copy_rows_async<kC, kC, kThreadsChunk>(&cl.pm[0][0], kLdC, p.ws.pmat + ch * kC * kC, kC, kC);
+  copy_rows_async<kC, kC, kThreadsChunk>(&cl.bm[0][0], kLdC, p.ws.bmat + ch * kC * kC, kC, kC);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
@@ -647,37 +654,32 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
     for (int lanes = KeyTile::kColThreads / 2; lanes > 0; lanes /= 2) part += __shfl_xor_sync(0xffffffffu, part, lanes);
     if (KeyTile::col(0) == 0) s.t2[KeyTile::row(r)] = part;
   }
-  gemm<kC, kC, kKey, kThreadsChunk>([&](int i, int m) { return cl.q[i][m]; }, [&](int m, int jj) { return s.k[jj][m]; },
-                                    [&](int i, int jj, float v) { cl.m[i][jj] = v; });
   __syncthreads();
-  // dP' = scale exp(G_i - G_j) dO_i . U_j (j <= i) into dou; D^o = dP' (q_i . k_j) into m.
+  // dP' = scale exp(G_i - G_j) dO_i . U_j (j <= i) into dou; D^o = (dO_i . U_j) P_ij into pm.
   for (int e = tid; e < kC * kC; e += kThreadsChunk) {
     const int i = e / kC, jj = e % kC;
-    const float dp = jj <= i ? c.scale * expf(s.g[i] - s.g[jj]) * s.dou[i][jj] : 0.0f;
-    s.dou[i][jj] = dp;
-    cl.m[i][jj] = dp * cl.m[i][jj];
+    const float dou = s.dou[i][jj];
+    s.dou[i][jj] = jj <= i ? c.scale * expf(s.g[i] - s.g[jj]) * dou : 0.0f;
+    cl.pm[i][jj] = dou * cl.pm[i][jj];
   }
   __syncthreads();
   if (tid < kC) {  // dG_i += rowsum - colsum of D^o; t2 = q_i . (scale gam_i dO_i S0^T)
     const int i = tid;
     float sum = 0.0f;
-    for (int m = 0; m < kC; ++m) sum += cl.m[i][m] - cl.m[m][i];
+    for (int m = 0; m < kC; ++m) sum += cl.pm[i][m] - cl.pm[m][i];
     s.dg[i] += sum + c.scale * s.gam[i] * s.t2[i];
   }
-  __syncthreads();
-  gemm<kC, kC, kKey, kThreadsChunk>([&](int i, int m) { return s.k[i][m]; }, [&](int m, int jj) { return s.k[jj][m]; },
-                                    [&](int i, int jj, float v) { cl.m[i][jj] = v; });
-  __syncthreads();
-  // dA = -Y U^T (i > j); F = dA exp(G_i - G_j) k_i . k_j into m; E = beta_i dA exp(G_i - G_j) into yu.
+  // dA = -Y U^T (i > j); F = dA B into bm; E = beta_i dA exp(G_i - G_j) into yu (the loop above and
+  // the row sums read neither).
   for (int e = tid; e < kC * kC; e += kThreadsChunk) {
     const int i = e / kC, jj = e % kC;
     float f = 0.0f, ee = 0.0f;
     if (i > jj) {
-      const float da_decay = -s.yu[i][jj] * expf(s.g[i] - s.g[jj]);
-      f = da_decay * cl.m[i][jj];
-      ee = s.beta[i] * da_decay;
+      const float da = -s.yu[i][jj];
+      f = da * cl.bm[i][jj];
+      ee = s.beta[i] * da * expf(s.g[i] - s.g[jj]);
     }
-    cl.m[i][jj] = f;
+    cl.bm[i][jj] = f;
     s.yu[i][jj] = ee;
   }
   __syncthreads();
@@ -685,8 +687,8 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
     const int i = tid;
     float rows = 0.0f, cols = 0.0f;
     for (int m = 0; m < kC; ++m) {
-      rows += cl.m[i][m];
-      cols += s.beta[m] * cl.m[m][i];
+      rows += cl.bm[i][m];
+      cols += s.beta[m] * cl.bm[m][i];
     }
     s.dbeta[i] += rows;
     s.dg[i] += s.beta[i] * rows - cols;

@@ -615,8 +615,11 @@ LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t nu
     layout.w = take(chunk_heads * kChunk * kRowPad);
     layout.vnew = take(chunk_heads * kChunk * value_pad);
     layout.s0 = take(chunk_heads * kRowPad * value_pad);
+    layout.pdo = take(chunk_heads * kChunk * value_pad);
     layout.dvnew = take(chunk_heads * kChunk * value_pad);
     layout.dh = take(chunk_heads * kRowPad * value_pad);
+    layout.pmat = take(chunk_heads * kChunk * kChunk);
+    layout.bmat = take(chunk_heads * kChunk * kChunk);
   }
   layout.dg_raw = take(tokens * heads_v * gate_pad);
   layout.dg_alog = take(tokens * heads_v * gate_pad);

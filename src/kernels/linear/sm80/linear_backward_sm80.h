@@ -42,8 +42,11 @@ struct LinearTokenOutput {
 //   w      [slots][HV][64][128]          tinv (beta Gamma k)
 //   vnew   [slots][HV][64][value_pad]    tinv (beta v), then v_new = that - w S0 (the state pass)
 //   s0     [slots][HV][128][value_pad]   the state at the chunk's start
-//   dvnew  [slots][HV][64][value_pad]    P^T dout, then dL/dv_new (the reverse state pass)
-//   dh     [slots][HV][128][value_pad]   dL/dS at the chunk's end
+//   pdo    [slots][HV][64][value_pad]    P^T dout
+//   dvnew  [slots][HV][64][value_pad]    dL/dv_new (the reverse state pass)
+//   dh     [slots][HV][128][value_pad]   scale (Gamma Q)^T dout, then dL/dS at the chunk's end
+//   pmat   [slots][HV][64][64]           P[i][j] = scale exp(G_i - G_j) q_i . k_j (j <= i)
+//   bmat   [slots][HV][64][64]           B[i][j] = exp(G_i - G_j) k_i . k_j (i > j): A = diag(beta) B
 struct LinearBackwardWorkspace {
   float* qn = nullptr;
   float* kn = nullptr;
@@ -62,8 +65,11 @@ struct LinearBackwardWorkspace {
   float* w = nullptr;
   float* vnew = nullptr;
   float* s0 = nullptr;
+  float* pdo = nullptr;
   float* dvnew = nullptr;
   float* dh = nullptr;
+  float* pmat = nullptr;
+  float* bmat = nullptr;
   std::int64_t slots = 0;
 };
 
@@ -97,7 +103,8 @@ struct LinearBackwardParams {
 // Workspace bytes of the layout above (256-byte aligned pieces), and where each piece starts.
 struct LinearBackwardLayout {
   std::size_t qn = 0, kn = 0, gate = 0, beta = 0, checkpoint = 0, scratch = 0, dq = 0, dk = 0, dg = 0, dbeta = 0,
-              dg_raw = 0, dg_alog = 0, gc = 0, tinv = 0, w = 0, vnew = 0, s0 = 0, dvnew = 0, dh = 0, total = 0;
+              dg_raw = 0, dg_alog = 0, gc = 0, tinv = 0, w = 0, vnew = 0, s0 = 0, pdo = 0, dvnew = 0, dh = 0, pmat = 0,
+              bmat = 0, total = 0;
   std::int64_t slots = 0;
 };
 LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t num_sequences, std::int64_t seqlen,

@@ -308,8 +308,11 @@ Status linear_backward(const LinearProblem& problem, const LinearBackwardArgs& a
   params.ws.w = at(layout.w);
   params.ws.vnew = at(layout.vnew);
   params.ws.s0 = at(layout.s0);
+  params.ws.pdo = at(layout.pdo);
   params.ws.dvnew = at(layout.dvnew);
   params.ws.dh = at(layout.dh);
+  params.ws.pmat = at(layout.pmat);
+  params.ws.bmat = at(layout.bmat);
   params.ws.slots = layout.slots;
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear backward (sm80): selecting the tensors' device"); !s) return s;
