@@ -38,7 +38,9 @@ Status rank_backends(const Table& backends, Backend requested, bool no_work, Ver
     }
     if (usable) *chosen = &ops;
     if (!verdict.is_ok()) reasons += std::string("\n  ") + backend_name(ops.backend) + ": " + verdict.message();
-    explanation->verdicts.push_back({ops.backend, usable, usable ? std::string("chosen") : verdict.message()});
+    // An ok verdict may name the kernel the backend will run ("chosen: GDN chunked backward ...").
+    const std::string chosen_reason = verdict.message().empty() ? "chosen" : "chosen: " + verdict.message();
+    explanation->verdicts.push_back({ops.backend, usable, usable ? chosen_reason : verdict.message()});
   }
   if (*chosen != nullptr) {
     explanation->chosen = (*chosen)->backend;

@@ -246,5 +246,27 @@ INSTANTIATE_TEST_SUITE_P(Linear, LinearDecodeChain, ::testing::ValuesIn(chain_pa
                            return backend_label(info.param.backend) + "_" + linear_variant_name(info.param.variant);
                          });
 
+// explain() says which of the sm80 backend's two backward algorithms a call gets: GDN the chunked kernels,
+// KDA (per-key decay) the exact token walk. The verdict is checked as the user reads it, by its words.
+TEST(LinearBackwardExplain, Sm80NamesItsAlgorithm) {
+  if (!ATTNKIT_TEST_GPU || !ATTNKIT_ARCH_80) GTEST_SKIP() << "needs the GPU test binary with sm80 kernels";
+  std::string why_not;
+  if (!cuda_device_available(&why_not)) GTEST_SKIP() << why_not;
+  for (LinearVariant variant : {LinearVariant::kGatedDeltaNet, LinearVariant::kKimiDelta}) {
+    cases::LinearCase c;
+    c.name = "explain_backward";
+    c.variant = variant;
+    c.batch = 2, c.seqlen = 70, c.heads_qk = 2, c.heads_v = 2, c.key_dim = 64, c.value_dim = 64;
+    LinearCaseTensors tensors(c, LinearCall::kBackward, test_device(), test_seed());
+    const Explanation explanation = explain(tensors.backward_args(Backend::kSm80));
+    const auto sm80 = std::find_if(explanation.verdicts.begin(), explanation.verdicts.end(),
+                                   [](const BackendVerdict& v) { return v.backend == Backend::kSm80; });
+    ASSERT_NE(sm80, explanation.verdicts.end()) << explanation.to_string();
+    ASSERT_TRUE(sm80->usable) << explanation.to_string();
+    const char* expected = variant == LinearVariant::kGatedDeltaNet ? "chunked backward" : "token walk";
+    EXPECT_NE(sm80->reason.find(expected), std::string::npos) << linear_variant_name(variant) << ": " << sm80->reason;
+  }
+}
+
 }  // namespace
 }  // namespace attnkit::testing

@@ -221,7 +221,14 @@ Status linear_supports_backward(const LinearProblem& problem, const LinearBackwa
                                              ": the sm80 linear backward keeps 32 key rows per warp in registers "
                                              "(4 warps) and supports K <= 128"};
   }
-  return grid_fits(problem, (problem.value_dim + kLinearBackwardColumns - 1) / kLinearBackwardColumns);
+  if (Status fits = grid_fits(problem, (problem.value_dim + kLinearBackwardColumns - 1) / kLinearBackwardColumns);
+      !fits) {
+    return fits;
+  }
+  // Which of the two backward algorithms runs (see the comment above): said by explain().
+  return {StatusCode::kOk, problem.per_key_gate()
+                               ? "KDA exact token walk (per-key decay; the chunked kernels take GDN only)"
+                               : "GDN chunked backward (chunk-parallel kernels, sequential state passes)"};
 }
 
 namespace {
