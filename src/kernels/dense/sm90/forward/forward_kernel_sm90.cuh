@@ -100,17 +100,6 @@ struct ForwardConfig {
       kShape.shared_memory_bytes() + kBlockM * kHeadDimV * int(sizeof(Element)) <= kSmemBudget;
   // O in Q's buffer is written row for row over Q (ForwardEpilogueSm90), which needs the same width.
   static_assert(kSeparateO || kHeadDim == kHeadDimV);
-  // Two Q buffers where shared memory has room (D = 64: 88 KiB of Q, K, V + 24 KiB O + 24 KiB; D = 128:
-  // 160 + 32 + 32 = 224 KiB): the producer loads the next work tile's Q as it starts that tile's loads,
-  // two key tiles before this tile ends. With one buffer the next Q can only be asked for once every
-  // consumer has finished this tile's last GEMM, and the HBM latency of a 24-32 KiB load then lands on
-  // the next tile's first S = Q K^T, once per work tile (8 key tiles at S = 1024).
-  static constexpr int kBytesOneQ = kBlockM * kHeadDim * int(sizeof(Element));
-  static constexpr int kQStages =
-      kSeparateO && kShape.shared_memory_bytes() + kBlockM * kHeadDimV * int(sizeof(Element)) + kBytesOneQ <=
-                        kSmemBudget
-          ? 2
-          : 1;
 
   using PipelineK = cutlass::PipelineTmaAsync<kStages>;
   using PipelineV = cutlass::PipelineTmaAsync<kStages>;
@@ -118,21 +107,18 @@ struct ForwardConfig {
   using PipelineTile = cutlass::PipelineAsync<2>;
 
   struct SharedStorage {
-    // kQStages buffers of (M, D), each a multiple of 1024 bytes; the first is also O without kSeparateO.
-    cute::array_aligned<Element, kQStages * cute::cosize_v<SmemLayoutQ>, 1024> q;
+    cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>, 1024> q;  // also O without kSeparateO
     cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>, 1024> k;
     cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>, 1024> v;
     cute::array_aligned<Element, kSeparateO ? cute::cosize_v<SmemLayoutO> : 8, 1024> o;  // 8: unused
-    cutlass::arch::ClusterTransactionBarrier::ValueType barrier_q_full[kQStages];  // Q landed (TMA bytes)
-    cutlass::arch::ClusterBarrier::ValueType barrier_q_empty[kQStages];  // every consumer thread is done with Q
+    cutlass::arch::ClusterTransactionBarrier::ValueType barrier_q_full;  // Q landed (TMA bytes)
+    cutlass::arch::ClusterBarrier::ValueType barrier_q_empty;  // every consumer thread is done with Q
     typename PipelineK::SharedStorage pipeline_k;
     typename PipelineV::SharedStorage pipeline_v;
     typename PipelineTile::SharedStorage pipeline_tile;
     int tile_slots[2];  // linear work-tile index; >= the tile count: no more work
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
-  static_assert(kSmemBytes <= 227 * 1024);
-  static_assert(cute::cosize_v<SmemLayoutQ> * sizeof(Element) % 1024 == 0, "Q buffers stay 1024-byte aligned");
   static constexpr std::uint32_t kBytesQ = kBlockM * kHeadDim * sizeof(Element);
   static constexpr std::uint32_t kBytesK = kBlockN * kHeadDim * sizeof(Element);
   static constexpr std::uint32_t kBytesV = kBlockN * kHeadDimV * sizeof(Element);
@@ -153,16 +139,6 @@ struct ForwardConfig {
   // issue-5 case (the rescale of its 64 x 256 O is 128 multiplies per thread and key tile), D = 128
   // lost 3-7% (NOTES.md, run 6), D = 64 moved by less than the noise (+1% on average).
   static constexpr bool kConditionalRescale = kHeadDimV == 256;
-
-  // Exponentials from the FMA pipe (exp2_polynomial) for this many of every 8 score columns. At D = 64
-  // the 192 x 128 tile asks per key tile 1536 clocks of MUFU.EX2 per SM sub-partition (3 warps x 64
-  // exponentials x 8 clocks) and 1536 clocks of tensor work per SM (6.3 MFLOP at 4096 FLOP a clock):
-  // the two are level, and the measured 2900 clocks per key tile says they do not overlap well. A
-  // measurement switch (NOTES.md, run 10): ATTNKIT_SM90_POLY_EXP2_COLUMNS, 0 unless defined.
-#ifndef ATTNKIT_SM90_POLY_EXP2_COLUMNS
-#define ATTNKIT_SM90_POLY_EXP2_COLUMNS 0
-#endif
-  static constexpr int kPolynomialExp2Columns = kHeadDimV == 64 ? ATTNKIT_SM90_POLY_EXP2_COLUMNS : 0;
 
   // Register budget per thread (65,536 per SM, one CTA): 128 x 24 + 256 x 240 = 64,512.
   static constexpr int kProducerRegisters = 24;
@@ -264,26 +240,10 @@ __device__ __forceinline__ void wgmma_issue(TiledMma& mma, TensorA& a, const Ten
   if constexpr (kRegisterA) warpgroup_fence_operand(a);
 }
 
-// The q_loads-th Q of a CTA (counted from 0) goes to buffer q_loads % kQStages; it is that buffer's
-// use q_loads / kQStages, whose parity is the phase its barriers are in.
-struct QSlot {
-  int buffer;
-  int use;
-};
-template <class Config>
-__device__ __forceinline__ QSlot q_slot(int q_loads) {
-  return {q_loads % Config::kQStages, q_loads / Config::kQStages};
-}
-
-template <class Config, class SharedStorage>
-__device__ __forceinline__ typename Config::Element* q_buffer(SharedStorage& shared, QSlot slot) {
-  return shared.q.data() + slot.buffer * cute::cosize_v<typename Config::SmemLayoutQ>;
-}
-
 // The producer: thread 0 of warpgroup 0 issues every TMA load of the tile.
 template <class Config>
 struct ForwardProducerSm90 {
-  // q_loads: the tiles of this CTA that loaded Q before this one (q_slot: buffer and barrier phase).
+  // q_loads: the tiles of this CTA that loaded Q before this one (the phase of the Q barriers).
   template <class SharedStorage, class PipelineK, class PipelineV, class PipelineState>
   __device__ static void run(const KernelParams<Config>& params, const ForwardWork& work, const SequenceSpan& seq,
                              device::TileRange tiles, SharedStorage& shared, PipelineK& pipeline_k,
@@ -292,8 +252,7 @@ struct ForwardProducerSm90 {
     const ForwardParams& p = params.args;
     const int kv_head = work.head / p.group;
     const int batch = p.varlen ? 0 : work.batch;
-    const QSlot q = q_slot<Config>(q_loads);
-    Tensor sQ = make_tensor(make_smem_ptr(q_buffer<Config>(shared, q)), typename Config::SmemLayoutQ{});  // (M, D)
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Config::SmemLayoutQ{});  // (M, D)
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Config::SmemLayoutK{});  // (N, D, PIPE)
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Config::SmemLayoutV{});  // (N, Dv, PIPE)
 
@@ -318,16 +277,14 @@ struct ForwardProducerSm90 {
     auto [tKgK, tKsK] = tma_partition(params.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
     auto [tVgV, tVsV] = tma_partition(params.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
 
-    // The first K tile goes before Q, whose buffer may still be in use by an earlier tile (the previous
-    // one with one Q buffer, the one before it with two).
+    // The first K tile goes before Q, whose buffer may still be in use by the previous tile.
     for (int n = tiles.end - 1; n >= tiles.begin; --n) {
       pipeline_k.producer_acquire(state);
       copy(params.tma_k.with(*pipeline_k.producer_get_barrier(state), 0), tKgK(_, n), tKsK(_, state.index()));
       if (n == tiles.end - 1) {
-        if (q.use > 0) cutlass::arch::ClusterBarrier::wait(&shared.barrier_q_empty[q.buffer], (q.use - 1) & 1);
-        cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&shared.barrier_q_full[q.buffer],
-                                                                       Config::kBytesQ);
-        copy(params.tma_q.with(shared.barrier_q_full[q.buffer], 0), tQgQ, tQsQ);
+        if (q_loads > 0) cutlass::arch::ClusterBarrier::wait(&shared.barrier_q_empty, (q_loads - 1) & 1);
+        cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&shared.barrier_q_full, Config::kBytesQ);
+        copy(params.tma_q.with(shared.barrier_q_full, 0), tQgQ, tQsQ);
       }
       pipeline_v.producer_acquire(state);
       copy(params.tma_v.with(*pipeline_v.producer_get_barrier(state), 0), tVgV(_, n), tVsV(_, state.index()));
@@ -346,18 +303,18 @@ struct ForwardMainloopSm90 {
   static constexpr int kBlockN = Config::kBlockN;
 
   // tiles: the key tiles loaded for the work tile; own: those this warpgroup's 64 rows see, a subrange
-  // of tiles (empty when its rows see no key). q: the tile's Q buffer. read_k / read_v: the consumer
-  // states of the pipelines, carried from tile to tile.
+  // of tiles (empty when its rows see no key). read_k / read_v: the consumer states of the pipelines,
+  // carried from tile to tile.
   template <class SharedStorage, class PipelineK, class PipelineV, class PipelineState, class AccO, class Softmax>
   __device__ static void run(const ForwardParams& p, int row_begin, device::TileRange tiles, device::TileRange own,
-                             const device::WindowMask& mask, SharedStorage& shared, QSlot q, PipelineK& pipeline_k,
+                             const device::WindowMask& mask, SharedStorage& shared, PipelineK& pipeline_k,
                              PipelineV& pipeline_v, PipelineState& read_k, PipelineState& read_v, AccO& acc_o,
                              Softmax& softmax) {
     using namespace cute;
     const int thread = threadIdx.x - 128;  // among the consumers
     const int consumer = thread / 128;
     const int own_row_begin = row_begin + 64 * consumer;
-    Tensor sQ = make_tensor(make_smem_ptr(q_buffer<Config>(shared, q)), typename Config::SmemLayoutQ{});  // (M, D)
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Config::SmemLayoutQ{});    // (M, D)
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Config::SmemLayoutK{});    // (N, D, PIPE)
     Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Config::SmemLayoutVt{});  // (Dv, N, PIPE)
 
@@ -476,7 +433,7 @@ struct ForwardMainloopSm90 {
       for (int n = own.begin - 1; n >= tiles.begin; --n) skip();
     }
     // This warpgroup's last read of Q is done; with O in a buffer of its own the next Q may land.
-    if constexpr (Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty[q.buffer]);
+    if constexpr (Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
   }
 
   // Before the first tile: the second consumer warpgroup lets the first take the first turn.
@@ -564,8 +521,7 @@ struct ForwardEpilogueSm90 {
                        store_thread.partition_D(make_identity_tensor(WarpgroupTile{})), valid_rows - 64 * consumer,
                        p.head_dim_v);
     // O in Q's buffer: this thread's reads of it are done; the next Q may land once all are.
-    static_assert(Config::kSeparateO || Config::kQStages == 1, "O in Q's buffer: the one buffer");
-    if constexpr (!Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty[0]);
+    if constexpr (!Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
 
     // The first lane of each quad holds column 0 of its rows and writes their LSE.
     if (p.lse != nullptr && get<1>(tOcO_rows(0, 0)) == 0) {
@@ -619,10 +575,8 @@ struct DenseForwardKernelSm90 {
       prefetch_tma_descriptor(params.tma_q.get_tma_descriptor());
       prefetch_tma_descriptor(params.tma_k.get_tma_descriptor());
       prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
-      for (int b = 0; b < Config::kQStages; ++b) {
-        cutlass::arch::ClusterTransactionBarrier::init(&shared.barrier_q_full[b], 1);
-        cutlass::arch::ClusterBarrier::init(&shared.barrier_q_empty[b], Config::kConsumerThreads);
-      }
+      cutlass::arch::ClusterTransactionBarrier::init(&shared.barrier_q_full, 1);
+      cutlass::arch::ClusterBarrier::init(&shared.barrier_q_empty, Config::kConsumerThreads);
     }
     using PipelineK = typename Config::PipelineK;
     using PipelineV = typename Config::PipelineV;
@@ -711,12 +665,10 @@ struct DenseForwardKernelSm90 {
       Tensor acc_o = partition_fragment_C(mma_pv, select<0, 1>(typename Config::TileShapePV{}));
       clear(acc_o);
       constexpr int kRows = decltype(size<0>(wgmma_rows_cols(acc_o.layout())))::value;
-      SplitOnlineSoftmax<kRows, Config::kConditionalRescale, Config::kPolynomialExp2Columns> softmax(
-          p.softmax_scale_log2);
-      const QSlot q = q_slot<Config>(q_loads);
-      cutlass::arch::ClusterTransactionBarrier::wait(&shared.barrier_q_full[q.buffer], q.use & 1);
+      SplitOnlineSoftmax<kRows, Config::kConditionalRescale> softmax(p.softmax_scale_log2);
+      cutlass::arch::ClusterTransactionBarrier::wait(&shared.barrier_q_full, q_loads & 1);
       const device::TileRange own = own_key_tiles<Config::kBlockN>(t.mask, t.tiles, t.row_begin + 64 * consumer);
-      Mainloop::run(p, t.row_begin, t.tiles, own, t.mask, shared, q, pipeline_k, pipeline_v, read_k, read_v, acc_o,
+      Mainloop::run(p, t.row_begin, t.tiles, own, t.mask, shared, pipeline_k, pipeline_v, read_k, read_v, acc_o,
                     softmax);
       Epilogue::store(p, t.seq, t.work, shared, acc_o, softmax);
       ++q_loads;

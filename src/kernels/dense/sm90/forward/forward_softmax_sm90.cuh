@@ -44,25 +44,6 @@ CUTE_HOST_DEVICE constexpr auto wgmma_accumulator_as_operand_a(AccumulatorLayout
                      coalesce(make_layout(get<0, 1>(chunks), get<2>(layout))));
 }
 
-// 2^x for x <= 0 on the FMA pipe instead of the MUFU (FlashAttention-4's software exponential): x is
-// clamped at -127 (where the result is exactly 0, as MUFU.EX2 gives for -inf: a masked score stays a
-// zero probability), split as x = j + f with j = floor(x) from one round-down FADD against
-// 1.5 * 2^23, 2^f on [0, 1) from a cubic (relative error 8.6e-5, under a bf16 / fp16 probability's
-// rounding of 2^-9 / 2^-12), and j added to the exponent field. Nine instructions: FMNMX, three FADD,
-// three FFMA, one IMAD / SHF + IADD, against one MUFU.EX2 of 8 clocks a warp per SM sub-partition.
-__device__ __forceinline__ float exp2_polynomial(float x) {
-  constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: x + it has an ulp of 1 for |x| < 2^22
-  x = fmaxf(x, -127.0f);
-  const float shifted = __fadd_rd(x, kRoundMagic);  // floor(x) + 1.5 * 2^23, exactly
-  const float f = x - (shifted - kRoundMagic);      // in [0, 1)
-  float p = fmaf(f, 0.07706208f, 0.22765040f);
-  p = fmaf(f, p, 0.69511557f);
-  p = fmaf(f, p, 1.0f);
-  // The low 9 bits of the magic's bit pattern (0x4B400000) are zero, so shifting the sum's bits left
-  // by 23 leaves floor(x) (two's complement) in the exponent field.
-  return __uint_as_float(__float_as_uint(p) + (__float_as_uint(shifted) << 23));
-}
-
 // The online softmax of device::OnlineSoftmax (same units, same empty-row rule, same finalize), with
 // the update split in two: update() turns a score tile into probabilities and returns each row's
 // correction exp(m_old - m_new) while O += P V of the previous tile is still in flight on the tensor
@@ -75,10 +56,7 @@ __device__ __forceinline__ float exp2_polynomial(float x) {
 // any row of the warp moved: when none did, the warp skips the rescale of O altogether. After the
 // first few key tiles the running maximum rarely grows by a factor 256, so most tiles skip it.
 // Without kConditional every row's reference follows its maximum and O is always rescaled.
-//
-// kPolynomialColumns: of every 8 columns of a thread's register view, that many take their exponential
-// from exp2_polynomial (on the FMA pipe) and the rest from MUFU.EX2, so that the two pipes share it.
-template <int kRows, bool kConditional, int kPolynomialColumns = 0>
+template <int kRows, bool kConditional>
 class SplitOnlineSoftmax {
  public:
   static constexpr int kRowCount = kRows;
@@ -120,8 +98,7 @@ class SplitOnlineSoftmax {
       float tile_sum = 0.0f;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(scores); ++c) {
-        const float x = scores(r, c) * scale_log2_ - reference;
-        const float p = c % 8 < kPolynomialColumns ? exp2_polynomial(x) : device::fast_exp2(x);
+        const float p = device::fast_exp2(scores(r, c) * scale_log2_ - reference);
         scores(r, c) = p;
         tile_sum += p;
       }
