@@ -145,7 +145,11 @@ struct SequenceView {
   }
 };
 
-template <typename Element_, typename Tile_>
+// kDeterministic: the dQ turn-taking of deterministic mode is compiled only into its own kernel, so that
+// the default kernel carries none of its registers (its counter address, the binary search).
+// kSoftcap: likewise the softcap element loops. kMaskFree (tiles with kMaskFreeKernel; the launch checks:
+// no window, no varlen, both lengths whole tiles): no tile needs the element mask, its loops are left out.
+template <typename Element_, typename Tile_, bool kDeterministic, bool kSoftcap, bool kMaskFree>
 struct BackwardKernel {
   using Element = Element_;
   using Tile = Tile_;
@@ -555,8 +559,7 @@ struct BackwardKernel {
     const int dq_d0 = (warp % kDqWarpsD) * kDqWarpCols;
 
     const float scale_log2 = p.scale * kLog2e;
-    const bool has_softcap = p.softcap > 0.0f;
-    const float scale_over_cap = has_softcap ? p.scale / p.softcap : 0.0f;
+    const float scale_over_cap = kSoftcap ? p.scale / p.softcap : 0.0f;
     const float cap_log2 = p.softcap * kLog2e;
 
     for (int step = 0; step < num_steps; ++step) {
@@ -607,7 +610,7 @@ struct BackwardKernel {
       };
       // In tile coordinates (r, c), (row0 + r, key0 + c) is visible iff r < rows_valid, c < keys_here and
       // the tile band holds c - r.
-      const bool masked = !seq.template tile_fully_visible<kBlockM, kBlockN>(m_block, n_block);
+      const bool masked = !kMaskFree && !seq.template tile_fully_visible<kBlockM, kBlockN>(m_block, n_block);
       auto make_mask = [&] {
         TileMask mask;
         mask.m0 = sdp_m0;
@@ -634,7 +637,7 @@ struct BackwardKernel {
             acc_dp, smem_dout, sdp_m0, smem + kSmemV, sdp_n0);
         read_delta();
       };
-      if (!has_softcap) {
+      if constexpr (!kSoftcap) {
         read_lse();
         if (masked) {
           scores_to_probabilities<true>(acc_s, stats, make_mask(), scale_log2);
@@ -661,7 +664,7 @@ struct BackwardKernel {
       // dQ (unscaled) += dS K, added to dq_accum; deterministic mode takes its turn first.
       auto add_dq = [&] {
         std::int32_t* semaphore = nullptr;
-        if (p.deterministic) {
+        if constexpr (kDeterministic) {
           semaphore = p.dq_semaphore + (static_cast<std::int64_t>(batch) * p.heads_q + head) * p.num_m_blocks + m_block;
           if (tid == 0) {
             // Contributors to this query tile are the key tiles [first, last]; they add in ascending
@@ -716,7 +719,7 @@ struct BackwardKernel {
             }
           }
         }
-        if (p.deterministic) {
+        if constexpr (kDeterministic) {
           __syncthreads();  // every thread's adds are issued before the turn passes on
           if (tid == 0) {
             __threadfence();
@@ -794,14 +797,11 @@ __global__ void __launch_bounds__(Kernel::kThreads, Kernel::Tile::kMinCtasPerSm)
   Kernel::run(params);
 }
 
-}  // namespace detail
-
-template <typename Element, typename Tile>
-Status launch_dense_backward_main(const DenseBackwardParams& params, cudaStream_t stream) {
-  using Kernel = detail::BackwardKernel<Element, Tile>;
+template <typename Kernel>
+Status launch_dense_backward_kernel(const DenseBackwardParams& params, cudaStream_t stream) {
   const std::int64_t ctas = static_cast<std::int64_t>(params.num_n_blocks) * params.heads_kv * params.batch;
   if (ctas == 0) return Status::ok();
-  constexpr auto kernel = &detail::dense_backward_main_kernel<Kernel>;
+  constexpr auto kernel = &dense_backward_main_kernel<Kernel>;
   cudaError_t error = device::ensure_dynamic_shared_memory<kernel>(Kernel::kSmemBytes);
   if (error != cudaSuccess) {
     return {StatusCode::kCudaError, std::string("sm80 dense backward: cannot raise the shared-memory limit to ") +
@@ -814,6 +814,27 @@ Status launch_dense_backward_main(const DenseBackwardParams& params, cudaStream_
     return {StatusCode::kCudaError, std::string("sm80 dense backward launch: ") + cudaGetErrorString(error)};
   }
   return Status::ok();
+}
+
+}  // namespace detail
+
+template <typename Element, typename Tile>
+Status launch_dense_backward_main(const DenseBackwardParams& params, cudaStream_t stream) {
+  using detail::BackwardKernel;
+  using detail::launch_dense_backward_kernel;
+  const bool softcap = params.softcap > 0.0f;
+  if (params.deterministic) {
+    return softcap ? launch_dense_backward_kernel<BackwardKernel<Element, Tile, true, true, false>>(params, stream)
+                   : launch_dense_backward_kernel<BackwardKernel<Element, Tile, true, false, false>>(params, stream);
+  }
+  if (softcap) return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, true, false>>(params, stream);
+  if constexpr (Tile::kMaskFreeKernel) {
+    const bool mask_free = params.cu_seqlens_q == nullptr && params.cu_seqlens_k == nullptr &&
+                           params.window_left < 0 && params.window_right < 0 && params.seqlen_q % Tile::kBlockM == 0 &&
+                           params.seqlen_k % Tile::kBlockN == 0;
+    if (mask_free) return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, false, true>>(params, stream);
+  }
+  return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, false, false>>(params, stream);
 }
 
 }  // namespace attnkit::sm80::backward
