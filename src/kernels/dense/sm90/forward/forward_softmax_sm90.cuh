@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include <cute/tensor.hpp>
 
@@ -73,36 +74,60 @@ class SplitOnlineSoftmax {
   // scores (rows, cols): overwritten with exp(s - m_ref). correction: exp(m_old - m_ref) per row, 1
   // where the reference stayed (unused on the first tile, where O is still zero). Returns whether O
   // needs rescale() (the same answer for every thread of the warp; always, without kConditional).
+  // The row reductions laid out for instruction-level parallelism: each row's maximum and sum run as
+  // two chains over alternate columns, every row's chains side by side, the quad shuffles of all rows
+  // after them. Maxima and probabilities equal the one-chain loop's bit for bit; the sums add the same
+  // values in another order.
   template <bool kFirstTile, class ScoreTensor>
   __device__ __forceinline__ bool update(ScoreTensor&& scores, float (&correction)[kRows]) {
     using namespace cute;
+    constexpr int kCols = decltype(size<1>(std::decay_t<ScoreTensor>{}))::value;
+    static_assert(kCols % 2 == 0);
+    float chain_max[kRows][2];
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) chain_max[r][0] = chain_max[r][1] = row_max_[r];
+    CUTE_UNROLL
+    for (int c = 0; c < kCols; ++c) {
+      CUTE_UNROLL
+      for (int r = 0; r < kRows; ++r) chain_max[r][c % 2] = fmaxf(chain_max[r][c % 2], scores(r, c));
+    }
+    float tile_max[kRows];
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(chain_max[r][0], chain_max[r][1]);
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
     bool moved = false;
+    float reference[kRows];
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
-      float tile_max = row_max_[r];
-      CUTE_UNROLL
-      for (int c = 0; c < size<1>(scores); ++c) tile_max = fmaxf(tile_max, scores(r, c));
-      tile_max = device::quad_allreduce(tile_max, device::MaxOp{});
-      // Old maximum -inf (no visible key yet): the difference is +inf and the reference moves. Both
-      // -inf: NaN compares false and the row stays empty (reference 0, every p = 0).
       const bool move =
-          kFirstTile || !kConditional || (tile_max - row_max_[r]) * scale_log2_ > kRescaleThreshold;
+          kFirstTile || !kConditional || (tile_max[r] - row_max_[r]) * scale_log2_ > kRescaleThreshold;
       correction[r] = 1.0f;
       if (move) {
-        const float reference = exponent_reference(tile_max);
-        if (!kFirstTile) correction[r] = device::fast_exp2(row_max_[r] * scale_log2_ - reference);
-        row_max_[r] = tile_max;
+        const float moved_reference = exponent_reference(tile_max[r]);
+        if (!kFirstTile) correction[r] = device::fast_exp2(row_max_[r] * scale_log2_ - moved_reference);
+        row_max_[r] = tile_max[r];
         moved = true;
       }
-      const float reference = exponent_reference(row_max_[r]);
-      float tile_sum = 0.0f;
+      reference[r] = exponent_reference(row_max_[r]);
+    }
+    float chain_sum[kRows][2];
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) chain_sum[r][0] = chain_sum[r][1] = 0.0f;
+    CUTE_UNROLL
+    for (int c = 0; c < kCols; ++c) {
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(scores); ++c) {
-        const float p = device::fast_exp2(scores(r, c) * scale_log2_ - reference);
+      for (int r = 0; r < kRows; ++r) {
+        const float p = device::fast_exp2(scores(r, c) * scale_log2_ - reference[r]);
         scores(r, c) = p;
-        tile_sum += p;
+        chain_sum[r][c % 2] += p;
       }
-      row_sum_[r] = (kFirstTile ? 0.0f : row_sum_[r] * correction[r]) + tile_sum;
+    }
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      row_sum_[r] = (kFirstTile ? 0.0f : row_sum_[r] * correction[r]) + (chain_sum[r][0] + chain_sum[r][1]);
     }
     if constexpr (kFirstTile) return false;
     if constexpr (!kConditional) return true;
