@@ -1,8 +1,11 @@
 // Chunked backward of GDN (one log decay per value head and token; semantics.md section 5), the
 // structure of FLA's chunk_gated_delta_rule backward: only two passes run sequentially over the chunks of
-// a sequence, everything else is chunk-parallel. Arithmetic is fp32 throughout (inputs after the prep
-// kernels' fp32 copies), on CUDA cores, so it keeps the exact walk's accuracy on the weak-decay cases; no
-// float atomics: every value has one writer and every sum a fixed order.
+// a sequence, everything else is chunk-parallel. Values are fp32 throughout (inputs after the prep
+// kernels' fp32 copies); the products of chunk_grad and of the two state passes run on tensor cores with
+// each fp32 operand as a bf16 hi + lo pair (~16 of its 24 bits, see mma_tc), chunk_prep's on CUDA cores
+// in fp32 (on bf16 pairs it failed a gtest: dbeta of Sm80_gdn_fp16_T1 off by 1.3e-5 relative against an
+// fp32-output bound of 2.2e-6; NOTES.md "GPU backward"). No float atomics: every value has one writer
+// and every sum a fixed order.
 //
 // One chunk of C = 64 tokens (rows i, j), its start state S0 [K, V], G_i the inclusive cumulative log
 // decay, gam_i = exp(G_i), d_i = exp(G_C - G_i) (G_C: the last row's G; rows past a sequence's end are
@@ -28,6 +31,7 @@
 #include <cstdint>
 
 #include "kernels/linear/sm80/linear_backward_sm80.cuh"
+#include "kernels/linear/sm80/linear_mma_sm80.cuh"
 #include "kernels/linear/sm80/linear_sm80_common.cuh"
 #include "kernels/linear/sm80/linear_wmma_sm80.cuh"
 
@@ -103,6 +107,86 @@ __device__ __forceinline__ void gemm(A a, B b, Out out) {
   for (int r = 0; r < F::kTm; ++r) {
 #pragma unroll
     for (int c = 0; c < F::kTn; ++c) out(F::row(r), F::col(c), f.v[r][c]);
+  }
+}
+
+// Tensor-core products of chunk_grad and the state passes (mma.sync m16n8k16, bf16 operands, fp32
+// accumulation). Every operand is an fp32 value (workspace intermediates, or the fp32 copies of fp16/bf16
+// inputs, which L2 normalisation and fp16 make inexact in bf16), so each is split into a bf16 pair
+// hi = round(x), lo = round(x - hi) and a product takes three MMAs, lo hi + hi lo + hi hi (lo lo, ~2^-16
+// of the product, is dropped): ~16 bits of each operand, as the forward's output kernel. An M x N result
+// with M = 16 kRowTiles rows over the 8 warps of a CTA: warp w owns row tile w % kRowTiles and the kTiles
+// n-tiles of 8 columns of column group w / kRowTiles (so a warp's A fragment serves all its n-tiles).
+// Fragment layout as linear_mma_sm80.cuh: element e of n-tile t is row g + 8 (e / 2) and column
+// 2 (lane % 4) + e % 2 of the tile (g = lane / 4). The operands come from shared memory as scalar fp32
+// loads (2-way bank conflicts at most for the row pitches used, 36, 68 and 132 floats) and are split in
+// registers at each use; a warp's 3 kTiles MMAs per k-step of 16 replace 16 x 8 kTiles x 16 / 32 = 64
+// kTiles fp32 FMAs per lane.
+constexpr int kTcWarps = kThreadsChunk / 32;
+static_assert(kThreadsState == kThreadsChunk, "the tensor-core tiles assume one CTA size for all kernels");
+
+template <int M, int N>
+struct MmaTile {
+  static constexpr int kRowTiles = M / 16, kGroups = kTcWarps / kRowTiles, kTiles = N / (8 * kGroups);
+  static_assert(M % 16 == 0 && kTcWarps % kRowTiles == 0 && N % (8 * kGroups) == 0, "tile does not divide");
+  float c[kTiles][4];
+  __device__ __forceinline__ static int row(int e) {
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    return 16 * (warp % kRowTiles) + lane / 4 + 8 * (e / 2);
+  }
+  __device__ __forceinline__ static int col(int t, int e) {
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    return (warp / kRowTiles) * (N / kGroups) + 8 * t + 2 * (lane % 4) + e % 2;
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) c[t][e] = 0.0f;
+    }
+  }
+};
+
+// f += a b over depth D (a multiple of 16) on tensor cores; a(i, m) and b(m, n) read fp32 values.
+template <int D, int M, int N, typename A, typename B>
+__device__ __forceinline__ void mma_tc(MmaTile<M, N>& f, A a, B b) {
+  using T = MmaTile<M, N>;
+  using linear_detail::mma_16816;
+  using linear_detail::split_pair;
+  static_assert(D % 16 == 0, "depth must be a multiple of 16");
+  const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, t2 = 2 * (lane % 4);
+  const int r0 = T::row(0) - g, n0 = T::col(0, 0) - t2;
+#pragma unroll 2
+  for (int k0 = 0; k0 < D; k0 += 16) {
+    unsigned ahi[4], alo[4];
+    split_pair<__nv_bfloat16>(a(r0 + g, k0 + t2), a(r0 + g, k0 + t2 + 1), &ahi[0], &alo[0]);
+    split_pair<__nv_bfloat16>(a(r0 + g + 8, k0 + t2), a(r0 + g + 8, k0 + t2 + 1), &ahi[1], &alo[1]);
+    split_pair<__nv_bfloat16>(a(r0 + g, k0 + t2 + 8), a(r0 + g, k0 + t2 + 9), &ahi[2], &alo[2]);
+    split_pair<__nv_bfloat16>(a(r0 + g + 8, k0 + t2 + 8), a(r0 + g + 8, k0 + t2 + 9), &ahi[3], &alo[3]);
+#pragma unroll
+    for (int t = 0; t < T::kTiles; ++t) {
+      const int n = n0 + 8 * t + g;
+      unsigned bhi[2], blo[2];
+      split_pair<__nv_bfloat16>(b(k0 + t2, n), b(k0 + t2 + 1, n), &bhi[0], &blo[0]);
+      split_pair<__nv_bfloat16>(b(k0 + t2 + 8, n), b(k0 + t2 + 9, n), &bhi[1], &blo[1]);
+      mma_16816<__nv_bfloat16>(f.c[t], alo, bhi[0], bhi[1]);
+      mma_16816<__nv_bfloat16>(f.c[t], ahi, blo[0], blo[1]);
+      mma_16816<__nv_bfloat16>(f.c[t], ahi, bhi[0], bhi[1]);
+    }
+  }
+}
+
+// out(i, j, sum_m a(i, m) b(m, j)) for i < M, j < N on tensor cores (each element once, by its owner).
+template <int M, int N, int D, typename A, typename B, typename Out>
+__device__ __forceinline__ void gemm_tc(A a, B b, Out out) {
+  using T = MmaTile<M, N>;
+  T f;
+  f.zero();
+  mma_tc<D>(f, a, b);
+#pragma unroll
+  for (int t = 0; t < T::kTiles; ++t) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) out(T::row(e), T::col(t, e), f.c[t][e]);
   }
 }
 
@@ -345,7 +429,7 @@ struct alignas(16) StateShared {
 
 // Offset of state element (row, column) of sequence n, value head j in a state tensor of either layout.
 __device__ __forceinline__ std::int64_t state_offset(const LinearBackwardParams& p, const LinearStateTensor& t, int n,
-                                                     int j, int row, int column) {
+                                         int j, int row, int column) {
   const std::int64_t head = n * t.sequence_stride + j * t.head_stride;
   return p.common.state_vk ? head + column * t.row_stride + row : head + row * t.row_stride + column;
 }
@@ -354,7 +438,7 @@ __device__ __forceinline__ std::int64_t state_offset(const LinearBackwardParams&
 // a state-pass CTA; the reverse also adds the chunk's scale (Gamma Q)^T dO slice (in dh's place, see
 // chunk_prep) to `qdo` (registers: the thread's elements of the [128, 32] GEMM tile).
 __device__ __forceinline__ void load_state_chunk(const LinearBackwardParams& p, StateShared& s, std::int64_t slot,
-                                                 std::int64_t token0, int rows, int j, int col0, bool reverse) {
+                                     std::int64_t token0, int rows, int j, int col0, bool reverse) {
   const LinearCommonParams& c = p.common;
   const int h = j / c.group, value_pad = p.slices * kSlice;
   const std::int64_t ch = chunk_head(p, slot, j);
@@ -363,8 +447,8 @@ __device__ __forceinline__ void load_state_chunk(const LinearBackwardParams& p, 
   load_key_rows<kThreadsState>(&s.k[0][0], p.ws.kn, p, token0, rows, h);
   copy_rows_async<kC, kKey, kThreadsState>(&s.w[0][0], kLdKey, p.ws.w + ch * kC * kKey, kKey, kC);
   copy_rows_async<kC, kSlice, kThreadsState>(&s.u[0][0], kLdSlice,
-                                             (reverse ? p.ws.pdo : p.ws.vnew) + ch * kC * value_pad + col0,
-                                             value_pad, kC);
+                                 (reverse ? p.ws.pdo : p.ws.vnew) + ch * kC * value_pad + col0,
+                                 value_pad, kC);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
@@ -377,7 +461,7 @@ __device__ __forceinline__ void load_state_chunk(const LinearBackwardParams& p, 
 
 // Writes the CTA's [128, 32] slice of S (or dh) to the workspace array at chunk-head `ch`.
 __device__ __forceinline__ void store_state(const LinearBackwardParams& p, const StateShared& s, float* base,
-                                            std::int64_t ch, int col0) {
+                                std::int64_t ch, int col0) {
   const int value_pad = p.slices * kSlice;
   float* dst = base + ch * kKey * value_pad + col0;
   for (int e = threadIdx.x; e < kKey * kSlice / 4; e += kThreadsState) {
@@ -406,19 +490,19 @@ __global__ void __launch_bounds__(kThreadsState) state_fwd_kernel(const LinearBa
     store_state(p, s, p.ws.s0, ch, col0);
     float* vnew = p.ws.vnew + ch * kC * value_pad + col0;
     // v_new = u - w S
-    gemm<kC, kSlice, kKey, kThreadsState>([&](int i, int m) { return s.w[i][m]; },
-                                          [&](int m, int jj) { return s.s[m][jj]; },
-                                          [&](int i, int jj, float v) {
-                                            const float x = s.u[i][jj] - v;
-                                            s.u[i][jj] = x;
-                                            vnew[i * value_pad + jj] = x;
-                                          });
+    gemm_tc<kC, kSlice, kKey>([&](int i, int m) { return s.w[i][m]; },
+                              [&](int m, int jj) { return s.s[m][jj]; },
+                              [&](int i, int jj, float v) {
+                                const float x = s.u[i][jj] - v;
+                                s.u[i][jj] = x;
+                                vnew[i * value_pad + jj] = x;
+                              });
     __syncthreads();
     // S = gam_C S + K^T diag(d) v_new
     const float gam_c = s.gam[kC - 1];
-    gemm<kKey, kSlice, kC, kThreadsState>([&](int e, int m) { return s.k[m][e]; },
-                                          [&](int m, int jj) { return s.d[m] * s.u[m][jj]; },
-                                          [&](int e, int jj, float v) { s.s[e][jj] = fmaf(gam_c, s.s[e][jj], v); });
+    gemm_tc<kKey, kSlice, kC>([&](int e, int m) { return s.k[m][e]; },
+                              [&](int m, int jj) { return s.d[m] * s.u[m][jj]; },
+                              [&](int e, int jj, float v) { s.s[e][jj] = fmaf(gam_c, s.s[e][jj], v); });
   }
 }
 
@@ -452,13 +536,13 @@ __global__ void __launch_bounds__(kThreadsState) state_bwd_kernel(const LinearBa
     store_state(p, s, p.ws.dh, ch, col0);
     float* dvnew = p.ws.dvnew + ch * kC * value_pad + col0;
     // dU = P^T dO + diag(d) K dh
-    gemm<kC, kSlice, kKey, kThreadsState>([&](int i, int m) { return s.d[i] * s.k[i][m]; },
-                                          [&](int m, int jj) { return s.s[m][jj]; },
-                                          [&](int i, int jj, float v) {
-                                            const float x = s.u[i][jj] + v;
-                                            s.u[i][jj] = x;
-                                            dvnew[i * value_pad + jj] = x;
-                                          });
+    gemm_tc<kC, kSlice, kKey>([&](int i, int m) { return s.d[i] * s.k[i][m]; },
+                              [&](int m, int jj) { return s.s[m][jj]; },
+                              [&](int i, int jj, float v) {
+                                const float x = s.u[i][jj] + v;
+                                s.u[i][jj] = x;
+                                dvnew[i * value_pad + jj] = x;
+                              });
     __syncthreads();
     // dh = gam_C dh + scale (Gamma Q)^T dO - w^T dU
     const float gam_c = s.gam[kC - 1];
@@ -468,9 +552,9 @@ __global__ void __launch_bounds__(kThreadsState) state_bwd_kernel(const LinearBa
       s.s[e / kSlice][e % kSlice] = fmaf(gam_c, s.s[e / kSlice][e % kSlice], qdo[u]);
     }
     __syncthreads();
-    gemm<kKey, kSlice, kC, kThreadsState>([&](int e, int m) { return s.w[m][e]; },
-                                          [&](int m, int jj) { return s.u[m][jj]; },
-                                          [&](int e, int jj, float v) { s.s[e][jj] -= v; });
+    gemm_tc<kKey, kSlice, kC>([&](int e, int m) { return s.w[m][e]; },
+                              [&](int m, int jj) { return s.u[m][jj]; },
+                              [&](int e, int jj, float v) { s.s[e][jj] -= v; });
   }
   if (p.d_initial_state.data != nullptr) {
     __syncthreads();
@@ -516,7 +600,7 @@ struct alignas(16) GradShared {
   float g[kC], gam[kC], d[kC], beta[kC];
   float dbeta[kC], dg[kC];  // accumulated per row
   float t3[kC];             // d_j k_j . (dh U_j)
-  float t2[kC];             // q_i . (dO S0^T)_i
+  float t2[2][kC];          // q_i . (dO S0^T)_i over each column half of dO S0^T
   float red[kThreadsChunk];
 };
 
@@ -552,7 +636,7 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   const int value_steps = (c.value_dim + kGradSlice - 1) / kGradSlice;
   GradSliceTiles& st = s.slice;
   // dO S0^T and -Gamma dR S0^T + diag(d) U dh^T, accumulated over the value steps in registers.
-  using KeyTile = Fragment<kC, kKey, kThreadsChunk>;
+  using KeyTile = MmaTile<kC, kKey>;
   KeyTile dq_acc, dk_acc;
   dq_acc.zero();
   dk_acc.zero();
@@ -571,12 +655,10 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
                                                nullptr);
     cp_async_wait_all();
     __syncthreads();
-    gemm<kC, kGradSlice, kC, kThreadsChunk>([&](int i, int m) { return s.t[m][i]; },
-                                            [&](int m, int jj) { return st.du[m][jj]; },
-                                            [&](int i, int jj, float v) { st.y[i][jj] = v; });
-    gemm<kC, kGradSlice, kKey, kThreadsChunk>([&](int i, int m) { return s.k[i][m]; },
-                                              [&](int m, int jj) { return st.s0[m][jj]; },
-                                              [&](int i, int jj, float v) { st.ks[i][jj] = v; });
+    gemm_tc<kC, kGradSlice, kC>([&](int i, int m) { return s.t[m][i]; }, [&](int m, int jj) { return st.du[m][jj]; },
+                                [&](int i, int jj, float v) { st.y[i][jj] = v; });
+    gemm_tc<kC, kGradSlice, kKey>([&](int i, int m) { return s.k[i][m]; }, [&](int m, int jj) { return st.s0[m][jj]; },
+                                  [&](int i, int jj, float v) { st.ks[i][jj] = v; });
     for (int e = tid; e < kKey * kGradSlice; e += kThreadsChunk) dh_s0 += st.dh[e / kGradSlice][e % kGradSlice] *
                                                                           st.s0[e / kGradSlice][e % kGradSlice];
     __syncthreads();
@@ -606,15 +688,13 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
     }
     __syncthreads();
     const bool first = step == 0;
-    gemm<kC, kC, kGradSlice, kThreadsChunk>([&](int i, int m) { return st.o[i][m]; },
-                                            [&](int m, int jj) { return st.u[jj][m]; },
-                                            [&](int i, int jj, float v) { s.dou[i][jj] = first ? v : s.dou[i][jj] + v; });
-    gemm<kC, kC, kGradSlice, kThreadsChunk>([&](int i, int m) { return st.y[i][m]; },
-                                            [&](int m, int jj) { return st.u[jj][m]; },
-                                            [&](int i, int jj, float v) { s.yu[i][jj] = first ? v : s.yu[i][jj] + v; });
-    mma<kGradSlice>(dq_acc, [&](int i, int m) { return st.o[i][m]; }, [&](int m, int e) { return st.s0[e][m]; });
-    mma<2 * kGradSlice>(dk_acc, [&](int i, int m) { return m < kGradSlice ? st.r[i][m] : st.ks[i][m - kGradSlice]; },
-                        [&](int m, int e) { return m < kGradSlice ? st.s0[e][m] : st.dh[e][m - kGradSlice]; });
+    gemm_tc<kC, kC, kGradSlice>([&](int i, int m) { return st.o[i][m]; }, [&](int m, int jj) { return st.u[jj][m]; },
+                                [&](int i, int jj, float v) { s.dou[i][jj] = first ? v : s.dou[i][jj] + v; });
+    gemm_tc<kC, kC, kGradSlice>([&](int i, int m) { return st.y[i][m]; }, [&](int m, int jj) { return st.u[jj][m]; },
+                                [&](int i, int jj, float v) { s.yu[i][jj] = first ? v : s.yu[i][jj] + v; });
+    mma_tc<kGradSlice>(dq_acc, [&](int i, int m) { return st.o[i][m]; }, [&](int m, int e) { return st.s0[e][m]; });
+    mma_tc<kGradSlice>(dk_acc, [&](int i, int m) { return st.r[i][m]; }, [&](int m, int e) { return st.s0[e][m]; });
+    mma_tc<kGradSlice>(dk_acc, [&](int i, int m) { return st.ks[i][m]; }, [&](int m, int e) { return st.dh[e][m]; });
   }
   if (value_steps == 0) {  // V = 0: no value columns, every product over them is zero
     for (int e = tid; e < kC * kLdC; e += kThreadsChunk) {
@@ -644,15 +724,21 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
-  // t2 = q_i . (dO S0^T)_i: the thread's columns, then over the 16 threads of a row (adjacent lanes).
+  // t2 = q_i . (dO S0^T)_i: the thread's columns of rows g and g + 8, then over the 4 lanes of a row
+  // (lane % 4), one partial per column half (the warps w and w + 4 of a row tile).
+  {
+    float part[2] = {0.0f, 0.0f};
 #pragma unroll
-  for (int r = 0; r < KeyTile::kTm; ++r) {
-    float part = 0.0f;
+    for (int t = 0; t < KeyTile::kTiles; ++t) {
 #pragma unroll
-    for (int cc = 0; cc < KeyTile::kTn; ++cc) part = fmaf(cl.q[KeyTile::row(r)][KeyTile::col(cc)], dq_acc.v[r][cc], part);
+      for (int e = 0; e < 4; ++e) part[e / 2] = fmaf(cl.q[KeyTile::row(e)][KeyTile::col(t, e)], dq_acc.c[t][e], part[e / 2]);
+    }
 #pragma unroll
-    for (int lanes = KeyTile::kColThreads / 2; lanes > 0; lanes /= 2) part += __shfl_xor_sync(0xffffffffu, part, lanes);
-    if (KeyTile::col(0) == 0) s.t2[KeyTile::row(r)] = part;
+    for (int h2 = 0; h2 < 2; ++h2) {
+      part[h2] += __shfl_xor_sync(0xffffffffu, part[h2], 1);
+      part[h2] += __shfl_xor_sync(0xffffffffu, part[h2], 2);
+      if (tid % 4 == 0) s.t2[(tid / 32) / KeyTile::kRowTiles][KeyTile::row(2 * h2)] = part[h2];
+    }
   }
   __syncthreads();
   // dP' = scale exp(G_i - G_j) dO_i . U_j (j <= i) into dou; D^o = (dO_i . U_j) P_ij into pm.
@@ -667,7 +753,7 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
     const int i = tid;
     float sum = 0.0f;
     for (int m = 0; m < kC; ++m) sum += cl.pm[i][m] - cl.pm[m][i];
-    s.dg[i] += sum + c.scale * s.gam[i] * s.t2[i];
+    s.dg[i] += sum + c.scale * s.gam[i] * (s.t2[0][i] + s.t2[1][i]);
   }
   // dA = -Y U^T (i > j); F = dA B into bm; E = beta_i dA exp(G_i - G_j) into yu (the loop above and
   // the row sums read neither).
@@ -697,31 +783,24 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   float* dq = p.ws.dq + (place.token0 * c.heads_v + j) * kKey;
   float* dk = p.ws.dk + (place.token0 * c.heads_v + j) * kKey;
   const std::int64_t row_stride = static_cast<std::int64_t>(c.heads_v) * kKey;
-  {
-    KeyTile f;
-    f.zero();
-    mma<kC>(f, [&](int i, int m) { return s.dou[i][m]; }, [&](int m, int e) { return s.k[m][e]; });
+  // dq_acc becomes scale Gamma dO S0^T (the thread's rows), then dq = dq_acc + dP' K in place.
 #pragma unroll
-    for (int r = 0; r < KeyTile::kTm; ++r) {
-      const int i = KeyTile::row(r);
+  for (int t = 0; t < KeyTile::kTiles; ++t) {
 #pragma unroll
-      for (int cc = 0; cc < KeyTile::kTn; ++cc) {
-        if (i < place.rows) dq[i * row_stride + KeyTile::col(cc)] = fmaf(c.scale * s.gam[i], dq_acc.v[r][cc], f.v[r][cc]);
-      }
-    }
+    for (int e = 0; e < 4; ++e) dq_acc.c[t][e] *= c.scale * s.gam[KeyTile::row(e)];
   }
-  {
-    KeyTile f;
-    f.zero();
-    mma<3 * kC>(f,
-                [&](int i, int m) { return m < kC ? s.dou[m][i] : (m < 2 * kC ? s.yu[i][m - kC] : s.yu[m - 2 * kC][i]); },
-                [&](int m, int e) { return m < kC ? cl.q[m][e] : s.k[m < 2 * kC ? m - kC : m - 2 * kC][e]; });
+  mma_tc<kC>(dq_acc, [&](int i, int m) { return s.dou[i][m]; }, [&](int m, int e) { return s.k[m][e]; });
+  mma_tc<kC>(dk_acc, [&](int i, int m) { return s.dou[m][i]; }, [&](int m, int e) { return cl.q[m][e]; });
+  mma_tc<kC>(dk_acc, [&](int i, int m) { return s.yu[i][m]; }, [&](int m, int e) { return s.k[m][e]; });
+  mma_tc<kC>(dk_acc, [&](int i, int m) { return s.yu[m][i]; }, [&](int m, int e) { return s.k[m][e]; });
 #pragma unroll
-    for (int r = 0; r < KeyTile::kTm; ++r) {
-      const int i = KeyTile::row(r);
+  for (int t = 0; t < KeyTile::kTiles; ++t) {
 #pragma unroll
-      for (int cc = 0; cc < KeyTile::kTn; ++cc) {
-        if (i < place.rows) dk[i * row_stride + KeyTile::col(cc)] = dk_acc.v[r][cc] + f.v[r][cc];
+    for (int e = 0; e < 4; e += 2) {
+      const int i = KeyTile::row(e), col = KeyTile::col(t, e);
+      if (i < place.rows) {
+        *reinterpret_cast<float2*>(dq + i * row_stride + col) = make_float2(dq_acc.c[t][e], dq_acc.c[t][e + 1]);
+        *reinterpret_cast<float2*>(dk + i * row_stride + col) = make_float2(dk_acc.c[t][e], dk_acc.c[t][e + 1]);
       }
     }
   }
