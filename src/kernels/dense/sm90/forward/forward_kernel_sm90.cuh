@@ -139,6 +139,9 @@ struct ForwardConfig {
   // issue-5 case (the rescale of its 64 x 256 O is 128 multiplies per thread and key tile), D = 128
   // lost 3-7% (NOTES.md, run 6), D = 64 moved by less than the noise (+1% on average).
   static constexpr bool kConditionalRescale = kHeadDimV == 256;
+  // The softmax's row reductions in parallel chains (SplitOnlineSoftmax) where they measured faster:
+  // D = 128 +0.4-1.7% below S = 8192, D = 64 within 0.7%, D = 256 -0.3-0.7% (NOTES.md, runs 11, 12).
+  static constexpr bool kParallelReductionChains = kHeadDimV <= 128;
 
   // Register budget per thread (65,536 per SM, one CTA): 128 x 24 + 256 x 240 = 64,512.
   static constexpr int kProducerRegisters = 24;
@@ -665,7 +668,8 @@ struct DenseForwardKernelSm90 {
       Tensor acc_o = partition_fragment_C(mma_pv, select<0, 1>(typename Config::TileShapePV{}));
       clear(acc_o);
       constexpr int kRows = decltype(size<0>(wgmma_rows_cols(acc_o.layout())))::value;
-      SplitOnlineSoftmax<kRows, Config::kConditionalRescale> softmax(p.softmax_scale_log2);
+      SplitOnlineSoftmax<kRows, Config::kConditionalRescale, Config::kParallelReductionChains> softmax(
+          p.softmax_scale_log2);
       cutlass::arch::ClusterTransactionBarrier::wait(&shared.barrier_q_full, q_loads & 1);
       const device::TileRange own = own_key_tiles<Config::kBlockN>(t.mask, t.tiles, t.row_begin + 64 * consumer);
       Mainloop::run(p, t.row_begin, t.tiles, own, t.mask, shared, pipeline_k, pipeline_v, read_k, read_v, acc_o,

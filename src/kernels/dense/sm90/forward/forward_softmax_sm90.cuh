@@ -57,7 +57,14 @@ CUTE_HOST_DEVICE constexpr auto wgmma_accumulator_as_operand_a(AccumulatorLayout
 // any row of the warp moved: when none did, the warp skips the rescale of O altogether. After the
 // first few key tiles the running maximum rarely grows by a factor 256, so most tiles skip it.
 // Without kConditional every row's reference follows its maximum and O is always rescaled.
-template <int kRows, bool kConditional>
+//
+// kParallelChains: the row reductions laid out for instruction-level parallelism. Each row's maximum
+// and sum run as two chains over alternate columns, every row's chains side by side, the quad shuffles
+// of all rows after them; row by row, each row is one chain of 32 dependent FMNMX and one of 32
+// dependent FADD (a 128-key tile) with its shuffles in between. Maxima and probabilities are the same
+// bit for bit; the sums add the same values in another order. Measured (NOTES.md, runs 11 and 12):
+// D = 128 +0.4-1.7% below S = 8192, D = 64 within 0.7%, D = 256 -0.3-0.7% (hence row by row there).
+template <int kRows, bool kConditional, bool kParallelChains>
 class SplitOnlineSoftmax {
  public:
   static constexpr int kRowCount = kRows;
@@ -74,64 +81,13 @@ class SplitOnlineSoftmax {
   // scores (rows, cols): overwritten with exp(s - m_ref). correction: exp(m_old - m_ref) per row, 1
   // where the reference stayed (unused on the first tile, where O is still zero). Returns whether O
   // needs rescale() (the same answer for every thread of the warp; always, without kConditional).
-  // The row reductions laid out for instruction-level parallelism: each row's maximum and sum run as
-  // two chains over alternate columns, every row's chains side by side, the quad shuffles of all rows
-  // after them. Maxima and probabilities equal the one-chain loop's bit for bit; the sums add the same
-  // values in another order.
   template <bool kFirstTile, class ScoreTensor>
   __device__ __forceinline__ bool update(ScoreTensor&& scores, float (&correction)[kRows]) {
-    using namespace cute;
-    constexpr int kCols = decltype(size<1>(std::decay_t<ScoreTensor>{}))::value;
-    static_assert(kCols % 2 == 0);
-    float chain_max[kRows][2];
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) chain_max[r][0] = chain_max[r][1] = row_max_[r];
-    CUTE_UNROLL
-    for (int c = 0; c < kCols; ++c) {
-      CUTE_UNROLL
-      for (int r = 0; r < kRows; ++r) chain_max[r][c % 2] = fmaxf(chain_max[r][c % 2], scores(r, c));
+    if constexpr (kParallelChains) {
+      return update_parallel_chains<kFirstTile>(scores, correction);
+    } else {
+      return update_row_by_row<kFirstTile>(scores, correction);
     }
-    float tile_max[kRows];
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(chain_max[r][0], chain_max[r][1]);
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-    bool moved = false;
-    float reference[kRows];
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) {
-      const bool move =
-          kFirstTile || !kConditional || (tile_max[r] - row_max_[r]) * scale_log2_ > kRescaleThreshold;
-      correction[r] = 1.0f;
-      if (move) {
-        const float moved_reference = exponent_reference(tile_max[r]);
-        if (!kFirstTile) correction[r] = device::fast_exp2(row_max_[r] * scale_log2_ - moved_reference);
-        row_max_[r] = tile_max[r];
-        moved = true;
-      }
-      reference[r] = exponent_reference(row_max_[r]);
-    }
-    float chain_sum[kRows][2];
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) chain_sum[r][0] = chain_sum[r][1] = 0.0f;
-    CUTE_UNROLL
-    for (int c = 0; c < kCols; ++c) {
-      CUTE_UNROLL
-      for (int r = 0; r < kRows; ++r) {
-        const float p = device::fast_exp2(scores(r, c) * scale_log2_ - reference[r]);
-        scores(r, c) = p;
-        chain_sum[r][c % 2] += p;
-      }
-    }
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) {
-      row_sum_[r] = (kFirstTile ? 0.0f : row_sum_[r] * correction[r]) + (chain_sum[r][0] + chain_sum[r][1]);
-    }
-    if constexpr (kFirstTile) return false;
-    if constexpr (!kConditional) return true;
-    return __any_sync(0xffffffffu, moved);
   }
 
   template <class OutputTensor>
@@ -165,6 +121,99 @@ class SplitOnlineSoftmax {
   }
 
  private:
+  // Old maximum -inf (no visible key yet): the difference is +inf and the reference moves. Both -inf:
+  // NaN compares false and the row stays empty (reference 0, every p = 0).
+  template <bool kFirstTile>
+  __device__ __forceinline__ bool reference_moves(float tile_max, float row_max) const {
+    return kFirstTile || !kConditional || (tile_max - row_max) * scale_log2_ > kRescaleThreshold;
+  }
+
+  template <bool kFirstTile, class ScoreTensor>
+  __device__ __forceinline__ bool update_parallel_chains(ScoreTensor&& scores, float (&correction)[kRows]) {
+    using namespace cute;
+    constexpr int kCols = decltype(size<1>(std::decay_t<ScoreTensor>{}))::value;
+    static_assert(kCols % 2 == 0);
+    float chain_max[kRows][2];
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) chain_max[r][0] = chain_max[r][1] = row_max_[r];
+    CUTE_UNROLL
+    for (int c = 0; c < kCols; ++c) {
+      CUTE_UNROLL
+      for (int r = 0; r < kRows; ++r) chain_max[r][c % 2] = fmaxf(chain_max[r][c % 2], scores(r, c));
+    }
+    float tile_max[kRows];
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(chain_max[r][0], chain_max[r][1]);
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+    bool moved = false;
+    float reference[kRows];
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      correction[r] = 1.0f;
+      if (reference_moves<kFirstTile>(tile_max[r], row_max_[r])) {
+        const float moved_reference = exponent_reference(tile_max[r]);
+        if (!kFirstTile) correction[r] = device::fast_exp2(row_max_[r] * scale_log2_ - moved_reference);
+        row_max_[r] = tile_max[r];
+        moved = true;
+      }
+      reference[r] = exponent_reference(row_max_[r]);
+    }
+    float chain_sum[kRows][2];
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) chain_sum[r][0] = chain_sum[r][1] = 0.0f;
+    CUTE_UNROLL
+    for (int c = 0; c < kCols; ++c) {
+      CUTE_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        const float p = device::fast_exp2(scores(r, c) * scale_log2_ - reference[r]);
+        scores(r, c) = p;
+        chain_sum[r][c % 2] += p;
+      }
+    }
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      row_sum_[r] = (kFirstTile ? 0.0f : row_sum_[r] * correction[r]) + (chain_sum[r][0] + chain_sum[r][1]);
+    }
+    if constexpr (kFirstTile) return false;
+    if constexpr (!kConditional) return true;
+    return __any_sync(0xffffffffu, moved);
+  }
+
+  template <bool kFirstTile, class ScoreTensor>
+  __device__ __forceinline__ bool update_row_by_row(ScoreTensor&& scores, float (&correction)[kRows]) {
+    using namespace cute;
+    bool moved = false;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float tile_max = row_max_[r];
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) tile_max = fmaxf(tile_max, scores(r, c));
+      tile_max = device::quad_allreduce(tile_max, device::MaxOp{});
+      correction[r] = 1.0f;
+      if (reference_moves<kFirstTile>(tile_max, row_max_[r])) {
+        const float reference = exponent_reference(tile_max);
+        if (!kFirstTile) correction[r] = device::fast_exp2(row_max_[r] * scale_log2_ - reference);
+        row_max_[r] = tile_max;
+        moved = true;
+      }
+      const float reference = exponent_reference(row_max_[r]);
+      float tile_sum = 0.0f;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) {
+        const float p = device::fast_exp2(scores(r, c) * scale_log2_ - reference);
+        scores(r, c) = p;
+        tile_sum += p;
+      }
+      row_sum_[r] = (kFirstTile ? 0.0f : row_sum_[r] * correction[r]) + tile_sum;
+    }
+    if constexpr (kFirstTile) return false;
+    if constexpr (!kConditional) return true;
+    return __any_sync(0xffffffffu, moved);
+  }
+
   __device__ __forceinline__ float exponent_reference(float row_max) const {
     return row_max == -INFINITY ? 0.0f : row_max * scale_log2_;
   }
