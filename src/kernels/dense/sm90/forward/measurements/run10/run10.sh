@@ -41,6 +41,7 @@ for tool in memcheck racecheck; do
 done
 kill $smi
 python3 bench/peers/results_table.py "$work/issue5.json"
-python3 $H/compare10.py "$work"
+python3 src/kernels/dense/sm90/forward/measurements/compare_rounds.py "$work" fin cand
+python3 src/kernels/dense/sm90/forward/measurements/compare_rounds.py "$work" cand poly2 poly4
 gzip -f "$work"/*.log "$work"/clocks.csv
 tar -C "$work" -czf "$out/call10.tgz" .

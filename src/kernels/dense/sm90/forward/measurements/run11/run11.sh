@@ -31,6 +31,6 @@ timeout 150 python3 bench/peers/torch_dense.py --results "$work/issue5.json" --f
 echo "peers rc=$? at $(date -u +%T)"
 kill $smi
 python3 bench/peers/results_table.py "$work/issue5.json"
-python3 $H/compare11.py "$work"
+python3 src/kernels/dense/sm90/forward/measurements/compare_rounds.py "$work" fin ilp
 gzip -f "$work"/*.log "$work"/clocks.csv
 tar -C "$work" -czf "$out/call11.tgz" .

@@ -29,6 +29,6 @@ echo "bench (d256) rc=$? at $(date -u +%T)"
 timeout 150 python3 bench/peers/torch_dense.py --results "$work/issue5.json" --fwd --iters 20 >"$work/peers.log" 2>&1
 echo "peers rc=$? at $(date -u +%T)"
 python3 bench/peers/results_table.py "$work/issue5.json"
-python3 $H/compare13.py "$work"
+python3 src/kernels/dense/sm90/forward/measurements/compare_rounds.py "$work" fin d256
 gzip -f "$work"/*.log
 tar -C "$work" -czf "$out/call13.tgz" .
