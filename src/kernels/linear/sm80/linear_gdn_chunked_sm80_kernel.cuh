@@ -110,6 +110,27 @@ struct PrepShared {
   static_assert(sizeof(float) * kLdChunkF == 2 * sizeof(Element) * kLdChunk, "T_beta's pair lies exactly over A");
 };
 
+// acc = T_beta times 64 columns of a [kChunk, ld] shared-memory operand starting at `b`: the warp's row tile
+// as its hi + lo A fragments (two MMAs a product), k-steps 0 .. warp only (T_beta is lower triangular).
+template <typename Element>
+__device__ __forceinline__ void t_beta_times_64_columns(float (&acc)[8][4], const unsigned (&t_hi)[4][4],
+                                                        const unsigned (&t_lo)[4][4], const Element* b, int ld,
+                                                        int warp) {
+#pragma unroll
+  for (int kk = 0; kk < kChunk / kTile; ++kk) {
+    if (kk > warp) continue;
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      unsigned frag[4];
+      load_b_kn(frag, b + kk * kTile * ld + np * kTile, ld);
+      mma_16816<Element>(acc[2 * np], t_hi[kk], frag[0], frag[1]);
+      mma_16816<Element>(acc[2 * np], t_lo[kk], frag[0], frag[1]);
+      mma_16816<Element>(acc[2 * np + 1], t_hi[kk], frag[2], frag[3]);
+      mma_16816<Element>(acc[2 * np + 1], t_lo[kk], frag[2], frag[3]);
+    }
+  }
+}
+
 template <typename Element>
 __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(LinearForwardParams params) {
   using Shared = PrepShared<Element>;
@@ -259,19 +280,7 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     float acc[8][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < kChunk / kTile; ++kk) {
-      if (kk > warp) continue;
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        unsigned b[4];
-        load_b_kn(b, sm.x + kk * kTile * kLdKey + half * 64 + np * kTile, kLdKey);
-        mma_16816<Element>(acc[2 * np], t_hi[kk], b[0], b[1]);
-        mma_16816<Element>(acc[2 * np], t_lo[kk], b[0], b[1]);
-        mma_16816<Element>(acc[2 * np + 1], t_hi[kk], b[2], b[3]);
-        mma_16816<Element>(acc[2 * np + 1], t_lo[kk], b[2], b[3]);
-      }
-    }
+    t_beta_times_64_columns<Element>(acc, t_hi, t_lo, sm.x + half * 64, kLdKey, warp);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int col = half * 64 + j * 8 + t2;
@@ -296,19 +305,7 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
     for (int half = 0; half < 2; ++half) {
       if (half * 64 >= width) continue;
       float acc[8][4] = {};
-#pragma unroll
-      for (int kk = 0; kk < kChunk / kTile; ++kk) {
-        if (kk > warp) continue;
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          unsigned b[4];
-          load_b_kn(b, sm.v + kk * kTile * kLdValue + half * 64 + np * kTile, kLdValue);
-          mma_16816<Element>(acc[2 * np], t_hi[kk], b[0], b[1]);
-          mma_16816<Element>(acc[2 * np], t_lo[kk], b[0], b[1]);
-          mma_16816<Element>(acc[2 * np + 1], t_hi[kk], b[2], b[3]);
-          mma_16816<Element>(acc[2 * np + 1], t_lo[kk], b[2], b[3]);
-        }
-      }
+      t_beta_times_64_columns<Element>(acc, t_hi, t_lo, sm.v + half * 64, kLdValue, warp);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const int col = col0 + half * 64 + j * 8 + t2;
