@@ -470,24 +470,18 @@ __device__ __forceinline__ void store_state(const LinearBackwardParams& p, const
   }
 }
 
-// The CTA's value slice of a [K, V] state (the initial state, or the gradient into the final state) into
-// s.s; rows past K, columns past V and a null tensor read as zero.
-__device__ __forceinline__ void load_state_slice(const LinearBackwardParams& p, StateShared& s,
-                                                 const LinearStateTensor& t, int n, int j, int col0) {
-  for (int e = threadIdx.x; e < kKey * kSlice; e += kThreadsState) {
-    const int r = e / kSlice, col = e % kSlice;
-    const bool valid = t.data != nullptr && r < p.common.key_dim && col0 + col < p.common.value_dim;
-    s.s[r][col] = valid ? t.data[state_offset(p, t, n, j, r, col0 + col)] : 0.0f;
-  }
-}
-
 __global__ void __launch_bounds__(kThreadsState) state_fwd_kernel(const LinearBackwardParams p) {
+  const LinearCommonParams& c = p.common;
   extern __shared__ __align__(16) unsigned char smem[];
   StateShared& s = *reinterpret_cast<StateShared*>(smem);
   const int n = blockIdx.x / p.slices, slice = blockIdx.x % p.slices, j = blockIdx.y, col0 = slice * kSlice;
   const int value_pad = p.slices * kSlice;
   const SequencePlace seq = sequence_place(p, n);
-  load_state_slice(p, s, p.initial_state, n, j, col0);
+  for (int e = threadIdx.x; e < kKey * kSlice; e += kThreadsState) {
+    const int r = e / kSlice, col = e % kSlice;
+    const bool valid = p.initial_state.data != nullptr && r < c.key_dim && col0 + col < c.value_dim;
+    s.s[r][col] = valid ? p.initial_state.data[state_offset(p, p.initial_state, n, j, r, col0 + col)] : 0.0f;
+  }
   for (std::int64_t chunk = 0; chunk < seq.chunks; ++chunk) {
     const std::int64_t slot = seq.slot0 + chunk, ch = chunk_head(p, slot, j);
     const std::int64_t token0 = seq.token0 + chunk * kC;
@@ -519,7 +513,11 @@ __global__ void __launch_bounds__(kThreadsState) state_bwd_kernel(const LinearBa
   const int n = blockIdx.x / p.slices, slice = blockIdx.x % p.slices, j = blockIdx.y, col0 = slice * kSlice;
   const int value_pad = p.slices * kSlice;
   const SequencePlace seq = sequence_place(p, n);
-  load_state_slice(p, s, p.dfinal_state, n, j, col0);
+  for (int e = threadIdx.x; e < kKey * kSlice; e += kThreadsState) {
+    const int r = e / kSlice, col = e % kSlice;
+    const bool valid = p.dfinal_state.data != nullptr && r < c.key_dim && col0 + col < c.value_dim;
+    s.s[r][col] = valid ? p.dfinal_state.data[state_offset(p, p.dfinal_state, n, j, r, col0 + col)] : 0.0f;
+  }
   for (std::int64_t chunk = seq.chunks - 1; chunk >= 0; --chunk) {
     const std::int64_t slot = seq.slot0 + chunk, ch = chunk_head(p, slot, j);
     const std::int64_t token0 = seq.token0 + chunk * kC;
