@@ -1,6 +1,7 @@
 // Warp-level tensor-core building blocks for sm_80+ (also valid on sm_90): cp.async with zero fill,
 // ldmatrix (plain and transposed), mma.sync m16n8k16 with fp32 accumulators, and the XOR-swizzled
-// shared-memory tile layout they read without bank conflicts. Used by the dense backward kernels.
+// shared-memory tile layout they read without bank conflicts. Used by the dense backward kernels; the
+// linear-attention kernels build their fragment loads on the same primitives (linear_mma_sm80.cuh).
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4), PTX ISA "Matrix fragments for mma":
 //   A (16 x 16, row major): a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)

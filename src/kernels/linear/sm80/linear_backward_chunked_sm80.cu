@@ -151,7 +151,7 @@ struct MmaTile {
 template <int D, int M, int N, typename A, typename B>
 __device__ __forceinline__ void mma_tc(MmaTile<M, N>& f, A a, B b) {
   using T = MmaTile<M, N>;
-  using linear_detail::mma_16816;
+  using linear_detail::mma_16x8x16;
   using linear_detail::split_pair;
   static_assert(D % 16 == 0, "depth must be a multiple of 16");
   const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, t2 = 2 * (lane % 4);
@@ -169,9 +169,9 @@ __device__ __forceinline__ void mma_tc(MmaTile<M, N>& f, A a, B b) {
       unsigned bhi[2], blo[2];
       split_pair<__nv_bfloat16>(b(k0 + t2, n), b(k0 + t2 + 1, n), &bhi[0], &blo[0]);
       split_pair<__nv_bfloat16>(b(k0 + t2 + 8, n), b(k0 + t2 + 9, n), &bhi[1], &blo[1]);
-      mma_16816<__nv_bfloat16>(f.c[t], alo, bhi[0], bhi[1]);
-      mma_16816<__nv_bfloat16>(f.c[t], ahi, blo[0], blo[1]);
-      mma_16816<__nv_bfloat16>(f.c[t], ahi, bhi[0], bhi[1]);
+      mma_16x8x16<__nv_bfloat16>(f.c[t], alo, bhi[0], bhi[1]);
+      mma_16x8x16<__nv_bfloat16>(f.c[t], ahi, blo[0], blo[1]);
+      mma_16x8x16<__nv_bfloat16>(f.c[t], ahi, bhi[0], bhi[1]);
     }
   }
 }

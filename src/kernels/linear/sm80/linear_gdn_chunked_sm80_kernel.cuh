@@ -123,10 +123,10 @@ __device__ __forceinline__ void t_beta_times_64_columns(float (&acc)[8][4], cons
     for (int np = 0; np < 4; ++np) {
       unsigned frag[4];
       load_b_kn(frag, b + kk * kTile * ld + np * kTile, ld);
-      mma_16816<Element>(acc[2 * np], t_hi[kk], frag[0], frag[1]);
-      mma_16816<Element>(acc[2 * np], t_lo[kk], frag[0], frag[1]);
-      mma_16816<Element>(acc[2 * np + 1], t_hi[kk], frag[2], frag[3]);
-      mma_16816<Element>(acc[2 * np + 1], t_lo[kk], frag[2], frag[3]);
+      mma_16x8x16<Element>(acc[2 * np], t_hi[kk], frag[0], frag[1]);
+      mma_16x8x16<Element>(acc[2 * np], t_lo[kk], frag[0], frag[1]);
+      mma_16x8x16<Element>(acc[2 * np + 1], t_hi[kk], frag[2], frag[3]);
+      mma_16x8x16<Element>(acc[2 * np + 1], t_lo[kk], frag[2], frag[3]);
     }
   }
 }
@@ -204,8 +204,8 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
         if (np > warp) continue;
         unsigned b[4];
         load_b_nk(b, sm.k + np * kTile * kLdKey + kk * kTile, kLdKey);
-        mma_16816<Element>(acc[2 * np], a, b[0], b[1]);
-        mma_16816<Element>(acc[2 * np + 1], a, b[2], b[3]);
+        mma_16x8x16<Element>(acc[2 * np], a, b[0], b[1]);
+        mma_16x8x16<Element>(acc[2 * np + 1], a, b[2], b[3]);
       }
     }
     const float gate0 = sm.gate[row0];
@@ -484,8 +484,8 @@ __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kern
       unsigned a[4], b[4];
       load_a(a, sm.w[buf] + row_block * kTile * kLdKey + kk * kTile, kLdKey);
       load_b_kn(b, sm.state_lowp + kk * kTile * kLdSlice + column0, kLdSlice);
-      mma_16816<Element>(v[kk & 1][0], a, b[0], b[1]);
-      mma_16816<Element>(v[kk & 1][1], a, b[2], b[3]);
+      mma_16x8x16<Element>(v[kk & 1][0], a, b[0], b[1]);
+      mma_16x8x16<Element>(v[kk & 1][1], a, b[2], b[3]);
     }
     // v_new as hi + lo to the workspace (the output kernel's operand pair) and, times exp(G_last - G),
     // to shared memory (the update's).
@@ -529,10 +529,10 @@ __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kern
       for (int mt = 0; mt < 2; ++mt) {
         unsigned a[4];
         load_a_trans(a, sm.k[buf] + kk * kTile * kLdKey + row_block * 32 + mt * kTile, kLdKey);
-        mma_16816<Element>(s[mt][0], a, b[0], b[1]);
-        mma_16816<Element>(s[mt][1], a, b[2], b[3]);
-        mma_16816<Element>(s[mt][0], a, b_lo[0], b_lo[1]);
-        mma_16816<Element>(s[mt][1], a, b_lo[2], b_lo[3]);
+        mma_16x8x16<Element>(s[mt][0], a, b[0], b[1]);
+        mma_16x8x16<Element>(s[mt][1], a, b[2], b[3]);
+        mma_16x8x16<Element>(s[mt][0], a, b_lo[0], b_lo[1]);
+        mma_16x8x16<Element>(s[mt][1], a, b_lo[2], b_lo[3]);
       }
     }
     publish(chunk + 1 < chunks ? first_slot + chunk + 1 : -1);
@@ -669,13 +669,13 @@ __global__ void __launch_bounds__(kOutputThreads, 2) linear_gdn_output_kernel(Li
       if (np <= row_tile) {  // key tiles past the diagonal are masked out
         unsigned b[4];
         load_b_nk(b, sm.k + np * kTile * kLdKey + kk * kTile, kLdKey);
-        mma_16816<Element>(p[2 * np], a, b[0], b[1]);
-        mma_16816<Element>(p[2 * np + 1], a, b[2], b[3]);
+        mma_16x8x16<Element>(p[2 * np], a, b[0], b[1]);
+        mma_16x8x16<Element>(p[2 * np + 1], a, b[2], b[3]);
       }
       unsigned b[4];
       load_b_kn(b, sm.state + kk * kTile * kLdValue + column0 + np * kTile, kLdValue);
-      mma_16816<Element>(o[2 * np], a, b[0], b[1]);
-      mma_16816<Element>(o[2 * np + 1], a, b[2], b[3]);
+      mma_16x8x16<Element>(o[2 * np], a, b[0], b[1]);
+      mma_16x8x16<Element>(o[2 * np + 1], a, b[2], b[3]);
     }
   }
 
@@ -723,12 +723,12 @@ __global__ void __launch_bounds__(kOutputThreads, 2) linear_gdn_output_kernel(Li
       unsigned b[4], b_lo[4];
       load_b_kn(b, sm.v_new + at, kLdValue);
       load_b_kn(b_lo, sm.v_new_lo + at, kLdValue);
-      mma_16816<Element>(o[2 * np], p_hi[kk], b[0], b[1]);
-      mma_16816<Element>(o[2 * np], p_lo[kk], b[0], b[1]);
-      mma_16816<Element>(o[2 * np], p_hi[kk], b_lo[0], b_lo[1]);
-      mma_16816<Element>(o[2 * np + 1], p_hi[kk], b[2], b[3]);
-      mma_16816<Element>(o[2 * np + 1], p_lo[kk], b[2], b[3]);
-      mma_16816<Element>(o[2 * np + 1], p_hi[kk], b_lo[2], b_lo[3]);
+      mma_16x8x16<Element>(o[2 * np], p_hi[kk], b[0], b[1]);
+      mma_16x8x16<Element>(o[2 * np], p_lo[kk], b[0], b[1]);
+      mma_16x8x16<Element>(o[2 * np], p_hi[kk], b_lo[0], b_lo[1]);
+      mma_16x8x16<Element>(o[2 * np + 1], p_hi[kk], b[2], b[3]);
+      mma_16x8x16<Element>(o[2 * np + 1], p_lo[kk], b[2], b[3]);
+      mma_16x8x16<Element>(o[2 * np + 1], p_hi[kk], b_lo[2], b_lo[3]);
     }
   }
 
