@@ -15,42 +15,34 @@ namespace {
 // 2.79 / 2.14, (1, 65536, 2, 8) 1.34 / 2.13 (64 / 32 CTAs: one per SM either way, where a chunk step of 4
 // warps took 1.3 us and one of 8 warps 2.1 us). So slices of 16 only while each of their CTAs gets an SM
 // to itself.
-cudaError_t gdn_state_slice(const LinearForwardParams& params, int* slice) {
-  int device = 0, sms = 0;
-  if (cudaError_t status = cudaGetDevice(&device); status != cudaSuccess) return status;
-  if (cudaError_t status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); status != cudaSuccess) {
-    return status;
-  }
+int gdn_state_slice(const LinearForwardParams& params, int sm_count) {
   const std::int64_t ctas32 = static_cast<std::int64_t>(params.num_sequences) * params.common.heads_v * ((params.common.value_dim + 31) / 32);
-  *slice = 2 * ctas32 <= static_cast<std::int64_t>(sms) ? 16 : 32;
-  return cudaSuccess;
+  return 2 * ctas32 <= static_cast<std::int64_t>(sm_count) ? 16 : 32;
 }
 
 template <typename Element>
-cudaError_t launch_gdn(const LinearForwardParams& params, cudaStream_t stream) {
+cudaError_t launch_gdn(const LinearForwardParams& params, int sm_count, cudaStream_t stream) {
   using namespace linear_detail;
   // T = 0 with states (final = initial): no chunk slots, so only the state pass runs (a grid of 0 CTAs
   // is a launch error).
   const bool chunks = params.chunk.slots > 0;
   cudaError_t status = chunks ? launch_linear_gdn_prep<Element>(params, stream) : cudaSuccess;
   if (status != cudaSuccess) return status;
-  int slice = 16;
-  if (status = gdn_state_slice(params, &slice); status != cudaSuccess) return status;
-  status = slice == 32 ? launch_linear_gdn_state<Element, 32>(params, stream) : launch_linear_gdn_state<Element, 16>(params, stream);
+  status = gdn_state_slice(params, sm_count) == 32 ? launch_linear_gdn_state<Element, 32>(params, stream) : launch_linear_gdn_state<Element, 16>(params, stream);
   if (status != cudaSuccess) return status;
   return chunks ? launch_linear_gdn_output<Element>(params, stream) : cudaSuccess;
 }
 
 }  // namespace
 
-cudaError_t launch_linear_forward(const LinearForwardParams& params, cudaStream_t stream) {
+cudaError_t launch_linear_forward(const LinearForwardParams& params, int sm_count, cudaStream_t stream) {
   using linear_detail::launch_linear_forward_instance;
   const bool bf16 = params.common.io_element == LinearElement::kBFloat16;
   if (params.common.per_key_gate) {
     return bf16 ? launch_linear_forward_instance<__nv_bfloat16, true, 32>(params, stream)
                 : launch_linear_forward_instance<__half, true, 32>(params, stream);
   }
-  return bf16 ? launch_gdn<__nv_bfloat16>(params, stream) : launch_gdn<__half>(params, stream);
+  return bf16 ? launch_gdn<__nv_bfloat16>(params, sm_count, stream) : launch_gdn<__half>(params, sm_count, stream);
 }
 
 }  // namespace attnkit::sm80

@@ -176,9 +176,14 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
     params.chunk.slots = layout.slots;
     params.chunk.value_pad = static_cast<int>(layout.value_pad);
   }
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+    return {StatusCode::kCudaError, "linear forward (sm80): " + why};
+  }
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;
-  return launch_status(launch_linear_forward(params, stream_of(args.options)), "linear forward (sm80) launch");
+  return launch_status(launch_linear_forward(params, limits.sm_count, stream_of(args.options)),
+                       "linear forward (sm80) launch");
 }
 
 Status linear_supports_decode(const LinearProblem& problem, const LinearDecodeArgs&) {

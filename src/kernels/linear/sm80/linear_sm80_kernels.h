@@ -21,7 +21,8 @@ cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t 
 
 // The chunked forward: KDA runs the fused chunk walk (one CTA per sequence, value head and 32 value
 // columns); GDN the three chunk-parallel kernels, whose intermediates live in the workspace
-// (params.chunk, sized by linear_gdn_workspace_bytes).
-cudaError_t launch_linear_forward(const LinearForwardParams& params, cudaStream_t stream);
+// (params.chunk, sized by linear_gdn_workspace_bytes). sm_count (the device's SMs) picks the GDN state
+// pass's slice width.
+cudaError_t launch_linear_forward(const LinearForwardParams& params, int sm_count, cudaStream_t stream);
 
 }  // namespace attnkit::sm80
