@@ -30,6 +30,7 @@
 
 #include <cstdint>
 
+#include "device/kernel_attributes.cuh"
 #include "kernels/linear/sm80/linear_backward_sm80.cuh"
 #include "kernels/linear/sm80/linear_mma_sm80.cuh"
 #include "kernels/linear/sm80/linear_sm80_common.cuh"
@@ -824,16 +825,14 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   }
 }
 
-template <typename Kernel>
-cudaError_t launch(Kernel kernel, dim3 grid, int threads, std::size_t smem, const LinearBackwardParams& p,
-                   cudaStream_t stream) {
+// The shared-memory limit is raised once per kernel and device (device::ensure_dynamic_shared_memory).
+template <auto kKernel>
+cudaError_t launch(dim3 grid, int threads, std::size_t smem, const LinearBackwardParams& p, cudaStream_t stream) {
   if (grid.x == 0 || grid.y == 0) return cudaSuccess;
-  if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem));
-      e != cudaSuccess) {
+  if (const cudaError_t e = device::ensure_dynamic_shared_memory<kKernel>(static_cast<int>(smem)); e != cudaSuccess) {
     return e;
   }
-  kernel<<<grid, threads, smem, stream>>>(p);
+  kKernel<<<grid, threads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -843,18 +842,18 @@ cudaError_t launch_gdn_backward_chunked(const LinearBackwardParams& p, cudaStrea
   const unsigned int heads = static_cast<unsigned int>(p.common.heads_v);
   const dim3 chunks(static_cast<unsigned int>(p.ws.slots), heads);
   const dim3 sequences(static_cast<unsigned int>(p.num_sequences * p.slices), heads);
-  if (cudaError_t e = launch(chunk_prep_kernel, chunks, kThreadsChunk, sizeof(PrepShared), p, stream); e != cudaSuccess) {
+  if (cudaError_t e = launch<chunk_prep_kernel>(chunks, kThreadsChunk, sizeof(PrepShared), p, stream); e != cudaSuccess) {
     return e;
   }
-  if (cudaError_t e = launch(state_fwd_kernel, sequences, kThreadsState, sizeof(StateShared), p, stream);
+  if (cudaError_t e = launch<state_fwd_kernel>(sequences, kThreadsState, sizeof(StateShared), p, stream);
       e != cudaSuccess) {
     return e;
   }
-  if (cudaError_t e = launch(state_bwd_kernel, sequences, kThreadsState, sizeof(StateShared), p, stream);
+  if (cudaError_t e = launch<state_bwd_kernel>(sequences, kThreadsState, sizeof(StateShared), p, stream);
       e != cudaSuccess) {
     return e;
   }
-  return launch(chunk_grad_kernel, chunks, kThreadsChunk, sizeof(GradShared), p, stream);
+  return launch<chunk_grad_kernel>(chunks, kThreadsChunk, sizeof(GradShared), p, stream);
 }
 
 }  // namespace attnkit::sm80
