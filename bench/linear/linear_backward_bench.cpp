@@ -6,6 +6,10 @@
 // Per shape: the forward alone, forward+backward as one timed call (FLA's "linear_bwd" row), and the
 // backward alone; CUDA events, median of --iters calls after --warmup calls. Rows (gpu-workflow.md
 // format, impl "attnkit") go to FILE.json; the linear_fwd rows drive fla_linear.py.
+// Each row also carries a 64-bit FNV-1a hash of the gradients' bytes (dq, dk, dv, dg, dbeta) after the
+// last forward+backward call and after the last backward-alone call: the two must agree (the backward is
+// deterministic: no float atomics, fixed summation orders), and two builds whose kernels compute the same
+// sums in the same order print the same hash for the same shape (the inputs depend only on the shape list).
 //
 //   linear_backward_bench FILE.json [--variants gdn,kda] [--shapes 0,1,2,3] [--warmup N] [--iters N]
 #include <cuda_runtime.h>
@@ -18,6 +22,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attnkit/linear.h"
@@ -87,6 +92,18 @@ float median_ms(Fn&& fn, int warmup, int iters) {
   CUDA_OK(cudaEventDestroy(stop));
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+// FNV-1a over the bytes of device buffers, in order.
+std::uint64_t hash_device(const std::vector<std::pair<const void*, std::size_t>>& buffers) {
+  std::uint64_t h = 1469598103934665603ull;
+  std::vector<unsigned char> host;
+  for (const auto& [data, bytes] : buffers) {
+    host.resize(bytes);
+    CUDA_OK(cudaMemcpy(host.data(), data, bytes, cudaMemcpyDeviceToHost));
+    for (unsigned char b : host) h = (h ^ b) * 1099511628211ull;
+  }
+  return h;
 }
 
 void write_rows(const char* path, const std::string& rows) {
@@ -193,14 +210,21 @@ int main(int argc, char** argv) {
       ba.workspace_bytes = bwd_bytes;
       bool failed = false;
       const float fwd_ms = median_ms([&] { failed |= !attnkit::forward(fa).is_ok(); }, warmup, iters);
+      const std::vector<std::pair<const void*, std::size_t>> grads = {
+          {dq.data, static_cast<std::size_t>(qk * 2)}, {dk.data, static_cast<std::size_t>(qk * 2)},
+          {dv.data, static_cast<std::size_t>(vo * 2)}, {dg.data, static_cast<std::size_t>(bt * s.hv * gw * 4)},
+          {dbeta.data, static_cast<std::size_t>(bt * s.hv * 2)}};
       const float both_ms = median_ms(
           [&] {
             failed |= !attnkit::forward(fa).is_ok();
             failed |= !attnkit::backward(ba).is_ok();
           },
           warmup, iters);
+      CUDA_OK(cudaDeviceSynchronize());
+      const std::uint64_t hash_both = hash_device(grads);
       const float bwd_ms = median_ms([&] { failed |= !attnkit::backward(ba).is_ok(); }, 0, iters);
       CUDA_OK(cudaDeviceSynchronize());
+      const std::uint64_t hash_bwd = hash_device(grads);
       // The gradients of the last call must be finite (a cheap guard; the gtests check the values).
       std::vector<std::uint16_t> sample(std::min<std::int64_t>(vo, 1 << 20));
       bool finite = true;
@@ -221,12 +245,17 @@ int main(int argc, char** argv) {
                     "\"h\": %d, \"hv\": %d, \"k\": 128, \"v\": 128, \"dtype\": \"bf16\", \"ms\": %.4f, \"tflops\": %.2f},\n    "
                     "{\"op\": \"linear_bwd\", \"impl\": \"attnkit\", \"variant\": \"%s\", \"b\": %d, \"t\": %d, "
                     "\"h\": %d, \"hv\": %d, \"k\": 128, \"v\": 128, \"dtype\": \"bf16\", \"timed\": \"forward+backward\", "
-                    "\"ms\": %.4f, \"tflops\": %.2f, \"backward_alone_ms\": %.4f, \"workspace_bytes\": %zu}",
+                    "\"ms\": %.4f, \"tflops\": %.2f, \"backward_alone_ms\": %.4f, \"workspace_bytes\": %zu, "
+                    "\"grad_hash\": \"%016llx\", \"grad_hash_repeat\": \"%016llx\"}",
                     name, s.b, s.t, s.h, s.hv, fwd_ms, flops / fwd_ms * 1e-9, name, s.b, s.t, s.h, s.hv, both_ms,
-                    3.5 * flops / both_ms * 1e-9, bwd_ms, bwd_bytes);
+                    3.5 * flops / both_ms * 1e-9, bwd_ms, bwd_bytes, static_cast<unsigned long long>(hash_both),
+                    static_cast<unsigned long long>(hash_bwd));
       rows += (rows.empty() ? "    " : ",\n    ") + std::string(row);
-      std::printf("%s B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms, bwd %.3f ms (workspace %.2f GB)\n", name,
-                  s.b, s.t, s.h, s.hv, fwd_ms, both_ms, bwd_ms, bwd_bytes * 1e-9);
+      std::printf("%s B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms, bwd %.3f ms (workspace %.2f GB), "
+                  "grad hash %016llx %s\n",
+                  name, s.b, s.t, s.h, s.hv, fwd_ms, both_ms, bwd_ms, bwd_bytes * 1e-9,
+                  static_cast<unsigned long long>(hash_both), hash_both == hash_bwd ? "repeated" : "DIFFERS between calls");
+      if (hash_both != hash_bwd) ++failures;
       std::fflush(stdout);
       write_rows(argv[1], rows);  // after every shape: a run cut short keeps what it measured
     }
