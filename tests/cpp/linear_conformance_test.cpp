@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <ostream>
 #include <string>
@@ -265,6 +266,55 @@ TEST(LinearBackwardExplain, Sm80NamesItsAlgorithm) {
     ASSERT_TRUE(sm80->usable) << explanation.to_string();
     const char* expected = variant == LinearVariant::kGatedDeltaNet ? "chunked backward" : "token walk";
     EXPECT_NE(sm80->reason.find(expected), std::string::npos) << linear_variant_name(variant) << ": " << sm80->reason;
+  }
+}
+
+// The sm80 backward has no float atomics and sums in a fixed order (NOTES.md "GPU backward"), so two calls on
+// the same inputs must give the same bits: every gradient of three calls compared bitwise (as the doubles
+// their elements widen to, exact for fp16/bf16/fp32). Both algorithms: GDN's chunked kernels (GQA, two
+// sequences of ragged length over value slices, initial state, dfinal state, fused gate and beta, so
+// every output of the chunked path is written) and KDA's token walk.
+TEST(LinearBackwardRepeat, Sm80Bitwise) {
+  if (!ATTNKIT_TEST_GPU || !ATTNKIT_ARCH_80) GTEST_SKIP() << "needs the GPU test binary with sm80 kernels";
+  std::string why_not;
+  if (!cuda_device_available(&why_not)) GTEST_SKIP() << why_not;
+  const std::vector<LinearTensor> gradients = {LinearTensor::kDq,     LinearTensor::kDk,     LinearTensor::kDv,
+                                               LinearTensor::kDg,     LinearTensor::kDbeta,  LinearTensor::kDInitialState,
+                                               LinearTensor::kDALog,  LinearTensor::kDdtBias};
+  for (LinearVariant variant : {LinearVariant::kGatedDeltaNet, LinearVariant::kKimiDelta}) {
+    cases::LinearCase c;
+    c.name = "repeat_backward";
+    c.variant = variant;
+    c.varlen = {300, 131};
+    c.heads_qk = 2, c.heads_v = 4, c.key_dim = 128, c.value_dim = 96;
+    c.l2norm_qk = true, c.gate_form = LinearGateForm::kSoftplus, c.beta_form = LinearBetaForm::kSigmoid;
+    c.initial_state = true, c.dfinal_state = true;
+    LinearCaseTensors tensors(c, LinearCall::kBackward, test_device(), test_seed());
+    LinearBackwardArgs args = tensors.backward_args(Backend::kSm80);
+    const auto workspace = attach_linear_workspace(&args, test_device());
+    std::vector<std::vector<double>> first;
+    for (int call = 0; call < 3; ++call) {
+      tensors.poison(gradients);
+      const Status status = backward(args);
+      ASSERT_TRUE(status.is_ok()) << linear_variant_name(variant) << ": " << status.to_string();
+      ASSERT_EQ(synchronize(test_device()), "");
+      for (std::size_t g = 0; g < gradients.size(); ++g) {
+        if (!tensors.has(gradients[g])) continue;
+        std::vector<double> values = tensors.read_values(gradients[g]);
+        if (call == 0) {
+          first.resize(gradients.size());
+          first[g] = std::move(values);
+          continue;
+        }
+        ASSERT_EQ(values.size(), first[g].size());
+        std::size_t differing = 0;
+        for (std::size_t e = 0; e < values.size(); ++e) {
+          differing += std::memcmp(&values[e], &first[g][e], sizeof(double)) != 0 ? 1 : 0;
+        }
+        EXPECT_EQ(differing, 0u) << linear_variant_name(variant) << " " << linear_tensor_name(gradients[g]) << ": "
+                                 << differing << " of " << values.size() << " elements differ in call " << call;
+      }
+    }
   }
 }
 
