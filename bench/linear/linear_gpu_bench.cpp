@@ -594,9 +594,11 @@ void time_kernels(attnkit::LinearForwardArgs args) {
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
-// `only`: "gdn" keeps the GDN forward rows, "decode" the decode rows (quick A/B calls); null keeps all.
+// `only`: "gdn" / "kda" keeps that variant's forward rows, "decode" the decode rows (quick A/B calls);
+// null keeps all.
 int run_bench(const char* path, const char* only) {
   const bool gdn_only = only != nullptr && std::strcmp(only, "gdn") == 0;
+  const bool kda_only = only != nullptr && std::strcmp(only, "kda") == 0;
   const bool decode_only = only != nullptr && std::strcmp(only, "decode") == 0;
   std::mt19937 rng(7);
   std::string rows;
@@ -606,7 +608,10 @@ int run_bench(const char* path, const char* only) {
   };
   const Shape shapes[] = {{4, 8192, 32, 32}, {1, 32768, 16, 32}, {8, 4096, 16, 64}, {1, 65536, 2, 8}};
   for (const auto variant : {attnkit::LinearVariant::kGatedDeltaNet, attnkit::LinearVariant::kKimiDelta}) {
-    if (decode_only || (gdn_only && variant != attnkit::LinearVariant::kGatedDeltaNet)) continue;
+    if (decode_only || (gdn_only && variant != attnkit::LinearVariant::kGatedDeltaNet) ||
+        (kda_only && variant != attnkit::LinearVariant::kKimiDelta)) {
+      continue;
+    }
     for (const Shape& s : shapes) {
       Case c{"bench", variant, s.b, s.t, s.h, s.hv, 128, 128, 1.0f};
       Inputs in = make_inputs(c, s.b, s.t, rng, true);
@@ -640,7 +645,7 @@ int run_bench(const char* path, const char* only) {
   }
   // Decode: HV = 32 value heads (H = 16), K = V = 128, one token, kv and vk layouts.
   for (const int batch : {64, 256}) {
-    if (gdn_only) break;
+    if (gdn_only || kda_only) break;
     const int H = 16, HV = 32;
     const std::int64_t state_bytes = static_cast<std::int64_t>(batch) * HV * 128 * 128 * 4;
     void* copy_src = nullptr;
@@ -718,6 +723,6 @@ int main(int argc, char** argv) {
   if (argc >= 3 && std::strcmp(argv[1], "bench") == 0) {
     return run_bench(argv[2], argc >= 4 ? argv[3] : nullptr);
   }
-  std::fprintf(stderr, "usage: %s check | bench FILE.json [gdn | decode]\n", argv[0]);
+  std::fprintf(stderr, "usage: %s check | bench FILE.json [gdn | kda | decode]\n", argv[0]);
   return 2;
 }

@@ -1,6 +1,6 @@
 // Picks the chunked-forward kernels for a call: element type and variant.
-#include "kernels/linear/sm80/linear_forward_sm80_instances.h"
 #include "kernels/linear/sm80/linear_gdn_chunked_sm80_instances.h"
+#include "kernels/linear/sm80/linear_kda_chunked_sm80_instances.h"
 #include "kernels/linear/sm80/linear_sm80_kernels.h"
 
 namespace attnkit::sm80 {
@@ -33,15 +33,24 @@ cudaError_t launch_gdn(const LinearForwardParams& params, int sm_count, cudaStre
   return chunks ? launch_linear_gdn_output<Element>(params, stream) : cudaSuccess;
 }
 
+// KDA's state pass runs one CTA per SM at either slice (its k operand is a pair: ~141 / ~125 KB of shared
+// memory), so the slice follows GDN's rule: 16 columns only while each such CTA gets an SM to itself.
+template <typename Element>
+cudaError_t launch_kda(const LinearForwardParams& params, int sm_count, cudaStream_t stream) {
+  using namespace linear_detail;
+  const bool chunks = params.chunk.slots > 0;  // T = 0: only the state pass (initial -> final state)
+  cudaError_t status = chunks ? launch_linear_kda_prep<Element>(params, stream) : cudaSuccess;
+  if (status != cudaSuccess) return status;
+  status = gdn_state_slice(params, sm_count) == 32 ? launch_linear_kda_state<Element, 32>(params, stream) : launch_linear_kda_state<Element, 16>(params, stream);
+  if (status != cudaSuccess) return status;
+  return chunks ? launch_linear_kda_output<Element>(params, stream) : cudaSuccess;
+}
+
 }  // namespace
 
 cudaError_t launch_linear_forward(const LinearForwardParams& params, int sm_count, cudaStream_t stream) {
-  using linear_detail::launch_linear_forward_instance;
   const bool bf16 = params.common.io_element == LinearElement::kBFloat16;
-  if (params.common.per_key_gate) {
-    return bf16 ? launch_linear_forward_instance<__nv_bfloat16, true, 32>(params, stream)
-                : launch_linear_forward_instance<__half, true, 32>(params, stream);
-  }
+  if (params.common.per_key_gate) return bf16 ? launch_kda<__nv_bfloat16>(params, sm_count, stream) : launch_kda<__half>(params, sm_count, stream);
   return bf16 ? launch_gdn<__nv_bfloat16>(params, sm_count, stream) : launch_gdn<__half>(params, sm_count, stream);
 }
 

@@ -93,17 +93,19 @@ Status launch_status(cudaError_t error, const char* what) {
   return {StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(error)};
 }
 
-// Where the chunk-parallel GDN forward keeps its intermediates (LinearChunkWorkspace) in the workspace:
-// byte offsets of 256-byte aligned pieces. At (B, T, HV) = (4, 8192, 32), K = V = 128: 2.15 GB.
-struct GdnWorkspaceLayout {
+// Where the chunk-parallel forwards keep their intermediates (LinearChunkWorkspace) in the workspace:
+// byte offsets of 256-byte aligned pieces. At (B, T, HV) = (4, 8192, 32), K = V = 128: GDN 2.15 GB,
+// KDA 2.9 GB (its update's k as a pair, scale q Gamma, P as a pair and exp(G_last) besides GDN's pieces).
+struct ChunkWorkspaceLayout {
   std::int64_t slots = 0;
   std::int64_t value_pad = 0;
   std::size_t w_neg = 0, key = 0, u = 0, gate = 0, h = 0, v_new = 0, v_new_lo = 0, total = 0;
+  std::size_t key_lo = 0, query = 0, p = 0, p_lo = 0, decay = 0;  // KDA only
 };
 
-GdnWorkspaceLayout gdn_workspace_layout(const LinearProblem& problem) {
+ChunkWorkspaceLayout chunk_workspace_layout(const LinearProblem& problem) {
   constexpr std::int64_t kChunk = kLinearChunk;
-  GdnWorkspaceLayout layout;
+  ChunkWorkspaceLayout layout;
   layout.slots = problem.varlen ? problem.seqlen / kChunk + problem.num_sequences
                                 : problem.num_sequences * ((problem.seqlen + kChunk - 1) / kChunk);
   layout.value_pad = (problem.value_dim + 63) / 64 * 64;
@@ -121,6 +123,13 @@ GdnWorkspaceLayout gdn_workspace_layout(const LinearProblem& problem) {
   layout.h = take(heads * kLinearForwardMaxKeyDim * layout.value_pad * element);
   layout.v_new = take(heads * kChunk * layout.value_pad * element);
   layout.v_new_lo = take(heads * kChunk * layout.value_pad * element);
+  if (problem.per_key_gate()) {
+    layout.key_lo = take(heads * kChunk * kLinearForwardMaxKeyDim * element);
+    layout.query = take(heads * kChunk * kLinearForwardMaxKeyDim * element);
+    layout.p = take(heads * kChunk * kChunk * element);
+    layout.p_lo = take(heads * kChunk * kChunk * element);
+    layout.decay = take(heads * kLinearForwardMaxKeyDim * sizeof(float));
+  }
   return layout;
 }
 
@@ -138,9 +147,7 @@ Status linear_supports_forward(const LinearProblem& problem, const LinearForward
   return grid_fits(problem, (problem.value_dim + 31) / 32);
 }
 
-std::size_t linear_forward_workspace_bytes(const LinearProblem& problem) {
-  return problem.per_key_gate() ? 0 : gdn_workspace_layout(problem).total;
-}
+std::size_t linear_forward_workspace_bytes(const LinearProblem& problem) { return chunk_workspace_layout(problem).total; }
 
 Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& args) {
   LinearForwardParams params;
@@ -156,8 +163,8 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
   params.vectorized_io = problem.key_dim % 8 == 0 && problem.value_dim % 8 == 0 && aligned16(args.q.data) &&
                          aligned16(args.k.data) && aligned16(args.v.data) && strides_multiple_of_8(problem.q) &&
                          strides_multiple_of_8(problem.k) && strides_multiple_of_8(problem.v);
-  if (!problem.per_key_gate()) {
-    const GdnWorkspaceLayout layout = gdn_workspace_layout(problem);
+  {
+    const ChunkWorkspaceLayout layout = chunk_workspace_layout(problem);
     if (layout.slots * ((layout.value_pad + 127) / 128) > 0x7fffffff) {
       return {StatusCode::kNotImplemented, "linear forward (sm80): " + std::to_string(layout.slots) +
                                                " chunks times the 128-column value blocks exceed grid.x (2^31 - 1)"};
@@ -173,6 +180,13 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
     params.chunk.h = base + layout.h;
     params.chunk.v_new = base + layout.v_new;
     params.chunk.v_new_lo = base + layout.v_new_lo;
+    if (problem.per_key_gate()) {
+      params.chunk.key_lo = base + layout.key_lo;
+      params.chunk.query = base + layout.query;
+      params.chunk.p = base + layout.p;
+      params.chunk.p_lo = base + layout.p_lo;
+      params.chunk.decay = reinterpret_cast<float*>(base + layout.decay);
+    }
     params.chunk.slots = layout.slots;
     params.chunk.value_pad = static_cast<int>(layout.value_pad);
   }

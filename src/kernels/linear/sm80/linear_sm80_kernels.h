@@ -12,17 +12,16 @@ namespace attnkit::sm80 {
 constexpr int kLinearDecodeMaxKeyDim = 256;
 
 // The chunked forward pads K to 128 (tensor-core tiles of 16) and keeps one chunk's q, k and the chunk's
-// gated operands in shared memory: K up to 128, any V (KDA in slices of 32 columns; GDN's state pass in
-// slices of 16 or 32, its output in blocks of 128).
+// gated operands in shared memory: K up to 128, any V (the state passes in slices of 16 or 32 columns,
+// the outputs in blocks of 128).
 constexpr int kLinearForwardMaxKeyDim = 128;
 constexpr int kLinearChunk = 64;
 
 cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t stream);
 
-// The chunked forward: KDA runs the fused chunk walk (one CTA per sequence, value head and 32 value
-// columns); GDN the three chunk-parallel kernels, whose intermediates live in the workspace
-// (params.chunk, sized by linear_gdn_workspace_bytes). sm_count (the device's SMs) picks the GDN state
-// pass's slice width.
+// The chunked forward: GDN and KDA each run three chunk-parallel kernels (prep, the sequential state
+// pass, output), whose intermediates live in the workspace (params.chunk, sized by
+// linear_forward_workspace_bytes). sm_count (the device's SMs) picks the state pass's slice width.
 cudaError_t launch_linear_forward(const LinearForwardParams& params, int sm_count, cudaStream_t stream);
 
 }  // namespace attnkit::sm80

@@ -62,25 +62,32 @@ struct LinearDecodeParams {
   int tokens = 0;                      // T per sequence
 };
 
-// Intermediates of the chunk-parallel GDN forward, per chunk slot s and value head hv (64-bit offsets
+// Intermediates of the chunk-parallel GDN and KDA forwards, per chunk slot s and value head hv (64-bit offsets
 // ((s * HV + hv) * rows + row) * cols + col). A slot is one 64-token chunk of one sequence: sequence n,
 // chunk c sits at slot n * ceil(T / 64) + c (fixed length) or cu_seqlens[n] / 64 + n + c (varlen, fewer
 // than T / 64 + N slots; some stay unused).
 struct LinearChunkWorkspace {
   void* w_neg = nullptr;   // Element [slots][HV][64][128]: -T_beta (k Gamma)
-  void* key = nullptr;     // Element [slots][HV][64][128]: k (L2-normalised where asked)
+  void* key = nullptr;     // Element [slots][HV][64][128]: k (L2-normalised where asked); KDA: the hi part
+                           // of k exp(G_last - G), the state update's operand
   float* u = nullptr;      // fp32 [slots][HV][64][value_pad]: T_beta v
-  float* gate = nullptr;   // fp32 [slots][HV][64]: G, the inclusive cumulative log decay in the chunk
+  float* gate = nullptr;   // fp32 [slots][HV][64]: G, the inclusive cumulative log decay in the chunk (GDN)
   void* h = nullptr;       // Element [slots][HV][128][value_pad]: the state at the chunk's start
   void* v_new = nullptr;     // Element [slots][HV][64][value_pad]: v_new = u - w h, hi part (split_element)
   void* v_new_lo = nullptr;  // Element, same shape: its lo part
+  // KDA only (per-key decay):
+  void* key_lo = nullptr;  // Element [slots][HV][64][128]: the lo part of `key`
+  void* query = nullptr;   // Element [slots][HV][64][128]: scale q Gamma (L2 factor applied)
+  void* p = nullptr;       // Element [slots][HV][64][64]: P with its mask, decays and scale, hi part
+  void* p_lo = nullptr;    // Element, same shape: its lo part
+  float* decay = nullptr;  // fp32 [slots][HV][128]: exp(G_last), the chunk's decay of each key row of S
   std::int64_t slots = 0;
   int value_pad = 0;       // V rounded up to 64
 };
 
 struct LinearForwardParams {
   LinearCommonParams common;
-  LinearChunkWorkspace chunk;       // GDN only
+  LinearChunkWorkspace chunk;
   LinearStateTensor initial_state;  // data null: zero state
   LinearStateTensor final_state;    // data null: not requested
   const std::int32_t* cu_seqlens = nullptr;  // [N + 1] for varlen, else null

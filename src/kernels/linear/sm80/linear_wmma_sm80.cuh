@@ -1,13 +1,12 @@
 // Building blocks of the sm80 linear-attention forward kernels: element conversion, the hi + lo split,
-// cp.async, the chunk row loads with the optional L2 normalisation (all forward kernels), and the WMMA
-// fragment types and tile stores through a per-warp fp32 staging tile (the fused chunk walk of KDA; the
-// GDN kernels use mma.sync fragments, linear_mma_sm80.cuh).
+// cp.async, and the chunk row loads with the optional L2 normalisation. (The WMMA fragment types and
+// staging-tile stores went with the fused KDA chunk walk; every kernel now keeps mma.sync fragments,
+// linear_mma_sm80.cuh.)
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include <cstdint>
 
@@ -31,17 +30,7 @@ struct ElementConvert<__half> {
 
 constexpr int kChunk = kLinearChunk;              // 64 tokens
 constexpr int kKeyPad = kLinearForwardMaxKeyDim;  // K padded with zeros to 128
-constexpr int kTile = 16;                         // WMMA m = n = k = 16
-
-template <typename Element>
-using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, kTile, kTile, kTile, Element, nvcuda::wmma::row_major>;
-template <typename Element>
-using FragAT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
-template <typename Element>
-using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::row_major>;
-template <typename Element>
-using FragBT = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, kTile, kTile, kTile, Element, nvcuda::wmma::col_major>;
-using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, kTile, kTile, kTile, float>;
+constexpr int kTile = 16;                         // MMA tiles of 16 rows / k-steps
 
 // ---- cp.async ------------------------------------------------------------------------------------------
 
@@ -55,56 +44,12 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory"); }
 
-// acc += X Y^T for X and Y row-major [., depth] (ld), X = x_hi + x_lo and Y = y_hi + y_lo (split_element
-// pairs): three MMAs per k-step (hi hi, lo hi, hi lo).
-template <typename Element, int kDepth>
-__device__ __forceinline__ void mma_abt_split(FragC& acc, const Element* x_hi, const Element* x_lo, const Element* y_hi,
-                                              const Element* y_lo, int ld) {
-  FragA<Element> fa, fa_lo;
-  FragBT<Element> fb, fb_lo;
-#pragma unroll
-  for (int d = 0; d < kDepth; d += kTile) {
-    nvcuda::wmma::load_matrix_sync(fa, x_hi + d, ld);
-    nvcuda::wmma::load_matrix_sync(fa_lo, x_lo + d, ld);
-    nvcuda::wmma::load_matrix_sync(fb, y_hi + d, ld);
-    nvcuda::wmma::load_matrix_sync(fb_lo, y_lo + d, ld);
-    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
-    nvcuda::wmma::mma_sync(acc, fa_lo, fb, acc);
-    nvcuda::wmma::mma_sync(acc, fa, fb_lo, acc);
-  }
-}
-
-// Stores a 16 x 16 accumulator as Element (times `factor`) through the warp's fp32 staging tile.
-// `dst` may be shared or global memory.
-template <typename Element>
-__device__ __forceinline__ void store_tile_lowp(const FragC& acc, float* stage, Element* dst, std::int64_t ld, float factor) {
-  nvcuda::wmma::store_matrix_sync(stage, acc, kTile, nvcuda::wmma::mem_row_major);
-  __syncwarp();
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int e = lane; e < kTile * kTile; e += 32) {
-    dst[(e / kTile) * ld + e % kTile] = ElementConvert<Element>::from(factor * stage[e]);
-  }
-  __syncwarp();
-}
-
 // The pair hi + lo of Element values that carries x with about twice Element's significant bits (16 for
 // bf16): a product with it costs two MMAs instead of one.
 template <typename Element>
 __device__ __forceinline__ void split_element(float x, Element* hi, Element* lo) {
   *hi = ElementConvert<Element>::from(x);
   *lo = ElementConvert<Element>::from(x - ElementConvert<Element>::to(*hi));
-}
-
-// Stores a 16 x 16 accumulator as the pair hi + lo (split_element) through the warp's fp32 staging tile.
-template <typename Element>
-__device__ __forceinline__ void store_tile_split(const FragC& acc, float* stage, Element* hi, Element* lo, int ld) {
-  nvcuda::wmma::store_matrix_sync(stage, acc, kTile, nvcuda::wmma::mem_row_major);
-  __syncwarp();
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int e = lane; e < kTile * kTile; e += 32) split_element(stage[e], &hi[(e / kTile) * ld + e % kTile], &lo[(e / kTile) * ld + e % kTile]);
-  __syncwarp();
 }
 
 // Loads `rows` rows of a token-major tensor into Element smem [kChunk][ld], columns [col0, col0 + width)
