@@ -6,7 +6,7 @@
 // Per shape: the forward alone, forward+backward as one timed call (FLA's "linear_bwd" row), and the
 // backward alone; CUDA events, median of --iters calls after --warmup calls. Rows (gpu-workflow.md
 // format, impl "attnkit") go to FILE.json; the linear_fwd rows drive fla_linear.py.
-// Each row also carries a 64-bit FNV-1a hash of the gradients' bytes (dq, dk, dv, dg, dbeta) after the
+// Each row also carries a 64-bit FNV-1a hash (over 8-byte words) of the gradients' bytes (dq, dk, dv, dg, dbeta) after the
 // last forward+backward call and after the last backward-alone call: the two must agree (the backward is
 // deterministic: no float atomics, fixed summation orders), and two builds whose kernels compute the same
 // sums in the same order print the same hash for the same shape (the inputs depend only on the shape list).
@@ -50,24 +50,32 @@ attnkit::TensorRef ref(void* data, DType dtype, std::vector<std::int64_t> shape)
 
 // Fills `count` bf16 values from a pool of 2^20 fresh normal samples read with an odd stride (the
 // timing does not depend on the values; the host RNG would take seconds per shape), optionally with
-// rows of `row` elements L2-normalised.
+// rows of `row` elements L2-normalised. Element e reads pool[(*next + 7919 (e + 1)) mod 2^20]; rows are
+// filled in parallel (OpenMP), the same values as in order (~2 G elements over the four shapes).
 void fill_bf16(void* device, std::int64_t count, const std::vector<float>& pool, std::uint64_t* next, int row,
                float scale, bool sigmoid) {
   std::vector<std::uint16_t> host(count);
-  std::vector<float> values(row);
-  for (std::int64_t at = 0; at < count; at += row) {
-    double sum = 0.0;
-    for (int i = 0; i < row; ++i) {
-      *next += 7919;
-      values[i] = pool[*next & (pool.size() - 1)];
-      sum += values[i] * values[i];
-    }
-    for (int i = 0; i < row; ++i) {
-      float x = row > 1 && scale == 0.0f ? static_cast<float>(values[i] / std::sqrt(sum)) : values[i];
-      if (sigmoid) x = 1.0f / (1.0f + std::exp(-x));
-      host[at + i] = attnkit::float_to_bf16(x);
+  const std::uint64_t first = *next, mask = pool.size() - 1;
+  const std::int64_t rows = count / row;  // count is a multiple of row
+#pragma omp parallel
+  {
+    std::vector<float> values(row);
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::int64_t at = r * row;
+      double sum = 0.0;
+      for (int i = 0; i < row; ++i) {
+        values[i] = pool[(first + 7919ull * static_cast<std::uint64_t>(at + i + 1)) & mask];
+        sum += values[i] * values[i];
+      }
+      for (int i = 0; i < row; ++i) {
+        float x = row > 1 && scale == 0.0f ? static_cast<float>(values[i] / std::sqrt(sum)) : values[i];
+        if (sigmoid) x = 1.0f / (1.0f + std::exp(-x));
+        host[at + i] = attnkit::float_to_bf16(x);
+      }
     }
   }
+  *next = first + 7919ull * static_cast<std::uint64_t>(count);
   CUDA_OK(cudaMemcpy(device, host.data(), count * 2, cudaMemcpyHostToDevice));
 }
 
@@ -94,14 +102,21 @@ float median_ms(Fn&& fn, int warmup, int iters) {
   return times[times.size() / 2];
 }
 
-// FNV-1a over the bytes of device buffers, in order.
+// FNV-1a over the device buffers' contents, in order, taken 8 bytes at a time (then the tail bytes):
+// ~1 GB of gradients per shape, so a byte-wise loop would add seconds of host time per shape.
 std::uint64_t hash_device(const std::vector<std::pair<const void*, std::size_t>>& buffers) {
   std::uint64_t h = 1469598103934665603ull;
   std::vector<unsigned char> host;
   for (const auto& [data, bytes] : buffers) {
     host.resize(bytes);
     CUDA_OK(cudaMemcpy(host.data(), data, bytes, cudaMemcpyDeviceToHost));
-    for (unsigned char b : host) h = (h ^ b) * 1099511628211ull;
+    std::size_t at = 0;
+    for (; at + 8 <= bytes; at += 8) {
+      std::uint64_t word;
+      std::memcpy(&word, host.data() + at, 8);
+      h = (h ^ word) * 1099511628211ull;
+    }
+    for (; at < bytes; ++at) h = (h ^ host[at]) * 1099511628211ull;
   }
   return h;
 }
