@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for the linear backward (gpu-workflow.md), every log under $OUT, a short table last:
-#   1. the LinearBackward conformance gtests of attnkit_gpu_tests on sm80, 8 shards in parallel (the
-#      float64 references are CPU-bound: 224 cases in 23 s on the H100 host's 16 cores);
+#   1. the LinearBackward conformance gtests of attnkit_gpu_tests on sm80 and the bitwise repeatability
+#      test (LinearBackwardRepeat), 8 shards in parallel (the float64 references are CPU-bound: 224 cases
+#      in 23 s on the H100 host's 16 cores; the 112 GDN cases and the repeat test in ~15 s);
 #   2. linear_backward_bench at the issue-6 shapes (forward, forward+backward, backward alone);
 #   3. with FLA_ROWS ("variant:B ...", e.g. "kda:4 gdn:4"): bench/peers/fla_linear.py forward and
 #      forward+backward on those rows (--warmup 1 --iters 3; FLA's Triton autotuning takes ~1-2 minutes
@@ -19,7 +20,7 @@ start=$(date +%s)
 pids=()
 for i in 0 1 2 3 4 5 6 7; do
   GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout "${GTEST_LIMIT:-150}" "$here/attnkit_gpu_tests" \
-    --gtest_filter="${GTEST_FILTER:-Linear/LinearBackward.*Sm80*}" > "$out/gtest_$i.log" 2>&1 &
+    --gtest_filter="${GTEST_FILTER:-Linear/LinearBackward.*Sm80*:LinearBackwardRepeat.*}" > "$out/gtest_$i.log" 2>&1 &
   pids+=($!)
 done
 rc_all=0
@@ -65,7 +66,9 @@ for r in mine:
     p = fla.get(key(r))
     ps = ("%.3f" % p["ms"]) if p and "ms" in p else (("skipped: " + p.get("skipped", "")[:80]) if p else "not run")
     ratio = ("%.2fx" % (p["ms"] / r["ms"])) if p and "ms" in p else ""
-    extra = (" (bwd alone %.3f)" % r["backward_alone_ms"]) if "backward_alone_ms" in r else ""
+    extra = (" (bwd alone %.3f, grad hash %s%s)" % (r["backward_alone_ms"], r.get("grad_hash", "?"),
+             "" if r.get("grad_hash") == r.get("grad_hash_repeat") else " DIFFERS between calls")
+             if "backward_alone_ms" in r else "")
     print(f'{r["op"]} {r["variant"]} B={r["b"]} T={r["t"]} H={r["h"]} HV={r["hv"]}: attnkit {r["ms"]:.3f}{extra}  fla {ps}  {ratio}')
 PY
 cat "$out/summary.txt"
