@@ -1,5 +1,6 @@
 // Picks the chunked-forward kernels for a call: element type and variant.
 #include "kernels/linear/sm80/linear_gdn_chunked_sm80_instances.h"
+#include "kernels/linear/sm80/linear_gdn_plan.h"
 #include "kernels/linear/sm80/linear_kda_chunked_sm80_instances.h"
 #include "kernels/linear/sm80/linear_sm80_kernels.h"
 
@@ -7,17 +8,9 @@ namespace attnkit::sm80 {
 
 namespace {
 
-// The state pass, the only sequential stage, is a latency chain per chunk (a cp.async wait, two barriers,
-// 16 + 32 dependent MMAs per warp). Slices of 32 value columns (8 warps, ~107 KB of shared memory) read each
-// chunk's w_neg and k once for twice the columns of a slice of 16 (4 warps, ~91 KB); both fit 2 CTAs per
-// SM. Measured on an H200 (2026-11-26, same run), state pass in ms, slice 16 / 32: (B, T, H, HV) =
-// (4, 8192, 32, 32) 1.42 / 1.07, (1, 32768, 16, 32) 1.59 / 1.07 (256 / 128 CTAs), (8, 4096, 16, 64)
-// 2.79 / 2.14, (1, 65536, 2, 8) 1.34 / 2.13 (64 / 32 CTAs: one per SM either way, where a chunk step of 4
-// warps took 1.3 us and one of 8 warps 2.1 us). So slices of 16 only while each of their CTAs gets an SM
-// to itself.
+// The state pass's slice width (linear_gdn_plan.h; the host has checked that the kernels fit the device).
 int gdn_state_slice(const LinearForwardParams& params, int sm_count) {
-  const std::int64_t ctas32 = static_cast<std::int64_t>(params.num_sequences) * params.common.heads_v * ((params.common.value_dim + 31) / 32);
-  return 2 * ctas32 <= static_cast<std::int64_t>(sm_count) ? 16 : 32;
+  return sm80::gdn_state_slice(params.num_sequences, params.common.heads_v, params.common.value_dim, sm_count);
 }
 
 template <typename Element>

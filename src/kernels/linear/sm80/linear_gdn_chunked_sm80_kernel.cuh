@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "device/kernel_attributes.cuh"
+#include "kernels/linear/sm80/linear_gdn_plan.h"
 #include "kernels/linear/sm80/linear_wmma_sm80.cuh"
 #include "kernels/linear/sm80/linear_mma_sm80.cuh"
 
@@ -109,6 +110,7 @@ struct PrepShared {
   static_assert(sizeof(Element) * kLdKey == sizeof(Element) * kLdValue, "v lies exactly over k");
   static_assert(sizeof(float) * kLdChunkF == 2 * sizeof(Element) * kLdChunk, "T_beta's pair lies exactly over A");
 };
+static_assert(sizeof(PrepShared<__nv_bfloat16>) == gdn_prep_shared_bytes(), "linear_gdn_plan.h's size of prep");
 
 // acc = T_beta times 64 columns of a [kChunk, ld] shared-memory operand starting at `b`: the warp's row tile
 // as its hi + lo A fragments (two MMAs a product), k-steps 0 .. warp only (T_beta is lower triangular).
@@ -350,6 +352,8 @@ struct StateShared {
   alignas(128) Element v_new_lo[kChunk * kLdSlice];  // and lo part
   alignas(16) float gate[kStages][kChunk];  // G
 };
+static_assert(sizeof(StateShared<__nv_bfloat16, 16>) == gdn_state_shared_bytes(16), "linear_gdn_plan.h's size");
+static_assert(sizeof(StateShared<__half, 32>) == gdn_state_shared_bytes(32), "linear_gdn_plan.h's size");
 
 template <typename Element, int kSlice>
 __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kernel(LinearForwardParams params) {
@@ -579,6 +583,7 @@ struct OutputShared {
   alignas(16) float q_factor[kChunk];  // L2 factors (1 without the fused norm), applied in fp32
   alignas(16) float k_factor[kChunk];
 };
+static_assert(sizeof(OutputShared<__nv_bfloat16>) == gdn_output_shared_bytes(), "linear_gdn_plan.h's size of output");
 
 template <typename Element>
 __global__ void __launch_bounds__(kOutputThreads, 2) linear_gdn_output_kernel(LinearForwardParams params) {

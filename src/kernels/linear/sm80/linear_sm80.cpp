@@ -10,6 +10,7 @@
 #include "host/cuda_runtime.h"
 #include "host/cuda_scoped_device.h"
 #include "kernels/linear/sm80/linear_backward_sm80.h"
+#include "kernels/linear/sm80/linear_gdn_plan.h"
 #include "kernels/linear/sm80/linear_sm80_kernels.h"
 
 namespace attnkit::sm80 {
@@ -193,6 +194,17 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
   host::CudaDeviceLimits limits;
   if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
     return {StatusCode::kCudaError, "linear forward (sm80): " + why};
+  }
+  if (!problem.per_key_gate() &&
+      gdn_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count,
+                       limits.shared_memory_per_block_optin) == 0) {
+    // sm_86 / sm_89 / sm_120 give a block 99 KB: the state pass and the output kernel would fail to launch.
+    const int slice = gdn_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
+    return {StatusCode::kNotImplemented,
+            "linear forward (sm80): the GDN state pass (value slices of " + std::to_string(slice) + ") and output " +
+                "kernels need " + std::to_string(gdn_state_shared_bytes(slice)) + " and " +
+                std::to_string(gdn_output_shared_bytes()) + " bytes of shared memory per block; cuda:" +
+                std::to_string(problem.device.index) + " allows " + std::to_string(limits.shared_memory_per_block_optin)};
   }
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;
