@@ -32,10 +32,34 @@ struct WorkspaceLayout {
   std::size_t delta = 0;         // offset of delta [Hq, total_q] fp32
   std::size_t dq_accum = 0;      // offset of dq_accum (DqAccumLayout: accum rows x Hq x tier) fp32
   std::size_t dq_accum_bytes = 0;
+  backward::BackwardTailPlan tail;  // tail split of the main kernel (tail.tiles = 0: none)
+  std::size_t tail_counters = 0;    // offset of the split tiles' step counters [tail.tiles] int32
+  std::size_t tail_parts = 0;       // offset of their parts [tail.ctas + tail.tiles][backward_tail_part_floats] fp32
+  std::size_t zeroed_bytes = 0;     // bytes from dq_accum on that the launch zeroes (dq_accum, the counters)
   std::size_t semaphore = 0;     // offset of the semaphores [B, Hq, num_m_blocks] int32 (deterministic)
   std::size_t semaphore_bytes = 0;
   std::size_t total = 0;
 };
+
+// The main kernel's tail split for this problem on its device: no split where the launch does not allow
+// one or the device's SM count is unknown (the workspace size and the launch call this alike).
+backward::BackwardTailPlan tail_plan(const host::DenseProblem& problem, int tier) {
+  // As dense_backward passes the window to the kernel: a bound that cuts nothing is unbounded.
+  const bool windowed = (problem.window_left >= 0 && problem.window_left < problem.seqlen_k) ||
+                        (problem.window_right >= 0 && problem.window_right < problem.seqlen_q);
+  if (problem.device.kind != DeviceKind::kCUDA ||
+      !backward::backward_tail_allowed(tier, problem.deterministic, problem.softcap > 0.0f, problem.varlen, windowed,
+                                       problem.seqlen_q, problem.seqlen_k)) {
+    return {};
+  }
+  host::CudaDeviceLimits limits;
+  if (!host::cuda_device_limits(problem.device.index, &limits)) return {};
+  const std::int64_t key_tiles =
+      ceil_div(problem.seqlen_k, backward::backward_block_n_for_tier(tier)) * problem.heads_kv * problem.batch;
+  const std::int64_t steps_per_tile =
+      ceil_div(problem.seqlen_q, backward::backward_block_m_for_tier(tier)) * problem.group;
+  return backward::backward_tail_plan(key_tiles, steps_per_tile, limits.sm_count);
+}
 
 WorkspaceLayout workspace_layout(const host::DenseProblem& problem) {
   const int tier = backward::backward_head_dim_tier(problem.head_dim, problem.head_dim_v);
@@ -49,7 +73,14 @@ WorkspaceLayout workspace_layout(const host::DenseProblem& problem) {
   const auto accum_rows =
       static_cast<std::size_t>(backward::dq_accum_rows(problem.varlen, problem.batch, problem.total_q, m_blocks, block_m));
   layout.dq_accum_bytes = accum_rows * heads * static_cast<std::size_t>(tier) * sizeof(float);
-  layout.semaphore = layout.dq_accum + align_up(layout.dq_accum_bytes);
+  layout.tail = tail_plan(problem, tier);
+  const auto tail_tiles = static_cast<std::size_t>(layout.tail.tiles);
+  const std::size_t tail_parts = tail_tiles == 0 ? 0 : tail_tiles + static_cast<std::size_t>(layout.tail.ctas);
+  layout.tail_counters = layout.dq_accum + align_up(layout.dq_accum_bytes);
+  layout.zeroed_bytes = layout.tail_counters + tail_tiles * sizeof(std::int32_t) - layout.dq_accum;
+  layout.tail_parts = layout.tail_counters + align_up(tail_tiles * sizeof(std::int32_t));
+  layout.semaphore =
+      layout.tail_parts + align_up(tail_parts * backward::backward_tail_part_floats(tier) * sizeof(float));
   if (problem.deterministic) {
     layout.semaphore_bytes = static_cast<std::size_t>(problem.batch) * heads * static_cast<std::size_t>(m_blocks) * sizeof(std::int32_t);
   }
@@ -193,6 +224,15 @@ Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs
   p.delta = reinterpret_cast<float*>(workspace + layout.delta);
   p.dq_accum = reinterpret_cast<float*>(workspace + layout.dq_accum);
   p.dq_semaphore = problem.deterministic ? reinterpret_cast<std::int32_t*>(workspace + layout.semaphore) : nullptr;
+  if (layout.tail.tiles > 0) {
+    p.tail_first_cta = layout.tail.first_cta;
+    p.tail_tiles = layout.tail.tiles;
+    p.tail_ctas = layout.tail.ctas;
+    p.tail_steps_per_tile =
+        static_cast<int>(ceil_div(problem.seqlen_q, backward::backward_block_m_for_tier(tier)) * problem.group);
+    p.tail_counters = reinterpret_cast<std::int32_t*>(workspace + layout.tail_counters);
+    p.tail_parts = reinterpret_cast<float*>(workspace + layout.tail_parts);
+  }
   p.batch = static_cast<int>(problem.batch);
   p.seqlen_q = static_cast<int>(problem.seqlen_q);
   p.seqlen_k = static_cast<int>(problem.seqlen_k);
@@ -218,7 +258,7 @@ Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs
   if (Status s = cuda_status(device.status(), "cannot select the tensors' device"); !s) return s;
   auto stream = static_cast<cudaStream_t>(args.options.stream);
 
-  if (Status s = cuda_status(cudaMemsetAsync(p.dq_accum, 0, layout.dq_accum_bytes, stream), "zeroing dq_accum"); !s)
+  if (Status s = cuda_status(cudaMemsetAsync(p.dq_accum, 0, layout.zeroed_bytes, stream), "zeroing dq_accum"); !s)
     return s;
   if (layout.semaphore_bytes > 0) {
     if (Status s = cuda_status(cudaMemsetAsync(p.dq_semaphore, 0, layout.semaphore_bytes, stream), "zeroing semaphores");

@@ -143,6 +143,53 @@ constexpr int backward_stages_for_tier(int tier, std::size_t smem_per_block_limi
   return tier != 256 || backward_smem_bytes<BackwardTile<256, 2>>() <= smem_per_block_limit ? 2 : 1;
 }
 
+// Tail split. The main kernel runs one CTA per SM (162-209 KiB of shared memory each), so a launch of
+// C equal key tiles on P SMs takes ceil(C / P) waves where C / P would do: the bench shapes have C =
+// 2048 (D = 128, 256) or 4096 (D = 64) on the H100's 132 SMs, 15.5 or 31.03 waves run as 16 or 32,
+// 3% of the kernel idle. Where every key tile takes the same steps (no causal mask or window, no
+// varlen) and the launch is non-deterministic, the first C - R tiles (R = C mod P) stay whole, filling
+// whole waves, and the R * steps steps of the last R tiles are shared out evenly over min(P, R *
+// steps) CTAs; the CTA that completes a split tile sums its parts of dK, dV in a fixed order
+// (backward/README.md, round 8). It pays from 32 steps per tile on (H100: +0.3% at 32 steps, +1.5-2.6%
+// at 64-256) and costs at 8-16 (-0.3% to -1%: its second launch, and the first one's last CTAs no
+// longer overlapping the split ones), so shorter tiles stay whole.
+inline constexpr std::int64_t kBackwardTailMinSteps = 32;
+
+struct BackwardTailPlan {
+  int first_cta = 0;  // CTAs (= key tiles) before the split ones
+  int tiles = 0;      // key tiles split by steps; 0: no split
+  int ctas = 0;       // CTAs that share their steps
+};
+
+constexpr BackwardTailPlan backward_tail_plan(std::int64_t key_tiles, std::int64_t steps_per_tile, int sm_count) {
+  BackwardTailPlan plan;
+  if (sm_count <= 0 || key_tiles <= 0 || steps_per_tile < kBackwardTailMinSteps) return plan;
+  const std::int64_t rest = key_tiles % sm_count;
+  if (rest == 0) return plan;
+  const std::int64_t steps = rest * steps_per_tile;
+  plan.first_cta = static_cast<int>(key_tiles - rest);
+  plan.tiles = static_cast<int>(rest);
+  plan.ctas = static_cast<int>(steps < sm_count ? steps : sm_count);
+  return plan;
+}
+
+// Whether a launch may split its tail: non-deterministic, no softcap (the tail kernels are built without
+// it), every key tile seeing every query tile (no window, no varlen), and at tier 64 whole tiles (its
+// tail kernel is the mask-free one).
+constexpr bool backward_tail_allowed(int tier, bool deterministic, bool softcap, bool varlen, bool windowed,
+                                     std::int64_t seqlen_q, std::int64_t seqlen_k) {
+  if (deterministic || softcap || varlen || windowed) return false;
+  return tier != 64 || (seqlen_q % BackwardTile<64, 2>::kBlockM == 0 && seqlen_k % BackwardTile<64, 2>::kBlockN == 0);
+}
+
+// fp32 values of one part of a split tile (its dK and dV); a plan stores at most ctas + tiles - 1 parts.
+constexpr std::size_t backward_tail_part_floats(int tier) {
+  const std::size_t block_n = tier == 64 ? BackwardTile<64, 2>::kBlockN
+                              : tier == 128 ? BackwardTile<128, 2>::kBlockN
+                                            : BackwardTile<256, 2>::kBlockN;
+  return 2 * block_n * static_cast<std::size_t>(tier);
+}
+
 // The least shared memory any tile of the tier needs.
 constexpr std::size_t backward_min_smem_bytes_for_tier(int tier) {
   return tier == 64 ? backward_smem_bytes<BackwardTile<64, 2>>()

@@ -20,6 +20,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "device/backward_mma_sm80.cuh"
@@ -149,7 +150,10 @@ struct SequenceView {
 // the default kernel carries none of its registers (its counter address, the binary search).
 // kSoftcap: likewise the softcap element loops. kMaskFree (tiles with kMaskFreeKernel; the launch checks:
 // no window, no varlen, both lengths whole tiles): no tile needs the element mask, its loops are left out.
-template <typename Element_, typename Tile_, bool kDeterministic, bool kSoftcap, bool kMaskFree>
+// kTailSplit: the second launch of a tail split (params.tail_tiles > 0): CTA j takes its share of the
+// steps of the last tail_tiles key tiles (the first launch, without kTailSplit, ran the others whole),
+// and the parts of each tile are summed through tail_parts.
+template <typename Element_, typename Tile_, bool kDeterministic, bool kSoftcap, bool kMaskFree, bool kTailSplit = false>
 struct BackwardKernel {
   using Element = Element_;
   using Tile = Tile_;
@@ -161,6 +165,7 @@ struct BackwardKernel {
   static constexpr int kWarps = Tile::kWarps;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kStages = Tile::kStages;
+  static constexpr bool kTailSplitKernel = kTailSplit;
 
   // S and dP: (kBlockM x kBlockN), warp grid kSdpWarpsM x kSdpWarpsN.
   static constexpr int kSdpWarpsM = Tile::kWarpsMForSdP;
@@ -465,9 +470,93 @@ struct BackwardKernel {
     }
   }
 
+  // ---- Tail split: the parts of a split key tile's dK and dV ------------------------------------------
+
+  // A part (kBlockN x kHeadDim fp32 dK, then dV) is kept in the accumulators' order: value e of
+  // accumulator tile (tm, tn) of thread tid at ((tm * kDkvTilesN + tn) * kThreads + tid) * 4 + e, so that
+  // each thread reads back its own values and a warp's 16-byte accesses cover 512 contiguous bytes.
+  static constexpr int kTailPartFloats = 2 * kBlockN * kHeadDim;
+  static __device__ __forceinline__ int tail_offset(int tm, int tn) {
+    return ((tm * kDkvTilesN + tn) * kThreads + static_cast<int>(threadIdx.x)) * 4;
+  }
+
+  static __device__ __forceinline__ void store_tail_part(float* part, const float (&acc)[kDkvTilesM][kDkvTilesN][4]) {
+#pragma unroll
+    for (int tm = 0; tm < kDkvTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kDkvTilesN; ++tn) {
+        __stcg(reinterpret_cast<float4*>(part + tail_offset(tm, tn)),
+               make_float4(acc[tm][tn][0], acc[tm][tn][1], acc[tm][tn][2], acc[tm][tn][3]));
+      }
+    }
+  }
+
+  // acc = the sum of `parts` parts from `first` on (kTailPartFloats apart), in that order, read from L2
+  // (ld.global.cg: L1 is not coherent with the other SMs). The loop over the parts runs inside the
+  // loop over the accumulator tiles, so that only one tile's sum is live beside the loads.
+  static __device__ __forceinline__ void sum_tail_parts(const float* first, int parts,
+                                                        float (&acc)[kDkvTilesM][kDkvTilesN][4]) {
+#pragma unroll
+    for (int tm = 0; tm < kDkvTilesM; ++tm) {
+#pragma unroll
+      for (int tn = 0; tn < kDkvTilesN; ++tn) {
+        const float* at = first + tail_offset(tm, tn);
+        float4 sum = __ldcg(reinterpret_cast<const float4*>(at));
+#pragma unroll 1
+        for (int part = 1; part < parts; ++part) {
+          const float4 v = __ldcg(reinterpret_cast<const float4*>(at + static_cast<std::int64_t>(part) * kTailPartFloats));
+          sum.x += v.x;
+          sum.y += v.y;
+          sum.z += v.z;
+          sum.w += v.w;
+        }
+        acc[tm][tn][0] = sum.x;
+        acc[tm][tn][1] = sum.y;
+        acc[tm][tn][2] = sum.z;
+        acc[tm][tn][3] = sum.w;
+      }
+    }
+  }
+
+  // The tail CTA (0-based after tail_first_cta) whose share holds tail step s (steps of the split tiles
+  // counted from 0): share j holds [floor(j T / C), floor((j + 1) T / C)), T tail steps, C tail CTAs.
+  static __device__ __forceinline__ int tail_share_of_step(const DenseBackwardParams& p, std::int64_t s) {
+    const std::int64_t tail_steps = static_cast<std::int64_t>(p.tail_tiles) * p.tail_steps_per_tile;
+    return static_cast<int>(((s + 1) * p.tail_ctas - 1) / tail_steps);
+  }
+
   // ---- The kernel body -------------------------------------------------------------------------------
 
+  // One CTA's work: without kTailSplit the key tile blockIdx.x whole; with it, share blockIdx.x of the
+  // steps of the split tiles (one or more consecutive ranges, at most one per key tile).
   static __device__ __forceinline__ void run(const DenseBackwardParams& p) {
+    if constexpr (!kTailSplit) {
+      run_tile(p, blockIdx.x, 0, INT_MAX, -1);
+    } else {
+      // Tail steps (those of the split tiles, counted from 0) [begin, end): share j holds
+      // [floor(j T / C), floor((j + 1) T / C)) of T steps over C CTAs (tail_share_of_step inverts it).
+      const int share = static_cast<int>(blockIdx.x);
+      const int steps_per_tile = p.tail_steps_per_tile;
+      const std::int64_t tail_steps = static_cast<std::int64_t>(p.tail_tiles) * steps_per_tile;
+      std::int64_t begin = share * tail_steps / p.tail_ctas;
+      const std::int64_t end = (share + 1) * tail_steps / p.tail_ctas;
+      while (begin < end) {
+        const int tail_tile = static_cast<int>(begin / steps_per_tile);
+        const std::int64_t tile_step0 = static_cast<std::int64_t>(tail_tile) * steps_per_tile;
+        const int step_begin = static_cast<int>(begin - tile_step0);
+        const int step_end = static_cast<int>(min(static_cast<std::int64_t>(steps_per_tile), end - tile_step0));
+        __syncthreads();  // the previous range's epilogue is done with shared memory
+        run_tile(p, p.tail_first_cta + tail_tile, step_begin, step_end,
+                 step_end - step_begin < steps_per_tile ? tail_tile : -1, share);
+        begin = tile_step0 + step_end;
+      }
+    }
+  }
+
+  // Steps [step_begin, min(step_end, the tile's steps)) of key tile `tile`. tail_tile >= 0: the steps are
+  // tail CTA tail_share's part of split tile tail_tile, whose parts are summed through tail_parts.
+  static __device__ __forceinline__ void run_tile(const DenseBackwardParams& p, std::int64_t tile, int step_begin,
+                                                  int step_end, int tail_tile, int tail_share = 0) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     const std::uint32_t smem = smem_address(smem_raw);
     const int tid = static_cast<int>(threadIdx.x);
@@ -476,7 +565,7 @@ struct BackwardKernel {
 
     // n_block varies fastest: the key tiles of one (batch, kv head) run side by side and share Q and
     // dO in L2, and a lower n_block is dispatched first (the deterministic mode waits only on lower ones).
-    std::int64_t linear = blockIdx.x;
+    std::int64_t linear = tile;
     const int n_block = static_cast<int>(linear % p.num_n_blocks);
     linear /= p.num_n_blocks;
     const int kv_head = static_cast<int>(linear % p.heads_kv);
@@ -491,7 +580,7 @@ struct BackwardKernel {
     int m_last = 0;
     seq.template query_tiles_for_key_tile<kBlockM, kBlockN>(n_block, &m_first, &m_last);
     const int m_count = max(0, m_last - m_first + 1);
-    const int num_steps = m_count * p.group;  // (query head of the group, query tile) pairs
+    const int num_steps = min(m_count * p.group, step_end);  // (query head of the group, query tile) pairs
 
     const auto* q = static_cast<const Element*>(p.q);
     const auto* k = static_cast<const Element*>(p.k);
@@ -541,12 +630,12 @@ struct BackwardKernel {
     clear(acc_dk);
     clear(acc_dv);
 
-    if (num_steps > 0) {
+    if (step_begin < num_steps) {
       load_tile_async<kBlockN>(smem + kSmemK, k + k_offset, p.k_strides.row, keys_here, p.head_dim);
       load_tile_async<kBlockN>(smem + kSmemV, v + v_offset, p.v_strides.row, keys_here, p.head_dim_v);
-      load_q(0, 0);
-      load_row_stats(0, 0);
-      load_dout(0, 0);
+      load_q(step_begin, 0);
+      load_row_stats(step_begin, 0);
+      load_dout(step_begin, 0);
     }
     cp_async_commit();
 
@@ -562,11 +651,11 @@ struct BackwardKernel {
     const float scale_over_cap = kSoftcap ? p.scale / p.softcap : 0.0f;
     const float cap_log2 = p.softcap * kLog2e;
 
-    for (int step = 0; step < num_steps; ++step) {
+    for (int step = step_begin; step < num_steps; ++step) {
       const int head = step_head(step);
       const int m_block = step_m_block(step);
       const int row0 = m_block * kBlockM;
-      const int stage = kStages == 2 ? (step & 1) : 0;
+      const int stage = kStages == 2 ? ((step - step_begin) & 1) : 0;
 
       cp_async_wait<0>();
       __syncthreads();  // this step's Q and dO are in; every warp is done with the previous step
@@ -761,6 +850,38 @@ struct BackwardKernel {
     // 16-byte coalesced stores. Keys no query sees get zeros.
     cp_async_wait<0>();
     __syncthreads();
+    if constexpr (kTailSplit) {
+      if (tail_tile >= 0) {
+        // Store this part, then count its steps; the CTA that completes the tile's count sums the parts
+        // in the order of their steps (a fixed order: dk, dv come out the same from run to run) and
+        // writes dk, dv. Share j's part of tail tile t is part j + t: along the steps both grow, and
+        // every new part moves to the next share or the next tile or both, so j + t is unique.
+        auto part_of = [&](int share, int tail_tile_of_part) {
+          return p.tail_parts + static_cast<std::int64_t>(share + tail_tile_of_part) * kTailPartFloats;
+        };
+        float* own = part_of(tail_share, tail_tile);
+        store_tail_part(own, acc_dk);
+        store_tail_part(own + kBlockN * kHeadDim, acc_dv);
+        __threadfence();
+        __syncthreads();
+        auto* last = reinterpret_cast<volatile int*>(smem_raw + kSmemLse);  // free: no copy is in flight
+        if (tid == 0) {
+          const int steps = num_steps - step_begin;
+          const int done = atomicAdd(p.tail_counters + tail_tile, steps) + steps;
+          __threadfence();
+          *last = done == p.tail_steps_per_tile;
+        }
+        __syncthreads();
+        if (*last == 0) return;
+        __threadfence();
+        const std::int64_t tile_step0 = static_cast<std::int64_t>(tail_tile) * p.tail_steps_per_tile;
+        const int first_share = tail_share_of_step(p, tile_step0);
+        const int parts = tail_share_of_step(p, tile_step0 + p.tail_steps_per_tile - 1) - first_share + 1;
+        const float* first = part_of(first_share, tail_tile);
+        sum_tail_parts(first, parts, acc_dk);
+        sum_tail_parts(first + kBlockN * kHeadDim, parts, acc_dv);
+      }
+    }
     auto* stage_dk = reinterpret_cast<Element*>(smem_raw + kSmemK);
     auto* stage_dv = reinterpret_cast<Element*>(smem_raw + kSmemV);
     store_fragment<TileKV>(smem + kSmemK, acc_dk, dkv_n0, dkv_d0, p.scale);
@@ -797,9 +918,10 @@ __global__ void __launch_bounds__(Kernel::kThreads, Kernel::Tile::kMinCtasPerSm)
   Kernel::run(params);
 }
 
+// `ctas` CTAs: every key tile (num_n_blocks x heads_kv x batch), or with a tail split the whole ones
+// (tail_first_cta), then in a second launch the tail shares (tail_ctas).
 template <typename Kernel>
-Status launch_dense_backward_kernel(const DenseBackwardParams& params, cudaStream_t stream) {
-  const std::int64_t ctas = static_cast<std::int64_t>(params.num_n_blocks) * params.heads_kv * params.batch;
+Status launch_dense_backward_kernel(const DenseBackwardParams& params, std::int64_t ctas, cudaStream_t stream) {
   if (ctas == 0) return Status::ok();
   constexpr auto kernel = &dense_backward_main_kernel<Kernel>;
   cudaError_t error = device::ensure_dynamic_shared_memory<kernel>(Kernel::kSmemBytes);
@@ -823,18 +945,34 @@ Status launch_dense_backward_main(const DenseBackwardParams& params, cudaStream_
   using detail::BackwardKernel;
   using detail::launch_dense_backward_kernel;
   const bool softcap = params.softcap > 0.0f;
+  const std::int64_t key_tiles = static_cast<std::int64_t>(params.num_n_blocks) * params.heads_kv * params.batch;
   if (params.deterministic) {
-    return softcap ? launch_dense_backward_kernel<BackwardKernel<Element, Tile, true, true, false>>(params, stream)
-                   : launch_dense_backward_kernel<BackwardKernel<Element, Tile, true, false, false>>(params, stream);
+    return softcap ? launch_dense_backward_kernel<BackwardKernel<Element, Tile, true, true, false>>(params, key_tiles, stream)
+                   : launch_dense_backward_kernel<BackwardKernel<Element, Tile, true, false, false>>(params, key_tiles, stream);
   }
-  if (softcap) return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, true, false>>(params, stream);
-  if constexpr (Tile::kMaskFreeKernel) {
-    const bool mask_free = params.cu_seqlens_q == nullptr && params.cu_seqlens_k == nullptr &&
-                           params.window_left < 0 && params.window_right < 0 && params.seqlen_q % Tile::kBlockM == 0 &&
-                           params.seqlen_k % Tile::kBlockN == 0;
-    if (mask_free) return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, false, true>>(params, stream);
+  if (softcap) {
+    return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, true, false>>(params, key_tiles, stream);
   }
-  return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, false, false>>(params, stream);
+  const bool mask_free = params.cu_seqlens_q == nullptr && params.cu_seqlens_k == nullptr && params.window_left < 0 &&
+                         params.window_right < 0 && params.seqlen_q % Tile::kBlockM == 0 &&
+                         params.seqlen_k % Tile::kBlockN == 0;
+  // With a tail split the whole tiles run first, in the kernel they would run in without one; the tail
+  // shares follow in a kernel of their own, so that the split's state costs the whole tiles' step loop no
+  // registers (in one kernel ptxas spilled 16-20 values into the D = 64 step loop, against none).
+  const std::int64_t whole = params.tail_tiles > 0 ? params.tail_first_cta : key_tiles;
+  if (params.tail_tiles > 0 && Tile::kMaskFreeKernel && !mask_free) {
+    // The host plans a split only where backward_tail_allowed holds: at tier 64 for whole tiles only.
+    return {StatusCode::kInternal, "sm80 dense backward: a tail split was planned for a launch that needs the element mask"};
+  }
+  const Status status = [&] {
+    if constexpr (Tile::kMaskFreeKernel) {
+      if (mask_free) return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, false, true>>(params, whole, stream);
+    }
+    return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, false, false>>(params, whole, stream);
+  }();
+  if (!status || params.tail_tiles == 0) return status;
+  return launch_dense_backward_kernel<BackwardKernel<Element, Tile, false, false, Tile::kMaskFreeKernel, true>>(
+      params, params.tail_ctas, stream);
 }
 
 }  // namespace attnkit::sm80::backward

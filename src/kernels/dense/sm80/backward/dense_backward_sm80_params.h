@@ -45,6 +45,18 @@ struct DenseBackwardParams {
   float* dq_accum = nullptr;          // fp32 dQ / scale in the main kernel's order (DqAccumLayout)
   std::int32_t* dq_semaphore = nullptr;  // [B, Hq, num_m_blocks]: deterministic mode only
 
+  // Tail split (BackwardTailPlan, dense_backward_sm80_config.h; tail_tiles = 0: off). CTAs
+  // [0, tail_first_cta) own the key tiles of the same index whole; the last tail_tiles key tiles
+  // (tail_steps_per_tile steps each) are shared out by steps over the tail_ctas CTAs after them. A CTA
+  // with part of a tile stores its dK, dV (fp32, unscaled) as one of the tile's parts; the one whose
+  // steps complete the tile's count in tail_counters sums the parts and writes dk and dv.
+  int tail_first_cta = 0;
+  int tail_tiles = 0;
+  int tail_ctas = 0;
+  int tail_steps_per_tile = 0;
+  std::int32_t* tail_counters = nullptr;  // [tail_tiles], zeroed before the main kernel
+  float* tail_parts = nullptr;            // [tail_ctas + tail_tiles][2 (dK, dV)][kBlockN * tier]
+
   int batch = 0;
   int seqlen_q = 0;  // Sq, or max_seqlen_q for varlen
   int seqlen_k = 0;  // Sk, or max_seqlen_k for varlen
