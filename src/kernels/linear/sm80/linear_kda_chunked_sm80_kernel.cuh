@@ -37,6 +37,7 @@
 
 #include "device/kernel_attributes.cuh"
 #include "kernels/linear/sm80/linear_gdn_chunked_sm80_kernel.cuh"
+#include "kernels/linear/sm80/linear_kda_plan.h"
 #include "kernels/linear/sm80/linear_mma_sm80.cuh"
 #include "kernels/linear/sm80/linear_wmma_sm80.cuh"
 
@@ -93,6 +94,7 @@ struct KdaPrepShared {
   static_assert(sizeof(float) * kLdChunkF == 2 * sizeof(Element) * kLdChunk, "T_beta's pair lies exactly over A");
   static_assert(kKdaValuePiece == kKeyPad, "a v piece lies exactly over q");
 };
+static_assert(sizeof(KdaPrepShared<__nv_bfloat16>) == kda_prep_shared_bytes(), "linear_kda_plan.h's size of prep");
 
 template <typename Element>
 __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(LinearForwardParams params) {
@@ -415,6 +417,8 @@ struct KdaStateShared {
   alignas(128) Element v_new_lo[kChunk * kLdSlice];     // and lo part
   alignas(16) float decay[kStages][kKeyPad];            // exp(G_last)
 };
+static_assert(sizeof(KdaStateShared<__nv_bfloat16, 16>) == kda_state_shared_bytes(16), "linear_kda_plan.h's size");
+static_assert(sizeof(KdaStateShared<__half, 32>) == kda_state_shared_bytes(32), "linear_kda_plan.h's size");
 
 template <typename Element, int kSlice>
 __global__ void __launch_bounds__(kda_state_threads<kSlice>()) linear_kda_state_kernel(LinearForwardParams params) {
@@ -648,6 +652,7 @@ struct KdaOutputShared {
   alignas(128) Element v_new[kChunk * kLdValue];     // hi part
   alignas(128) Element v_new_lo[kChunk * kLdValue];  // and lo part
 };
+static_assert(sizeof(KdaOutputShared<__nv_bfloat16>) == kda_output_shared_bytes(), "linear_kda_plan.h's size of output");
 
 template <typename Element>
 __global__ void __launch_bounds__(kKdaOutputThreads, 2) linear_kda_output_kernel(LinearForwardParams params) {

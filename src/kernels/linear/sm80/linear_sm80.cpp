@@ -11,6 +11,7 @@
 #include "host/cuda_scoped_device.h"
 #include "kernels/linear/sm80/linear_backward_sm80.h"
 #include "kernels/linear/sm80/linear_gdn_plan.h"
+#include "kernels/linear/sm80/linear_kda_plan.h"
 #include "kernels/linear/sm80/linear_sm80_kernels.h"
 
 namespace attnkit::sm80 {
@@ -205,6 +206,17 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
                 "kernels need " + std::to_string(gdn_state_shared_bytes(slice)) + " and " +
                 std::to_string(gdn_output_shared_bytes()) + " bytes of shared memory per block; cuda:" +
                 std::to_string(problem.device.index) + " allows " + std::to_string(limits.shared_memory_per_block_optin)};
+  }
+  if (problem.per_key_gate() &&
+      kda_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count,
+                       limits.shared_memory_per_block_optin) == 0) {
+    const int slice = gdn_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
+    return {StatusCode::kNotImplemented,
+            "linear forward (sm80): the KDA prep, state pass (value slices of " + std::to_string(slice) +
+                ") and output kernels need " + std::to_string(kda_prep_shared_bytes()) + ", " +
+                std::to_string(kda_state_shared_bytes(slice)) + " and " + std::to_string(kda_output_shared_bytes()) +
+                " bytes of shared memory per block; cuda:" + std::to_string(problem.device.index) + " allows " +
+                std::to_string(limits.shared_memory_per_block_optin)};
   }
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;

@@ -1,0 +1,47 @@
+// Launch planning of the chunk-parallel KDA forward (linear_kda_chunked_sm80_kernel.cuh), as
+// linear_gdn_plan.h does it for GDN: pure functions of the problem and the device's cached limits, so
+// that the host refuses a device whose blocks get too little shared memory before anything is launched.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/linear/sm80/linear_gdn_plan.h"
+
+namespace attnkit::sm80 {
+
+// Bytes of shared memory of one CTA of each kernel (fp16 / bf16; the Shared structs, checked by
+// static_asserts beside them).
+
+// prep: q (then a v piece) and k [64][136], G fp32 [64][128], the decays of 32 tokens (then k Gamma),
+// A (fp32, then T_beta's pair), beta and the L2 factors: 101.75 KB.
+constexpr std::size_t kda_prep_shared_bytes() {
+  return 3 * kGdnKeyTileBytes + 64 * 128 * 4 + 64 * 72 * 4 + 3 * 64 * 4;
+}
+
+// state: per cp.async stage (two) the chunk's w_neg and the k pair [64][136] x 3, its fp32 u slice
+// [64][slice + 4]; S as Element [128][slice + 8], the v_new pair [64][slice + 8] x 2, exp(G_last) [128]
+// per stage: 125 KB at a slice of 16, 141 KB at 32.
+constexpr std::size_t kda_state_shared_bytes(int slice) {
+  const std::size_t stage = 3 * kGdnKeyTileBytes + 64 * static_cast<std::size_t>(slice + 4) * 4;
+  return 2 * stage + (128 + 2 * 64) * static_cast<std::size_t>(slice + 8) * 2 + 2 * 128 * 4;
+}
+
+// output: scale q Gamma [64][136], the P pair [64][72] x 2, S [128][136], the v_new pair [64][136] x 2:
+// 103 KB.
+constexpr std::size_t kda_output_shared_bytes() { return 5 * kGdnKeyTileBytes + 2 * 64 * 72 * 2; }
+
+// The state slice the launcher takes (GDN's rule: the KDA state pass runs one CTA per SM at either
+// slice), or 0 where a kernel needs more shared memory than a block may opt in to (the caller refuses
+// the call with NotImplemented): the state pass needs 125 / 141 KB, so sm_80 (163 KB) and sm_90 (227 KB)
+// run it, sm_86 / sm_89 / sm_120 (99 KB) do not.
+constexpr int kda_forward_plan(std::int64_t num_sequences, std::int64_t heads_v, std::int64_t value_dim,
+                               std::int64_t sm_count, std::int64_t shared_memory_per_block_optin) {
+  const int slice = gdn_state_slice(num_sequences, heads_v, value_dim, sm_count);
+  const std::size_t optin = static_cast<std::size_t>(shared_memory_per_block_optin);
+  const bool fits = kda_prep_shared_bytes() <= optin && kda_state_shared_bytes(slice) <= optin &&
+                    kda_output_shared_bytes() <= optin;
+  return fits ? slice : 0;
+}
+
+}  // namespace attnkit::sm80
