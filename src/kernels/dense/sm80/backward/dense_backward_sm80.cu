@@ -41,12 +41,17 @@ struct WorkspaceLayout {
   std::size_t total = 0;
 };
 
+// Whether the kernel sees a window (causal included), as dense_backward passes it: a bound that cuts
+// nothing is unbounded.
+bool kernel_windowed(const host::DenseProblem& problem) {
+  return (problem.window_left >= 0 && problem.window_left < problem.seqlen_k) ||
+         (problem.window_right >= 0 && problem.window_right < problem.seqlen_q);
+}
+
 // The main kernel's tail split for this problem on its device: no split where the launch does not allow
 // one or the device's SM count is unknown (the workspace size and the launch call this alike).
 backward::BackwardTailPlan tail_plan(const host::DenseProblem& problem, int tier) {
-  // As dense_backward passes the window to the kernel: a bound that cuts nothing is unbounded.
-  const bool windowed = (problem.window_left >= 0 && problem.window_left < problem.seqlen_k) ||
-                        (problem.window_right >= 0 && problem.window_right < problem.seqlen_q);
+  const bool windowed = kernel_windowed(problem);
   if (problem.device.kind != DeviceKind::kCUDA ||
       !backward::backward_tail_allowed(tier, problem.deterministic, problem.softcap > 0.0f, problem.varlen, windowed,
                                        problem.seqlen_q, problem.seqlen_k)) {
@@ -253,6 +258,8 @@ Status dense_backward(const host::DenseProblem& problem, const DenseBackwardArgs
   p.window_right = problem.window_right >= problem.seqlen_q ? -1 : static_cast<int>(problem.window_right);
   p.deterministic = problem.deterministic;
   p.fp16 = problem.dtype == DType::kFloat16;
+  p.tile_group = backward::backward_tile_group(tier, problem.deterministic, problem.varlen, kernel_windowed(problem),
+                                               problem.seqlen_q, problem.group, problem.heads_kv * problem.batch);
 
   host::ScopedDevice device(problem.device.index);
   if (Status s = cuda_status(device.status(), "cannot select the tensors' device"); !s) return s;

@@ -565,11 +565,24 @@ struct BackwardKernel {
 
     // n_block varies fastest: the key tiles of one (batch, kv head) run side by side and share Q and
     // dO in L2, and a lower n_block is dispatched first (the deterministic mode waits only on lower ones).
-    std::int64_t linear = tile;
-    const int n_block = static_cast<int>(linear % p.num_n_blocks);
-    linear /= p.num_n_blocks;
-    const int kv_head = static_cast<int>(linear % p.heads_kv);
-    const int batch = static_cast<int>(linear / p.heads_kv);
+    // With tile_group > 0 the (batch, kv head) pairs come in groups of tile_group, inside which n_block
+    // varies slowest: the group's pairs still share L2, and a lower n_block of a pair still comes first.
+    int n_block;
+    int pair;  // batch * heads_kv + kv_head
+    if (p.tile_group > 0) {
+      const std::int64_t group_tiles = static_cast<std::int64_t>(p.tile_group) * p.num_n_blocks;
+      const std::int64_t group = tile / group_tiles;
+      const int in_group = static_cast<int>(tile - group * group_tiles);
+      const int first_pair = static_cast<int>(group) * p.tile_group;
+      const int group_pairs = min(p.tile_group, p.heads_kv * p.batch - first_pair);
+      n_block = in_group / group_pairs;
+      pair = first_pair + in_group % group_pairs;
+    } else {
+      n_block = static_cast<int>(tile % p.num_n_blocks);
+      pair = static_cast<int>(tile / p.num_n_blocks);
+    }
+    const int kv_head = pair % p.heads_kv;
+    const int batch = pair / p.heads_kv;
 
     const SequenceView seq(p, batch);
     const int key0 = n_block * kBlockN;

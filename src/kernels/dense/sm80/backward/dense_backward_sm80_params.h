@@ -50,6 +50,11 @@ struct DenseBackwardParams {
   // (tail_steps_per_tile steps each) are shared out by steps over the tail_ctas CTAs after them. A CTA
   // with part of a tile stores its dK, dV (fp32, unscaled) as one of the tile's parts; the one whose
   // steps complete the tile's count in tail_counters sums the parts and writes dk and dv.
+  // Key-tile order (round 9): 0 = n_block fastest, then kv head, then batch; > 0 = the (batch, kv head)
+  // pairs in groups of tile_group, and inside a group n_block slowest, so that the largest tiles of a
+  // causal or windowed launch start first and its last wave holds the smallest.
+  int tile_group = 0;
+
   int tail_first_cta = 0;
   int tail_tiles = 0;
   int tail_ctas = 0;
