@@ -20,7 +20,7 @@
 // earlier sub-chunk jb) goes through the tensor cores split at the reference row r = 16 ib:
 // exp(G_t - G_s) = exp(G_t - G_r) exp(G_r - G_s) with both factors <= 1 (t >= r > s). Every other
 // exponential (Gamma, exp(G_last - G), exp(G_last)) has a non-positive argument by construction.
-// bench/linear/kda_chunk_model.py checks this algebra in float64 against the token recurrence.
+// tests/python/test_kda_chunk_algebra.py checks this algebra in float64 against the token recurrence.
 //
 // Precision, as in the fused walk this replaces (tested on the H100, 2026-11-26): T_beta, P, v_new, the
 // update's k exp(G_last - G) and the decayed operands of the off-diagonal A and P blocks enter the

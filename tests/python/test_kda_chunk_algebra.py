@@ -1,6 +1,9 @@
-"""Float64 model of the chunked KDA forward (prep / state / output split of the sm80 kernels) against
-the token recurrence of semantics.md section 5. Exits non-zero when they disagree."""
+"""Float64 model of the chunked KDA forward (prep / state / output split of the sm80 kernels in
+src/kernels/linear/sm80/linear_kda_chunked_sm80_kernel.cuh) against the token recurrence of semantics.md
+section 5: the algebra the kernels implement (16 x 16 diagonal blocks with exact per-pair decays, off-diagonal
+blocks split at a reference row so both factors stay <= 1) must agree with the recurrence to rounding."""
 import numpy as np
+import pytest
 
 def recurrent(q, k, v, g, beta, scale, S0):
     T, K = k.shape
@@ -50,14 +53,15 @@ def chunked(q, k, v, g, beta, scale, S0, C=64, B=16):
         o[c0:c0 + n] = oc[:n]
     return o, S
 
-rng = np.random.default_rng(1)
-worst = 0.0
-for T, K, V, gs in ((75, 16, 8, 1.0), (200, 32, 16, 0.01), (130, 24, 12, 10.0), (64, 8, 8, 0.1), (1, 8, 4, 1.0)):
+
+@pytest.mark.parametrize("T, K, V, gate_scale",
+                         [(75, 16, 8, 1.0), (200, 32, 16, 0.01), (130, 24, 12, 10.0), (64, 8, 8, 0.1), (1, 8, 4, 1.0)])
+def test_chunked_kda_matches_recurrence(T, K, V, gate_scale):
+    rng = np.random.default_rng(T * 1000 + K)
     q = rng.standard_normal((T, K)); k = rng.standard_normal((T, K)) / np.sqrt(K); v = rng.standard_normal((T, V))
-    g = -gs * np.abs(rng.standard_normal((T, K))); beta = rng.uniform(0.1, 1, T); S0 = rng.standard_normal((K, V))
+    g = -gate_scale * np.abs(rng.standard_normal((T, K))); beta = rng.uniform(0.1, 1, T)
+    S0 = rng.standard_normal((K, V))
     o_r, S_r = recurrent(q, k, v, g, beta, K ** -0.5, S0)
     o_c, S_c = chunked(q, k, v, g, beta, K ** -0.5, S0)
     err = max(np.abs(o_r - o_c).max() / np.abs(o_r).max(), np.abs(S_r - S_c).max() / np.abs(S_r).max())
-    print(T, K, V, gs, err); worst = max(worst, err)
-assert worst < 1e-10, worst
-print("OK", worst)
+    assert err < 1e-10, err  # float64 throughout: observed <= 4e-15 at gates x0.01 .. x10
