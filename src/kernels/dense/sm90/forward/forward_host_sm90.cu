@@ -145,8 +145,9 @@ int num_m_blocks(const host::DenseProblem& problem, int shape_index) {
   return static_cast<int>((problem.seqlen_q + block_m - 1) / block_m);
 }
 
-// TMA (q, k, v) and the 16-byte vector stores (out) need a 16-byte aligned base and every stride of an
-// axis longer than 1 a multiple of 16 bytes.
+// TMA (the loads of q, k, v and the stores of out, or 16-byte vector stores for a varlen tile at the
+// end of its sequence) needs a 16-byte aligned base and every stride of an axis longer than 1 a
+// multiple of 16 bytes.
 Status check_alignment(const char* name, const TensorRef& t) {
   if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) {
     return not_implemented(std::string(name) + ": data pointer must be 16-byte aligned for TMA (address % 16 = " +
@@ -197,7 +198,7 @@ ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardA
   strides(args.q, true, &p.q_batch_stride, &p.q_row_stride, &p.q_head_stride);
   strides(args.k, true, &p.k_batch_stride, &p.k_row_stride, &p.k_head_stride);
   strides(args.v, true, &p.v_batch_stride, &p.v_row_stride, &p.v_head_stride);
-  strides(args.out, false, &p.out_batch_stride, &p.out_row_stride, &p.out_head_stride);
+  strides(args.out, true, &p.out_batch_stride, &p.out_row_stride, &p.out_head_stride);  // TMA stores O
   if (args.lse.defined()) {
     // BSHD [B, Hq, Sq]; varlen [Hq, Tq].
     p.lse_batch_stride = problem.varlen ? 0 : args.lse.strides[0];

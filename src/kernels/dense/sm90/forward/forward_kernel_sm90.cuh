@@ -91,15 +91,22 @@ struct ForwardConfig {
       SmemLayoutV{}, cute::make_ordered_layout(
                          cute::make_shape(cute::Int<kHeadDimV>{}, cute::Int<kBlockN>{}, cute::Int<kStages>{}),
                          cute::Step<cute::_2, cute::_1, cute::_3>{})));
-  // O on its way out, through generic (not wgmma) copies: in a buffer of its own where shared memory
-  // has room (then the next tile's Q can land during this tile's epilogue), else where Q was.
-  using SmemLayoutO = decltype(device::swizzled_smem_layout<Element, kBlockM, kHeadDimV>());  // (M, Dv)
+  // O on its way out: written from the accumulators with stmatrix, stored by TMA (one 64-row box
+  // column per consumer warpgroup), in a buffer of its own where shared memory has room (then the next
+  // tile's Q can land during this tile's epilogue), else where Q was (the same layout as Q's there).
+  using SmemLayoutO = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDimV>>{}));
+  using SmemLayoutOWarpgroup = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::_64, cute::Int<kHeadDimV>>{}));
   static_assert(cute::cosize_v<SmemLayoutO> <= cute::cosize_v<SmemLayoutQ>);
   static constexpr int kSmemBudget = 227 * 1024 - 1024;  // H100 opt-in limit, less the barriers
   static constexpr bool kSeparateO =
       kShape.shared_memory_bytes() + kBlockM * kHeadDimV * int(sizeof(Element)) <= kSmemBudget;
   // O in Q's buffer is written row for row over Q (ForwardEpilogueSm90), which needs the same width.
   static_assert(kSeparateO || kHeadDim == kHeadDimV);
+  // Each consumer thread releases Q (barrier_q_empty) once its last S = Q K^T has retired, rather than
+  // after its last O += P V, where that measured faster: with three consumer warpgroups (D = 64), which
+  // waited for Q 3.7% of their time at S = 1024 causal (ncu). With two (pingpong) the earlier Q load
+  // cost D = 128 0.4-2.8% from S = 4096 up (NOTES.md, run 15), as two Q buffers did in run 10.
+  static constexpr bool kEarlyQRelease = kSeparateO && kConsumerWarpgroups == 3;
 
   using PipelineK = cutlass::PipelineTmaAsync<kStages>;
   using PipelineV = cutlass::PipelineTmaAsync<kStages>;
@@ -134,6 +141,10 @@ struct ForwardConfig {
                                             cute::select<1, 2>(TileShapeQK{}), cute::_1{}));
   using TmaV = decltype(cute::make_tma_copy(cute::SM90_TMA_LOAD{}, GmemTensor{}, cute::take<0, 2>(SmemLayoutV{}),
                                             cute::select<2, 1>(TileShapePV{}), cute::_1{}));
+  using GmemTensorOut = decltype(cute::make_tensor(cute::make_gmem_ptr(static_cast<Element*>(nullptr)), GmemShape{},
+                                                   GmemStride{}));
+  using TmaO = decltype(cute::make_tma_copy(cute::SM90_TMA_STORE{}, GmemTensorOut{}, SmemLayoutOWarpgroup{},
+                                            cute::Shape<cute::_64, cute::Int<kHeadDimV>>{}, cute::_1{}));
 
   // Conditional rescaling (SplitOnlineSoftmax) where it measured faster: D = 256 gained 2-4% on every
   // issue-5 case (the rescale of its 64 x 256 O is 128 multiplies per thread and key tile), D = 128
@@ -154,6 +165,7 @@ struct KernelParams {
   typename Config::TmaQ tma_q;
   typename Config::TmaK tma_k;
   typename Config::TmaV tma_v;
+  typename Config::TmaO tma_o;
 };
 
 struct ForwardWork {
@@ -387,10 +399,17 @@ struct ForwardMainloopSm90 {
       pipeline_v.consumer_release(read_v);
       ++read_v;
     };
+    // This warpgroup's last read of Q is its last S = Q K^T: with kEarlyQRelease the next tile's Q may
+    // land from then on, while the last O += P V and the epilogue still run (one GEMM and a softmax
+    // earlier than after the last O += P V).
+    auto release_q = [&]() {
+      if constexpr (Config::kEarlyQRelease) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
+    };
     for (int n = tiles.end - 1; n >= own.end; --n) skip();
     if (own.empty()) {
       // No key for any of these rows: O stays zero (the epilogue writes 0 and LSE -inf, or the sink's)
       // after the turn its last O += P V would have taken.
+      release_q();
       scheduler_wait();
       scheduler_release();
     } else {
@@ -403,6 +422,7 @@ struct ForwardMainloopSm90 {
       warpgroup_wait<0>();
       pipeline_k.consumer_release(read_k);
       ++read_k;
+      if (n == own.begin) release_q();
       score_mod(n);
       softmax.template update<true>(wgmma_rows_cols_view(acc_s), correction);
       convert_p();
@@ -417,6 +437,7 @@ struct ForwardMainloopSm90 {
         warpgroup_wait<1>();  // S[n] is ready; O += P V[n + 1] may still run
         pipeline_k.consumer_release(read_k);
         ++read_k;
+        if (n == own.begin) release_q();
         score_mod(n);
         const bool rescale_o = softmax.template update<false>(wgmma_rows_cols_view(acc_s), correction);
         warpgroup_wait<0>();
@@ -435,8 +456,10 @@ struct ForwardMainloopSm90 {
       ++read_v;
       for (int n = own.begin - 1; n >= tiles.begin; --n) skip();
     }
-    // This warpgroup's last read of Q is done; with O in a buffer of its own the next Q may land.
-    if constexpr (Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
+    // O in a buffer of its own, without kEarlyQRelease: Q is released here, after the last O += P V.
+    if constexpr (Config::kSeparateO && !Config::kEarlyQRelease) {
+      cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
+    }
   }
 
   // Before the first tile: the second consumer warpgroup lets the first take the first turn.
@@ -482,12 +505,19 @@ struct ForwardEpilogueSm90 {
   }
 
   template <class SharedStorage, class AccO, class Softmax>
-  __device__ static void store(const ForwardParams& p, const SequenceSpan& seq, const ForwardWork& work,
+  __device__ static void store(const KernelParams<Config>& params, const SequenceSpan& seq, const ForwardWork& work,
                                SharedStorage& shared, AccO& acc_o, Softmax& softmax) {
     using namespace cute;
+    const ForwardParams& p = params.args;
     const int thread = threadIdx.x - 128;
+    const int consumer = thread / 128;
+    const bool store_leader = thread % 128 == 0;  // issues (and waits for) this warpgroup's TMA stores
     const int row_begin = work.m_block * kBlockM;
     const int valid_rows = seq.seqlen_q - row_begin;
+    // TMA clips the box at the tensor's row extent, which for BSHD is the sequence's end. A varlen
+    // tensor's rows run on into the next sequence, so a warpgroup whose 64 rows pass the end of its
+    // sequence stores them with predicated 16-byte stores instead.
+    const bool tma_store = !p.varlen || valid_rows >= 64 * (consumer + 1);
     typename Config::TiledMmaPV mma_pv;
     auto thread_pv = mma_pv.get_thread_slice(thread);
     Tensor tOcO = thread_pv.partition_C(make_identity_tensor(select<0, 1>(typename Config::TileShapePV{})));
@@ -500,30 +530,54 @@ struct ForwardEpilogueSm90 {
 
     // Each consumer warpgroup writes and stores only its own 64 rows of O, so the warpgroups wait only
     // on themselves and keep the offset of their pingpong from tile to tile. In Q's buffer (D = Dv,
-    // same tiling of the same 8 x 64 atom) those rows take exactly the bytes of the warpgroup's own
-    // rows of Q, which its last S GEMM has finished reading. The first barrier also keeps this tile's
-    // writes behind every thread's reads of the previous tile's O.
-    const int consumer = thread / 128;
+    // the same layout) those rows take exactly the bytes of the warpgroup's own rows of Q, which its
+    // last S GEMM has finished reading. The first barrier also keeps this tile's writes behind the
+    // reads of the previous tile's O (the leader's TMA store, waited for here, or every thread's).
+    if (store_leader) tma_store_wait<0>();
     cutlass::arch::NamedBarrier::sync(128, kEpilogueBarrier + consumer);
     Element* o_buffer = Config::kSeparateO ? shared.o.data() : shared.q.data();
     Tensor sO = make_tensor(make_smem_ptr(o_buffer), typename Config::SmemLayoutO{});  // (M, Dv)
     Tensor rO = device::convert_fragment<Element>(acc_o);
-    auto smem_copy_o = make_tiled_copy_C(Copy_Atom<AutoVectorizingCopyWithAssumedAlignment<32>, Element>{}, mma_pv);
+    // stmatrix: four 8 x 8 matrices per instruction, 8 instructions per thread at Dv = 128 where 32-bit
+    // stores took 32.
+    auto smem_copy_o = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_pv);
     auto smem_thread_o = smem_copy_o.get_thread_slice(thread);
     copy(smem_copy_o, smem_thread_o.retile_S(rO), smem_thread_o.partition_D(sO));
+    if (tma_store) tma_store_fence();  // the generic-proxy writes, visible to the TMA unit
     cutlass::arch::NamedBarrier::sync(128, kEpilogueBarrier + consumer);
 
     using WarpgroupTile = Shape<_64, Int<kHeadDimV>>;
     Tensor sO_rows = local_tile(sO, WarpgroupTile{}, make_coord(consumer, _0{}));  // (64, Dv)
-    Element* out_rows = static_cast<Element*>(p.out) + seq.out_offset + work.head * p.out_head_stride +
-                        std::int64_t{row_begin + 64 * consumer} * p.out_row_stride;
-    Tensor gO_rows = make_tensor(make_gmem_ptr(out_rows), WarpgroupTile{}, make_stride(p.out_row_stride, _1{}));
-    auto store_copy = device::make_vector_tile_copy<Element, 128>();
-    auto store_thread = store_copy.get_thread_slice(thread % 128);
-    device::store_tile(store_copy, store_thread.partition_S(sO_rows), store_thread.partition_D(gO_rows),
-                       store_thread.partition_D(make_identity_tensor(WarpgroupTile{})), valid_rows - 64 * consumer,
-                       p.head_dim_v);
-    // O in Q's buffer: this thread's reads of it are done; the next Q may land once all are.
+    if (tma_store) {
+      // One thread stores the warpgroup's 64 rows and goes on; the next tile's epilogue waits for the
+      // store to have read them (above). ncu, NOTES.md run 14: the per-thread shared -> global copy
+      // (8 predicated 16-byte loads and stores a thread at Dv = 128) was a quarter of the epilogue.
+      if (store_leader) {
+        Tensor mO = domain_offset(
+            make_coord(seq.first_token_q, _0{}),
+            params.tma_o.get_tma_tensor(make_shape(int(p.varlen ? p.total_q : p.seqlen_q), p.head_dim_v, p.heads_q,
+                                                   p.varlen ? 1 : p.batch))(_, _, work.head, p.varlen ? 0 : work.batch));
+        Tensor gO_rows = local_tile(mO, WarpgroupTile{},
+                                    make_coord(work.m_block * Config::kConsumerWarpgroups + consumer, _0{}));
+        auto [tOgO, tOsO] =
+            tma_partition(params.tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sO_rows), group_modes<0, 2>(gO_rows));
+        copy(params.tma_o, tOsO, tOgO);
+        tma_store_arrive();
+        // O in Q's buffer: the next Q may land only once the store has read it.
+        if constexpr (!Config::kSeparateO) tma_store_wait<0>();
+      }
+    } else {
+      Element* out_rows = static_cast<Element*>(p.out) + seq.out_offset + work.head * p.out_head_stride +
+                          std::int64_t{row_begin + 64 * consumer} * p.out_row_stride;
+      Tensor gO_rows = make_tensor(make_gmem_ptr(out_rows), WarpgroupTile{}, make_stride(p.out_row_stride, _1{}));
+      auto store_copy = device::make_vector_tile_copy<Element, 128>();
+      auto store_thread = store_copy.get_thread_slice(thread % 128);
+      device::store_tile(store_copy, store_thread.partition_S(sO_rows), store_thread.partition_D(gO_rows),
+                         store_thread.partition_D(make_identity_tensor(WarpgroupTile{})), valid_rows - 64 * consumer,
+                         p.head_dim_v);
+    }
+    // O in Q's buffer: this thread's reads of it are done (or the store's, for the leader); the next Q
+    // may land once all are.
     if constexpr (!Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
 
     // The first lane of each quad holds column 0 of its rows and writes their LSE.
@@ -535,6 +589,11 @@ struct ForwardEpilogueSm90 {
         if (row < valid_rows) lse_head[std::int64_t{row_begin + row} * p.lse_row_stride] = lse[r];
       }
     }
+  }
+
+  // At the end of the launch: shared memory must outlive the reads of the last TMA store.
+  __device__ static void finish() {
+    if ((threadIdx.x - 128) % 128 == 0) cute::tma_store_wait<0>();
   }
 };
 
@@ -674,9 +733,10 @@ struct DenseForwardKernelSm90 {
       const device::TileRange own = own_key_tiles<Config::kBlockN>(t.mask, t.tiles, t.row_begin + 64 * consumer);
       Mainloop::run(p, t.row_begin, t.tiles, own, t.mask, shared, pipeline_k, pipeline_v, read_k, read_v, acc_o,
                     softmax);
-      Epilogue::store(p, t.seq, t.work, shared, acc_o, softmax);
+      Epilogue::store(params, t.seq, t.work, shared, acc_o, softmax);
       ++q_loads;
     }
+    Epilogue::finish();
   }
 };
 
@@ -712,6 +772,10 @@ Status launch_dense_forward_sm90(const ForwardParams& p, void* stream) {
                        p.k_head_stride, p.k_batch_stride);
   const auto mV = gmem(p.v, p.varlen ? p.total_k : p.seqlen_k, p.head_dim_v, p.heads_kv, p.v_row_stride,
                        p.v_head_stride, p.v_batch_stride);
+  const auto mO = make_tensor(make_gmem_ptr(static_cast<Element*>(p.out)),
+                              make_shape(static_cast<int>(std::max<std::int64_t>(p.varlen ? p.total_q : p.seqlen_q, 1)),
+                                         p.head_dim_v, p.heads_q, batch),
+                              make_stride(p.out_row_stride, _1{}, p.out_head_stride, p.out_batch_stride));
   const KernelParams<Config> params{
       p,
       make_tma_copy(SM90_TMA_LOAD{}, mQ, typename Config::SmemLayoutQ{}, select<0, 2>(typename Config::TileShapeQK{}),
@@ -719,7 +783,9 @@ Status launch_dense_forward_sm90(const ForwardParams& p, void* stream) {
       make_tma_copy(SM90_TMA_LOAD{}, mK, take<0, 2>(typename Config::SmemLayoutK{}),
                     select<1, 2>(typename Config::TileShapeQK{}), _1{}),
       make_tma_copy(SM90_TMA_LOAD{}, mV, take<0, 2>(typename Config::SmemLayoutV{}),
-                    select<2, 1>(typename Config::TileShapePV{}), _1{})};
+                    select<2, 1>(typename Config::TileShapePV{}), _1{}),
+      make_tma_copy(SM90_TMA_STORE{}, mO, typename Config::SmemLayoutOWarpgroup{},
+                    Shape<_64, Int<Config::kHeadDimV>>{}, _1{})};
 
   constexpr auto kernel = &dense_forward_sm90_kernel<Kernel, Config>;
   cudaError_t error = device::ensure_dynamic_shared_memory<kernel>(Config::kSmemBytes);

@@ -102,6 +102,14 @@ class SplitOnlineSoftmax {
 
   // As device::OnlineSoftmax::finalize: normalises output (rows, cols_v) in place and returns each row's
   // natural-log LSE; sink_logit is the head's sink in logit units or -inf.
+  //
+  // Branch-free, so that the rows' chains interleave: this runs once per work tile between the last
+  // O += P V and the store, while the tensor cores wait for the next tile (ncu, NOTES.md run 14: the
+  // epilogue was 9% of a consumer warp's time at D = 128 S = 1024, half of it here, where IEEE division
+  // and exp2f's range handling put a branch and a slow-path call on each row). The weights use the
+  // MUFU exp2 of the main loop (exact at 0 and -inf, the values they take without a sink), the scale an
+  // approximate division (2 ulp on an fp32 factor of a 16-bit output); LSE keeps the accurate log2f
+  // (log2f(0) = -inf gives the empty row's -inf without a branch).
   template <class OutputTensor>
   __device__ __forceinline__ void finalize(OutputTensor&& output, float sink_logit, float (&lse)[kRows]) {
     using namespace cute;
@@ -111,10 +119,10 @@ class SplitOnlineSoftmax {
       const float sum = device::quad_allreduce(row_sum_[r], device::SumOp{});
       const float reference = exponent_reference(row_max_[r]);
       const float merged_max = fmaxf(reference, sink_log2);
-      const float keys_weight = exp2f(reference - merged_max);
-      const float total = sum * keys_weight + exp2f(sink_log2 - merged_max);
-      const float output_scale = total > 0.0f ? keys_weight / total : 0.0f;
-      lse[r] = total > 0.0f ? (merged_max + log2f(total)) * device::kLn2 : -INFINITY;
+      const float keys_weight = device::fast_exp2(reference - merged_max);
+      const float total = sum * keys_weight + device::fast_exp2(sink_log2 - merged_max);
+      const float output_scale = total > 0.0f ? __fdividef(keys_weight, total) : 0.0f;
+      lse[r] = (merged_max + log2f(total)) * device::kLn2;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(output); ++c) output(r, c) *= output_scale;
     }
