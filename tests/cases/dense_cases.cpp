@@ -193,6 +193,18 @@ std::vector<DenseCase> dense_adversarial_cases(DType dtype) {
   add(with(make_varlen("varlen_gqa4_window_softcap_sinks", dtype, {20, 0, 33, 7}, {25, 4, 33, 0}, 8, 2, 96),
            [](DenseCase& c) { c.window_left = 9; c.window_right = 3; c.softcap = 10.0f; c.sinks = true; }));
 
+  // Key lengths of whole sm80 forward key tiles (128 keys at D = 64, 64 at D = 128 and 256) with D equal
+  // to the tile's, so that every key tile is full: causal, window, GQA, sinks, split-KV and padded strides
+  // over tiles that the sm80 forward loads without bounds predicates.
+  add(make("full_tiles_d64", dtype, 2, 256, 256, 2, 2, 64));
+  add(with(make("full_tiles_d64_causal_gqa2", dtype, 1, 200, 384, 4, 2, 64), [](DenseCase& c) { c.causal = true; }));
+  add(with(make("full_tiles_d64_window_sinks", dtype, 1, 256, 256, 2, 2, 64),
+           [](DenseCase& c) { c.window_left = 40; c.window_right = 8; c.sinks = true; }));
+  add(make("full_tiles_d64_decode_sk1024", dtype, 1, 1, 1024, 2, 2, 64));
+  add(with(make("full_tiles_d128_causal", dtype, 2, 192, 192, 2, 2, 128), [](DenseCase& c) { c.causal = true; }));
+  add(with(make("full_tiles_d128_causal_masked_rows", dtype, 1, 300, 128, 2, 1, 128), [](DenseCase& c) { c.causal = true; }));
+  add(with(make("full_tiles_d256_padded", dtype, 1, 100, 128, 2, 1, 256), [](DenseCase& c) { c.layout = DenseLayout::kPadded; }));
+
   // Memory layouts: packed QKV views and padded strides with NaN in every gap.
   add(with(make("packed_qkv_causal", dtype, 2, 33, 33, 4, 2, 64), [](DenseCase& c) { c.causal = true; c.layout = DenseLayout::kPackedQkv; }));
   add(with(make_varlen("packed_qkv_varlen", dtype, {7, 0, 20}, {7, 0, 20}, 4, 4, 64), [](DenseCase& c) { c.layout = DenseLayout::kPackedQkv; }));

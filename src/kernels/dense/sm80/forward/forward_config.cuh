@@ -28,6 +28,11 @@ struct ForwardConfig {
   static constexpr int kThreads = kWarps * 32;
   static_assert(kHeadDim % 64 == 0 && kHeadDimV % 64 == 0, "padded head dims are multiples of the swizzle atom");
   static_assert(kBlockM % (16 * kWarps) == 0 && kBlockN % 16 == 0);
+  // Interior key tiles take a body of their own without mask, softcap or load predicates
+  // (forward_mainloop_sm80.cuh). Against one body, on the H100 (NOTES.md, second round): D = 64 +3.0-10.6%,
+  // D = 256 +0.9-7.7% over the issue-3 cases. D = 128 and D = 192 keep one body: not measured with two.
+  static constexpr bool kPlainInteriorStep =
+      (kHeadDim == 64 && kHeadDimV == 64) || (kHeadDim == 256 && kHeadDimV == 256);
 
   // Warps stacked along M: warp w owns rows 16w .. 16w + 15 of every 16 * kWarps rows, so each warp's
   // softmax rows are its own and P never leaves registers. The 16-wide N/K tile lets ldmatrix load
