@@ -102,11 +102,6 @@ struct ForwardConfig {
       kShape.shared_memory_bytes() + kBlockM * kHeadDimV * int(sizeof(Element)) <= kSmemBudget;
   // O in Q's buffer is written row for row over Q (ForwardEpilogueSm90), which needs the same width.
   static_assert(kSeparateO || kHeadDim == kHeadDimV);
-  // Each consumer thread releases Q (barrier_q_empty) once its last S = Q K^T has retired, rather than
-  // after its last O += P V, where that measured faster: with three consumer warpgroups (D = 64), which
-  // waited for Q 3.7% of their time at S = 1024 causal (ncu). With two (pingpong) the earlier Q load
-  // cost D = 128 0.4-2.8% from S = 4096 up (NOTES.md, run 15), as two Q buffers did in run 10.
-  static constexpr bool kEarlyQRelease = kSeparateO && kConsumerWarpgroups == 3;
 
   using PipelineK = cutlass::PipelineTmaAsync<kStages>;
   using PipelineV = cutlass::PipelineTmaAsync<kStages>;
@@ -399,11 +394,14 @@ struct ForwardMainloopSm90 {
       pipeline_v.consumer_release(read_v);
       ++read_v;
     };
-    // This warpgroup's last read of Q is its last S = Q K^T: with kEarlyQRelease the next tile's Q may
-    // land from then on, while the last O += P V and the epilogue still run (one GEMM and a softmax
-    // earlier than after the last O += P V).
+    // This warpgroup's last read of Q is its last S = Q K^T: with O in a buffer of its own, the next
+    // tile's Q may land from then on, while the last O += P V and the epilogue still run (one GEMM and
+    // a softmax earlier than after the last O += P V; ncu had the consumers waiting for Q 2% of their
+    // time at D = 128 S = 1024, 3.7% at D = 64 causal). Measured with the epilogue of run 15: D = 128
+    // S = 1024 +1.5% over the release after the last O += P V, no difference from S = 4096 up
+    // (NOTES.md, run 16).
     auto release_q = [&]() {
-      if constexpr (Config::kEarlyQRelease) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
+      if constexpr (Config::kSeparateO) cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
     };
     for (int n = tiles.end - 1; n >= own.end; --n) skip();
     if (own.empty()) {
@@ -455,10 +453,6 @@ struct ForwardMainloopSm90 {
       pipeline_v.consumer_release(read_v);
       ++read_v;
       for (int n = own.begin - 1; n >= tiles.begin; --n) skip();
-    }
-    // O in a buffer of its own, without kEarlyQRelease: Q is released here, after the last O += P V.
-    if constexpr (Config::kSeparateO && !Config::kEarlyQRelease) {
-      cutlass::arch::ClusterBarrier::arrive(&shared.barrier_q_empty);
     }
   }
 
