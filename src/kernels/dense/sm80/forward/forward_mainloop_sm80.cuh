@@ -174,8 +174,8 @@ struct ForwardMainloopSm80 {
         }
       }
     } else {
-      // HEAD's loop as it was measured at D = 128 (NOTES.md, second round): the same body as step<false>,
-      // not yet measured in that form.
+      // The loop of the first round with the residue predicates, as measured at D = 128 (NOTES.md, second
+      // round, "t"): the same body as step<false>, which was not measured in that form.
       for (int n = tiles.end - 1; n >= tiles.begin; --n) {
         Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
         clear(acc_s);
