@@ -205,6 +205,15 @@ std::vector<DenseCase> dense_adversarial_cases(DType dtype) {
   add(with(make("full_tiles_d128_causal_masked_rows", dtype, 1, 300, 128, 2, 1, 128), [](DenseCase& c) { c.causal = true; }));
   add(with(make("full_tiles_d256_padded", dtype, 1, 100, 128, 2, 1, 256), [](DenseCase& c) { c.layout = DenseLayout::kPadded; }));
 
+  // The sm80 backward's tail split (dense_backward_sm80_config.h, backward_tail_plan): a non-causal,
+  // non-deterministic launch with at least 32 steps per key tile (query tiles x group) shares the steps of
+  // its last key tiles (all of them, with fewer key tiles than SMs) over several CTAs and sums the parts in
+  // a fixed order. Group 8 and 4 query tiles give the 32 steps: D = 64 (128-row query tiles, whole tiles
+  // only), D = 128 and 256 (64-row query tiles, a partial last key tile).
+  add(make("tail_split_d64_gqa8", dtype, 1, 512, 256, 16, 2, 64));
+  add(make("tail_split_d128_gqa8", dtype, 1, 256, 200, 16, 2, 128));
+  add(make("tail_split_d256_gqa8", dtype, 1, 256, 100, 16, 2, 256));
+
   // Memory layouts: packed QKV views and padded strides with NaN in every gap.
   add(with(make("packed_qkv_causal", dtype, 2, 33, 33, 4, 2, 64), [](DenseCase& c) { c.causal = true; c.layout = DenseLayout::kPackedQkv; }));
   add(with(make_varlen("packed_qkv_varlen", dtype, {7, 0, 20}, {7, 0, 20}, 4, 4, 64), [](DenseCase& c) { c.layout = DenseLayout::kPackedQkv; }));
