@@ -137,6 +137,37 @@ ChunkWorkspaceLayout chunk_workspace_layout(const LinearProblem& problem) {
 
 }  // namespace
 
+// The chunked kernels' shared memory against the device's per-block opt-in limit (linear_gdn_plan.h,
+// linear_kda_plan.h): sm_86 / sm_89 / sm_120 give a block 99 KB, where the state pass and the output kernel
+// would fail to launch. Checked here, with the other limits, so that explain() and dispatch say so too.
+Status forward_shared_memory_fits(const LinearProblem& problem) {
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+    return {StatusCode::kCudaError, "linear forward (sm80): " + why};
+  }
+  const std::int64_t optin = limits.shared_memory_per_block_optin;
+  const int slice = gdn_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
+  const std::string allows = " bytes of shared memory per block; cuda:" + std::to_string(problem.device.index) +
+                             " allows " + std::to_string(optin);
+  if (!problem.per_key_gate()) {
+    if (gdn_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count, optin) != 0) {
+      return Status::ok();
+    }
+    return {StatusCode::kNotImplemented, "linear forward (sm80): the GDN state pass (value slices of " +
+                                             std::to_string(slice) + ") and output kernels need " +
+                                             std::to_string(gdn_state_shared_bytes(slice)) + " and " +
+                                             std::to_string(gdn_output_shared_bytes()) + allows};
+  }
+  if (kda_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count, optin) != 0) {
+    return Status::ok();
+  }
+  return {StatusCode::kNotImplemented, "linear forward (sm80): the KDA prep, state pass (value slices of " +
+                                           std::to_string(slice) + ") and output kernels need " +
+                                           std::to_string(kda_prep_shared_bytes()) + ", " +
+                                           std::to_string(kda_state_shared_bytes(slice)) + " and " +
+                                           std::to_string(kda_output_shared_bytes()) + allows};
+}
+
 Status linear_supports_forward(const LinearProblem& problem, const LinearForwardArgs&) {
   if (problem.dtype != DType::kFloat16 && problem.dtype != DType::kBFloat16) {
     return {StatusCode::kNotImplemented, std::string("the sm80 chunked forward takes fp16 or bf16 q/k/v, not ") +
@@ -146,6 +177,7 @@ Status linear_supports_forward(const LinearProblem& problem, const LinearForward
     return {StatusCode::kNotImplemented, "K = " + std::to_string(problem.key_dim) +
                                              ": the sm80 chunked forward pads K to 128 and supports K <= 128"};
   }
+  if (Status fits = forward_shared_memory_fits(problem); !fits) return fits;
   return grid_fits(problem, (problem.value_dim + 31) / 32);
 }
 
@@ -195,28 +227,6 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
   host::CudaDeviceLimits limits;
   if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
     return {StatusCode::kCudaError, "linear forward (sm80): " + why};
-  }
-  if (!problem.per_key_gate() &&
-      gdn_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count,
-                       limits.shared_memory_per_block_optin) == 0) {
-    // sm_86 / sm_89 / sm_120 give a block 99 KB: the state pass and the output kernel would fail to launch.
-    const int slice = gdn_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
-    return {StatusCode::kNotImplemented,
-            "linear forward (sm80): the GDN state pass (value slices of " + std::to_string(slice) + ") and output " +
-                "kernels need " + std::to_string(gdn_state_shared_bytes(slice)) + " and " +
-                std::to_string(gdn_output_shared_bytes()) + " bytes of shared memory per block; cuda:" +
-                std::to_string(problem.device.index) + " allows " + std::to_string(limits.shared_memory_per_block_optin)};
-  }
-  if (problem.per_key_gate() &&
-      kda_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count,
-                       limits.shared_memory_per_block_optin) == 0) {
-    const int slice = gdn_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
-    return {StatusCode::kNotImplemented,
-            "linear forward (sm80): the KDA prep, state pass (value slices of " + std::to_string(slice) +
-                ") and output kernels need " + std::to_string(kda_prep_shared_bytes()) + ", " +
-                std::to_string(kda_state_shared_bytes(slice)) + " and " + std::to_string(kda_output_shared_bytes()) +
-                " bytes of shared memory per block; cuda:" + std::to_string(problem.device.index) + " allows " +
-                std::to_string(limits.shared_memory_per_block_optin)};
   }
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;
