@@ -240,6 +240,18 @@ ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardA
   p.window_right = clamp_window(problem.window_right, problem.seqlen_q);
   p.num_m_blocks = num_m_blocks(problem, shape_index);
   p.heavy_first = p.window_left >= 0 || p.window_right >= 0;
+  if (p.heavy_first) {
+    // Sections of (batch, head) pairs whose K/V fit in 32 MiB of the 50 MiB L2 (ForwardTileScheduler):
+    // a section's tiles of one query-tile index run together, each reading its own head's K/V, which
+    // must stay in L2 until the next index's tiles of the same heads come round. A query head's pairs
+    // are adjacent within a batch entry, so `group` of them share one K/V head.
+    constexpr std::int64_t kSectionBytes = std::int64_t{32} << 20;
+    const std::int64_t kv_head_bytes = std::max<std::int64_t>(
+        1, std::int64_t{p.seqlen_k} * (problem.head_dim + problem.head_dim_v) * std::int64_t(dtype_size(problem.dtype)));
+    const std::int64_t pairs = std::int64_t{problem.batch} * problem.heads_q;
+    p.section_heads = static_cast<int>(
+        std::min<std::int64_t>(pairs, std::max<std::int64_t>(1, kSectionBytes / kv_head_bytes) * problem.group));
+  }
   // One persistent CTA per SM (a CTA takes all of an SM's registers), never more than the work tiles.
   const std::int64_t tiles = std::int64_t{p.num_m_blocks} * problem.batch * problem.heads_q;
   p.num_ctas = static_cast<int>(std::min<std::int64_t>(tiles, sm_count));

@@ -172,10 +172,17 @@ struct ForwardWork {
 // Persistent and dynamic: p.num_ctas CTAs (one per SM) start on tiles 0 .. num_ctas - 1 and then take
 // the next linear tile index from a global counter (p.tile_counter, zero at the launch and left at zero
 // by it: next_tile) as they
-// finish, so tiles of unequal work (causal / window) balance themselves. The query tiles of one head
-// are adjacent, so CTAs running together share K/V in L2 (causal S = 1024 ran at 279 TFLOP/s, bound
-// by HBM, when heads were interleaved); causal / window go from the tile with the most key tiles to the
-// fewest within a head.
+// finish, so tiles of unequal work (causal / window) balance themselves.
+//
+// Without a mask the query tiles of one head are adjacent, so CTAs running together share K/V in L2
+// (causal S = 1024 ran at 279 TFLOP/s, bound by HBM, when all heads were interleaved). Under a causal
+// or window mask (heavy_first) the (batch, head) pairs go in sections of p.section_heads, whose K/V
+// the host sizes to 32 MiB of the 50 MiB L2, and within a section query tile by query tile, heaviest
+// first, over the section's heads. Head by head, the last heads' heaviest tiles were drawn near the
+// end of the launch and ran on while the other SMs had nothing left: a list-scheduling model of the
+// issue-5 causal grid (132 SMs, tile cost = key tiles + 1.9 of fixed cost, ncu run 14) puts that tail
+// at 3.4-4.6% of the launch at D = 64, 5.6-6.7% at D = 128 and 11-13.5% at D = 256 for S <= 8192, and
+// at 0.1-2.3% with sections (NOTES.md, run 17).
 struct ForwardTileScheduler {
   CUTE_HOST_DEVICE static std::int64_t tile_count(const ForwardParams& p) {
     return std::int64_t{p.num_m_blocks} * p.batch * p.heads_q;
@@ -183,11 +190,22 @@ struct ForwardTileScheduler {
 
   __device__ static ForwardWork work(const ForwardParams& p, int linear) {
     ForwardWork w;
-    w.m_block = linear % p.num_m_blocks;
-    if (p.heavy_first) w.m_block = p.num_m_blocks - 1 - w.m_block;
-    linear /= p.num_m_blocks;
-    w.head = linear % p.heads_q;
-    w.batch = linear / p.heads_q;
+    int pair;  // batch * heads_q + head
+    if (p.heavy_first) {
+      // Section s holds pairs s * section_heads ..; the last may hold fewer.
+      const int section_tiles = p.num_m_blocks * p.section_heads;
+      const int section = linear / section_tiles;
+      const int first_pair = section * p.section_heads;
+      const int pairs = min(p.section_heads, p.batch * p.heads_q - first_pair);
+      const int within = linear - section * section_tiles;
+      w.m_block = p.num_m_blocks - 1 - within / pairs;
+      pair = first_pair + within % pairs;
+    } else {
+      w.m_block = linear % p.num_m_blocks;
+      pair = linear / p.num_m_blocks;
+    }
+    w.head = pair % p.heads_q;
+    w.batch = pair / p.heads_q;
     return w;
   }
 };

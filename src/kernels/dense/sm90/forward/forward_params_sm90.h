@@ -57,6 +57,9 @@ struct ForwardParams {
   int num_ctas = 0;          // persistent CTAs: min(work tiles, SMs)
   int* tile_counter = nullptr;  // workspace, zeroed before the launch: work tiles handed out past the first
   bool heavy_first = false;  // query tiles with the most key tiles first (causal / window)
+  // With heavy_first: the (batch, head) pairs are taken in sections of this many, and within a section
+  // query tile by query tile (heaviest first) over its heads (ForwardTileScheduler). 0: head by head.
+  int section_heads = 0;
 };
 
 // One tile configuration: padded head dims and query rows x key rows per CTA. Every CTA has one
