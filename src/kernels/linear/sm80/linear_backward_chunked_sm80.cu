@@ -1,10 +1,11 @@
 // Chunked backward of GDN (one log decay per value head and token; semantics.md section 5), the
 // structure of FLA's chunk_gated_delta_rule backward: only two passes run sequentially over the chunks of
 // a sequence, everything else is chunk-parallel. Values are fp32 throughout (inputs after the prep
-// kernels' fp32 copies); the products of chunk_grad and of the two state passes run on tensor cores with
-// each fp32 operand as a bf16 hi + lo pair (~16 of its 24 bits, see mma_tc), chunk_prep's on CUDA cores
-// in fp32 (on bf16 pairs it failed a gtest: dbeta of Sm80_gdn_fp16_T1 off by 1.3e-5 relative against an
-// fp32-output bound of 2.2e-6; NOTES.md "GPU backward"). No float atomics: every value has one writer
+// kernels' fp32 copies); the products of chunk_grad, of the two state passes and chunk_prep's
+// (Gamma Q)^T dO, w and u run on tensor cores with each fp32 operand as a bf16 hi + lo pair (~16 of its
+// 24 bits, see mma_tc); chunk_prep's K K^T, Q K^T and P^T dO stay fp32 on CUDA cores (with P^T dO on
+// bf16 pairs, dbeta of Sm80_gdn_fp16_T1 was off by 1.3e-5 relative against an fp32-output bound of
+// 2.2e-6; NOTES.md "GPU backward"). No float atomics: every value has one writer
 // and every sum a fixed order, so the gradients are the same bits run to run (LinearBackwardRepeat).
 //
 // One chunk of C = 64 tokens (rows i, j), its start state S0 [K, V], G_i the inclusive cumulative log
@@ -25,7 +26,7 @@
 //   chunk_prep  (grid: chunk slots x value heads)   G, Tinv, w, u, P^T dO, scale (Gamma Q)^T dO, P, B
 //   state_fwd   (grid: sequences x value slices of 32, value heads; chunks in order)   S0, v_new
 //   state_bwd   (same grid, chunks last to first)   dU, dh at each chunk's end, d initial state
-//   chunk_grad  (grid: chunk slots x value heads)   dq, dk, dv, dbeta, dg of the chunk's tokens
+//   chunk_grad  (grid: chunk slots x value heads, 16 warps)   dq, dk, dv, dbeta, dg of the chunk's tokens
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -124,7 +125,8 @@ __device__ __forceinline__ void gemm(A a, B b, Out out) {
 // 2 (lane % 4) + e % 2 of the tile (g = lane / 4). The operands come from shared memory as scalar fp32
 // loads (2-way bank conflicts at most for the row pitches used, 36, 68 and 132 floats) and are split in
 // registers at each use; a warp's 3 kTiles MMAs per k-step of 16 replace 16 x 8 kTiles x 16 / 32 = 64
-// kTiles fp32 FMAs per lane.
+// kTiles fp32 FMAs per lane. A tile always spans 8 warps: chunk_grad's 16 warps run two products at once,
+// warps w and w + 8 taking the same place in each (warp index mod 8).
 constexpr int kTcWarps = kThreadsChunk / 32;
 static_assert(kThreadsState == kThreadsChunk, "the tensor-core tiles assume one CTA size for all kernels");
 
@@ -134,11 +136,11 @@ struct MmaTile {
   static_assert(M % 16 == 0 && kTcWarps % kRowTiles == 0 && N % (8 * kGroups) == 0, "tile does not divide");
   float c[kTiles][4];
   __device__ __forceinline__ static int row(int e) {
-    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    const int warp = static_cast<int>(threadIdx.x) / 32 % kTcWarps, lane = static_cast<int>(threadIdx.x) % 32;
     return 16 * (warp % kRowTiles) + lane / 4 + 8 * (e / 2);
   }
   __device__ __forceinline__ static int col(int t, int e) {
-    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    const int warp = static_cast<int>(threadIdx.x) / 32 % kTcWarps, lane = static_cast<int>(threadIdx.x) % 32;
     return (warp / kRowTiles) * (N / kGroups) + 8 * t + 2 * (lane % 4) + e % 2;
   }
   __device__ __forceinline__ void zero() {
@@ -315,7 +317,8 @@ __device__ __forceinline__ void load_token_tile(float* dst, int ld, const Linear
 // dout (phase 2) has its own. Every value is the same sum in the same order as with separate tiles.
 // (H100, (4, 8192, 32, 32), ncu: 11.92 -> 7.93 ms. Rejected in the same run: one value step of 128
 // columns with K K^T and Q K^T sharing their loads, 49% fewer shared-memory loads by the loop counts
-// but 254 registers, 12.83 ms.)
+// but 254 registers, 12.83 ms.) (Gamma Q)^T dO, w and u on gemm_tc: 7.93 -> 6.99 ms (H100, ncu, the
+// 2026-11-26 s13 runs; at (1, 65536, 2, 8) 3.96 -> 3.21 ms, LSU pipe 53% -> 35% of peak).
 struct alignas(16) PrepShared {
   float k[kC][kLdKey];
   union {
@@ -389,7 +392,7 @@ __global__ void __launch_bounds__(kThreadsChunk, 2) chunk_prep_kernel(const Line
     __syncthreads();
     gemm<kC, kSlice, kC, kThreadsChunk>([&](int i, int m) { return s.p[m][i]; }, [&](int m, int jj) { return s.y[m][jj]; },
                                         [&](int i, int jj, float v) { dvl[i * value_pad + col0 + jj] = v; });
-    gemm<kKey, kSlice, kC, kThreadsChunk>([&](int e, int m) { return c.scale * s.gam[m] * s.q[m][e]; },
+    gemm_tc<kKey, kSlice, kC>([&](int e, int m) { return c.scale * s.gam[m] * s.q[m][e]; },
                                           [&](int m, int jj) { return s.y[m][jj]; },
                                           [&](int e, int jj, float v) { qdo[e * value_pad + col0 + jj] = v; });
   }
@@ -426,7 +429,7 @@ __global__ void __launch_bounds__(kThreadsChunk, 2) chunk_prep_kernel(const Line
   float* tinv = p.ws.tinv + ch * kC * kC;
   for (int e = threadIdx.x; e < kC * kC; e += kThreadsChunk) tinv[e] = s.t[e / kC][e % kC];
   float* w = p.ws.w + ch * kC * kKey;
-  gemm<kC, kKey, kC, kThreadsChunk>([&](int i, int m) { return s.t[i][m]; },
+  gemm_tc<kC, kKey, kC>([&](int i, int m) { return s.t[i][m]; },
                                     [&](int m, int e) { return s.beta[m] * s.gam[m] * s.k[m][e]; },
                                     [&](int i, int e, float v) { w[i * kKey + e] = v; });
   for (int slice = 0; slice < p.slices; ++slice) {  // phase 4; beta v goes over P
@@ -434,7 +437,7 @@ __global__ void __launch_bounds__(kThreadsChunk, 2) chunk_prep_kernel(const Line
     __syncthreads();  // the previous slice's GEMM is done with x (the first: w is done with Tinv's writes)
     load_token_tile<kSlice, kThreadsChunk>(&s.x[0][0], kLdSlice, p, c.v, place.token0, place.rows, j, col0, s.beta);
     __syncthreads();
-    gemm<kC, kSlice, kC, kThreadsChunk>([&](int i, int m) { return s.t[i][m]; }, [&](int m, int jj) { return s.x[m][jj]; },
+    gemm_tc<kC, kSlice, kC>([&](int i, int m) { return s.t[i][m]; }, [&](int m, int jj) { return s.x[m][jj]; },
                                         [&](int i, int jj, float v) { u[i * value_pad + col0 + jj] = v; });
   }
 }
@@ -632,8 +635,9 @@ __global__ void __launch_bounds__(kThreadsState) state_bwd_kernel(const LinearBa
 
 // The per-slice tiles, and in the closing phase q and a [64, 64] scratch in the same bytes.
 struct alignas(16) GradSliceTiles {
-  float s0[kKey][kLdGrad];
-  float dh[kKey][kLdGrad];
+  float s0[2][kKey][kLdGrad];  // two buffers: the next value step's S0 and dh are issued with this one's
+                               // other tiles (s13: 0.4-1.1% slower than one buffer, same run)
+  float dh[2][kKey][kLdGrad];
   float u[kC][kLdGrad];
   float du[kC][kLdGrad];
   float o[kC][kLdGrad];   // dout
@@ -664,8 +668,21 @@ struct alignas(16) GradShared {
   float t2[2][kC];          // q_i . (dO S0^T)_i over each column half of dO S0^T
   float red[kThreadsChunk];
 };
+static_assert(sizeof(GradShared) <= 227 * 1024, "chunk_grad's tiles exceed a block's shared memory on sm_90");
 
-__global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearBackwardParams p) {
+// chunk_grad runs 16 warps (one CTA per SM, by its 188 KB of shared memory) as two halves of 8 that take
+// the independent products of a phase side by side, each on the 8-warp tiles of MmaTile: per value step
+// Y = Tinv^T dU (lower) beside K S0 (upper), then dO U^T, Y U^T and the dq accumulation (lower) beside
+// the two dk accumulations (upper), 32 MMA k-step tiles per warp on each side. Each element is the same
+// sum in the same order as with one set of 8 warps doing all of them in turn, so the gradients are the
+// same bits (the bench's hash); a thread holds one 64 x 128 accumulator (dq in the lower half, dk in the
+// upper) instead of both. H100, ncu at (1, 65536, 2, 8): 8 warps (211 registers) 6.79 ms, 27% of the
+// issue slots used, 7.5 cycles per issued instruction per warp (long scoreboard 2.3, wait 1.5); 16 warps
+// (128 registers, 48 bytes of spill) 6.29 ms, 12.2 cycles (barrier 0.4 -> 2.3: the halves' work is
+// uneven in the row pass and the closing products); backward 24.89 -> 23.96 ms at (4, 8192, 32, 32).
+constexpr int kThreadsGrad = 2 * kThreadsChunk;
+
+__global__ void __launch_bounds__(kThreadsGrad) chunk_grad_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
   extern __shared__ __align__(16) unsigned char smem[];
   GradShared& s = *reinterpret_cast<GradShared*>(smem);
@@ -676,54 +693,68 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   const std::int64_t ch = chunk_head(p, slot, j);
   const int value_pad = p.slices * kSlice;
   const int tid = threadIdx.x;
-  load_key_rows<kThreadsChunk>(&s.k[0][0], p.ws.kn, p, place.token0, place.rows, h);
-  copy_rows_async<kC, kC, kThreadsChunk>(&s.t[0][0], kLdC, p.ws.tinv + ch * kC * kC, kC, kC);
+  const bool lower = tid < kThreadsChunk;  // warps 0-7 (dq side), else warps 8-15 (dk side)
+  GradSliceTiles& st = s.slice;
+  const int value_steps = (c.value_dim + kGradSlice - 1) / kGradSlice;
+  // S0 and dh of value step `step` into buffer step % 2 (one commit group).
+  const auto issue_state_tiles = [&](int step) {
+    const std::int64_t state_at = ch * kKey * value_pad + step * kGradSlice;
+    copy_rows_async<kKey, kGradSlice, kThreadsGrad>(&st.s0[step % 2][0][0], kLdGrad, p.ws.s0 + state_at, value_pad, kKey);
+    copy_rows_async<kKey, kGradSlice, kThreadsGrad>(&st.dh[step % 2][0][0], kLdGrad, p.ws.dh + state_at, value_pad, kKey);
+    cp_async_commit();
+  };
+  load_key_rows<kThreadsGrad>(&s.k[0][0], p.ws.kn, p, place.token0, place.rows, h);
+  copy_rows_async<kC, kC, kThreadsGrad>(&s.t[0][0], kLdC, p.ws.tinv + ch * kC * kC, kC, kC);
   cp_async_commit();
+  if (value_steps > 0) issue_state_tiles(0);
   if (tid < kC) {
     s.g[tid] = p.ws.gc[ch * kC + tid];
     s.beta[tid] = tid < place.rows ? p.ws.beta[(place.token0 + tid) * c.heads_v + j] : 0.0f;
     s.dbeta[tid] = 0.0f;
     s.t3[tid] = 0.0f;
   }
-  cp_async_wait_all();
+  if (value_steps > 0) cp_async_wait_group<1>(); else cp_async_wait_all();  // k and Tinv (step 0's S0, dh in flight)
   __syncthreads();
   if (tid < kC) {
     s.gam[tid] = expf(s.g[tid]);
     s.d[tid] = expf(s.g[kC - 1] - s.g[tid]);
   }
-  // Row partials (4 threads a row, kGradSlice / 4 columns each) and the thread's share of <dh, S0>.
+  // Row partials (the lower half: 4 threads a row, kGradSlice / 4 columns each) and the thread's share of
+  // <dh, S0> (lower half).
   const int row = tid / 4, quarter = tid % 4;
   float dbeta_part = 0.0f, t4_part = 0.0f, t3_part = 0.0f, dh_s0 = 0.0f;
-  const int value_steps = (c.value_dim + kGradSlice - 1) / kGradSlice;
-  GradSliceTiles& st = s.slice;
-  // dO S0^T and -Gamma dR S0^T + diag(d) U dh^T, accumulated over the value steps in registers.
+  // Lower: dO S0^T; upper: -Gamma dR S0^T + diag(d) U dh^T; accumulated over the value steps in registers.
   using KeyTile = MmaTile<kC, kKey>;
-  KeyTile dq_acc, dk_acc;
-  dq_acc.zero();
-  dk_acc.zero();
+  KeyTile acc;
+  acc.zero();
   for (int step = 0; step < value_steps; ++step) {
     const int col0 = step * kGradSlice;
-    __syncthreads();  // the previous step's GEMMs are done with the tiles
-    const std::int64_t state_at = ch * kKey * value_pad + col0, rows_at = ch * kC * value_pad + col0;
-    copy_rows_async<kKey, kGradSlice, kThreadsChunk>(&st.s0[0][0], kLdGrad, p.ws.s0 + state_at, value_pad, kKey);
-    copy_rows_async<kKey, kGradSlice, kThreadsChunk>(&st.dh[0][0], kLdGrad, p.ws.dh + state_at, value_pad, kKey);
-    copy_rows_async<kC, kGradSlice, kThreadsChunk>(&st.u[0][0], kLdGrad, p.ws.vnew + rows_at, value_pad, kC);
-    copy_rows_async<kC, kGradSlice, kThreadsChunk>(&st.du[0][0], kLdGrad, p.ws.dvnew + rows_at, value_pad, kC);
-    copy_rows_async<kC, kGradSlice, kThreadsChunk>(&st.pdo[0][0], kLdGrad, p.ws.pdo + rows_at, value_pad, kC);
+    __syncthreads();  // the previous step's GEMMs are done with the tiles (and with the other S0 / dh buffer)
+    const std::int64_t rows_at = ch * kC * value_pad + col0;
+    const auto& s0 = st.s0[step % 2];
+    const auto& dh = st.dh[step % 2];
+    copy_rows_async<kC, kGradSlice, kThreadsGrad>(&st.u[0][0], kLdGrad, p.ws.vnew + rows_at, value_pad, kC);
+    copy_rows_async<kC, kGradSlice, kThreadsGrad>(&st.du[0][0], kLdGrad, p.ws.dvnew + rows_at, value_pad, kC);
+    copy_rows_async<kC, kGradSlice, kThreadsGrad>(&st.pdo[0][0], kLdGrad, p.ws.pdo + rows_at, value_pad, kC);
     cp_async_commit();
-    load_token_tile<kGradSlice, kThreadsChunk>(&st.r[0][0], kLdGrad, p, c.v, place.token0, place.rows, j, col0, nullptr);
-    load_token_tile<kGradSlice, kThreadsChunk>(&st.o[0][0], kLdGrad, p, p.dout, place.token0, place.rows, j, col0,
-                                               nullptr);
-    cp_async_wait_all();
+    load_token_tile<kGradSlice, kThreadsGrad>(&st.r[0][0], kLdGrad, p, c.v, place.token0, place.rows, j, col0, nullptr);
+    load_token_tile<kGradSlice, kThreadsGrad>(&st.o[0][0], kLdGrad, p, p.dout, place.token0, place.rows, j, col0,
+                                              nullptr);
+    const bool ahead = step + 1 < value_steps;
+    if (ahead) issue_state_tiles(step + 1);  // the last group, left in flight by the wait below
+    if (ahead) cp_async_wait_group<1>(); else cp_async_wait_all();
     __syncthreads();
-    gemm_tc<kC, kGradSlice, kC>([&](int i, int m) { return s.t[m][i]; }, [&](int m, int jj) { return st.du[m][jj]; },
-                                [&](int i, int jj, float v) { st.y[i][jj] = v; });
-    gemm_tc<kC, kGradSlice, kKey>([&](int i, int m) { return s.k[i][m]; }, [&](int m, int jj) { return st.s0[m][jj]; },
-                                  [&](int i, int jj, float v) { st.ks[i][jj] = v; });
-    for (int e = tid; e < kKey * kGradSlice; e += kThreadsChunk) dh_s0 += st.dh[e / kGradSlice][e % kGradSlice] *
-                                                                          st.s0[e / kGradSlice][e % kGradSlice];
+    if (lower) {
+      gemm_tc<kC, kGradSlice, kC>([&](int i, int m) { return s.t[m][i]; }, [&](int m, int jj) { return st.du[m][jj]; },
+                                  [&](int i, int jj, float v) { st.y[i][jj] = v; });
+      for (int e = tid; e < kKey * kGradSlice; e += kThreadsChunk) dh_s0 += dh[e / kGradSlice][e % kGradSlice] *
+                                                                            s0[e / kGradSlice][e % kGradSlice];
+    } else {
+      gemm_tc<kC, kGradSlice, kKey>([&](int i, int m) { return s.k[i][m]; }, [&](int m, int jj) { return s0[m][jj]; },
+                                    [&](int i, int jj, float v) { st.ks[i][jj] = v; });
+    }
     __syncthreads();
-    {
+    if (lower) {
       // R = V - Gamma K S0; dbeta += Y . R; dv = beta Y; t4 = -gam k . (S0 dR) = (K S0) . X1;
       // t3 = d k . (dh U) = (dU - P^T dO) . U.  Then X1 = -gam beta Y into r, X2 = d U into ks.
       const int i = row;
@@ -748,22 +779,25 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
       }
     }
     __syncthreads();
-    const bool first = step == 0;
-    gemm_tc<kC, kC, kGradSlice>([&](int i, int m) { return st.o[i][m]; }, [&](int m, int jj) { return st.u[jj][m]; },
-                                [&](int i, int jj, float v) { s.dou[i][jj] = first ? v : s.dou[i][jj] + v; });
-    gemm_tc<kC, kC, kGradSlice>([&](int i, int m) { return st.y[i][m]; }, [&](int m, int jj) { return st.u[jj][m]; },
-                                [&](int i, int jj, float v) { s.yu[i][jj] = first ? v : s.yu[i][jj] + v; });
-    mma_tc<kGradSlice>(dq_acc, [&](int i, int m) { return st.o[i][m]; }, [&](int m, int e) { return st.s0[e][m]; });
-    mma_tc<kGradSlice>(dk_acc, [&](int i, int m) { return st.r[i][m]; }, [&](int m, int e) { return st.s0[e][m]; });
-    mma_tc<kGradSlice>(dk_acc, [&](int i, int m) { return st.ks[i][m]; }, [&](int m, int e) { return st.dh[e][m]; });
+    if (lower) {
+      const bool first = step == 0;
+      gemm_tc<kC, kC, kGradSlice>([&](int i, int m) { return st.o[i][m]; }, [&](int m, int jj) { return st.u[jj][m]; },
+                                  [&](int i, int jj, float v) { s.dou[i][jj] = first ? v : s.dou[i][jj] + v; });
+      gemm_tc<kC, kC, kGradSlice>([&](int i, int m) { return st.y[i][m]; }, [&](int m, int jj) { return st.u[jj][m]; },
+                                  [&](int i, int jj, float v) { s.yu[i][jj] = first ? v : s.yu[i][jj] + v; });
+      mma_tc<kGradSlice>(acc, [&](int i, int m) { return st.o[i][m]; }, [&](int m, int e) { return s0[e][m]; });
+    } else {
+      mma_tc<kGradSlice>(acc, [&](int i, int m) { return st.r[i][m]; }, [&](int m, int e) { return s0[e][m]; });
+      mma_tc<kGradSlice>(acc, [&](int i, int m) { return st.ks[i][m]; }, [&](int m, int e) { return dh[e][m]; });
+    }
   }
   if (value_steps == 0) {  // V = 0: no value columns, every product over them is zero
-    for (int e = tid; e < kC * kLdC; e += kThreadsChunk) {
+    for (int e = tid; e < kC * kLdC; e += kThreadsGrad) {
       (&s.dou[0][0])[e] = 0.0f;
       (&s.yu[0][0])[e] = 0.0f;
     }
   }
-  // Row partials over the 4 threads of a row (adjacent lanes), then <dh, S0> over the block.
+  // Row partials over the 4 threads of a row (adjacent lanes), then <dh, S0> over the lower half's warps.
   dbeta_part += __shfl_xor_sync(0xffffffffu, dbeta_part, 1);
   dbeta_part += __shfl_xor_sync(0xffffffffu, dbeta_part, 2);
   t4_part += __shfl_xor_sync(0xffffffffu, t4_part, 1);
@@ -772,27 +806,27 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   t3_part += __shfl_xor_sync(0xffffffffu, t3_part, 2);
   dh_s0 = warp_sum(dh_s0);
   __syncthreads();  // the slice tiles are free; q goes over them
-  if (quarter == 0) {
+  if (lower && quarter == 0) {
     s.dbeta[row] = dbeta_part;
     s.dg[row] = t4_part - t3_part;
     s.t3[row] = t3_part;
   }
-  if (tid % 32 == 0) s.red[tid / 32] = dh_s0;
+  if (lower && tid % 32 == 0) s.red[tid / 32] = dh_s0;
   GradClosingTiles& cl = s.closing;
-  load_key_rows<kThreadsChunk>(&cl.q[0][0], p.ws.qn, p, place.token0, place.rows, h);
-  copy_rows_async<kC, kC, kThreadsChunk>(&cl.pm[0][0], kLdC, p.ws.pmat + ch * kC * kC, kC, kC);
-  copy_rows_async<kC, kC, kThreadsChunk>(&cl.bm[0][0], kLdC, p.ws.bmat + ch * kC * kC, kC, kC);
+  load_key_rows<kThreadsGrad>(&cl.q[0][0], p.ws.qn, p, place.token0, place.rows, h);
+  copy_rows_async<kC, kC, kThreadsGrad>(&cl.pm[0][0], kLdC, p.ws.pmat + ch * kC * kC, kC, kC);
+  copy_rows_async<kC, kC, kThreadsGrad>(&cl.bm[0][0], kLdC, p.ws.bmat + ch * kC * kC, kC, kC);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
-  // t2 = q_i . (dO S0^T)_i: the thread's columns of rows g and g + 8, then over the 4 lanes of a row
-  // (lane % 4), one partial per column half (the warps w and w + 4 of a row tile).
-  {
+  // t2 = q_i . (dO S0^T)_i (lower half): the thread's columns of rows g and g + 8, then over the 4 lanes of
+  // a row (lane % 4), one partial per column half (the warps w and w + 4 of a row tile).
+  if (lower) {
     float part[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int t = 0; t < KeyTile::kTiles; ++t) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) part[e / 2] = fmaf(cl.q[KeyTile::row(e)][KeyTile::col(t, e)], dq_acc.c[t][e], part[e / 2]);
+      for (int e = 0; e < 4; ++e) part[e / 2] = fmaf(cl.q[KeyTile::row(e)][KeyTile::col(t, e)], acc.c[t][e], part[e / 2]);
     }
 #pragma unroll
     for (int h2 = 0; h2 < 2; ++h2) {
@@ -803,7 +837,7 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   }
   __syncthreads();
   // dP' = scale exp(G_i - G_j) dO_i . U_j (j <= i) into dou; D^o = (dO_i . U_j) P_ij into pm.
-  for (int e = tid; e < kC * kC; e += kThreadsChunk) {
+  for (int e = tid; e < kC * kC; e += kThreadsGrad) {
     const int i = e / kC, jj = e % kC;
     const float dou = s.dou[i][jj];
     s.dou[i][jj] = jj <= i ? c.scale * expf(s.g[i] - s.g[jj]) * dou : 0.0f;
@@ -818,7 +852,7 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
   }
   // dA = -Y U^T (i > j); F = dA B into bm; E = beta_i dA exp(G_i - G_j) into yu (the loop above and
   // the row sums read neither).
-  for (int e = tid; e < kC * kC; e += kThreadsChunk) {
+  for (int e = tid; e < kC * kC; e += kThreadsGrad) {
     const int i = e / kC, jj = e % kC;
     float f = 0.0f, ee = 0.0f;
     if (i > jj) {
@@ -840,28 +874,29 @@ __global__ void __launch_bounds__(kThreadsChunk) chunk_grad_kernel(const LinearB
     s.dbeta[i] += rows;
     s.dg[i] += s.beta[i] * rows - cols;
   }
-  // dq = scale Gamma dO S0^T + dP' K;  dk = (that accumulation) + dP'^T Q + E K + E^T K.
-  float* dq = p.ws.dq + (place.token0 * c.heads_v + j) * kKey;
-  float* dk = p.ws.dk + (place.token0 * c.heads_v + j) * kKey;
-  const std::int64_t row_stride = static_cast<std::int64_t>(c.heads_v) * kKey;
-  // dq_acc becomes scale Gamma dO S0^T (the thread's rows), then dq = dq_acc + dP' K in place.
+  // Lower: dq = scale Gamma dO S0^T + dP' K (the accumulator scaled by scale gam_i in place first);
+  // upper: dk = (its accumulation) + dP'^T Q + E K + E^T K.
+  if (lower) {
 #pragma unroll
-  for (int t = 0; t < KeyTile::kTiles; ++t) {
+    for (int t = 0; t < KeyTile::kTiles; ++t) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dq_acc.c[t][e] *= c.scale * s.gam[KeyTile::row(e)];
+      for (int e = 0; e < 4; ++e) acc.c[t][e] *= c.scale * s.gam[KeyTile::row(e)];
+    }
+    mma_tc<kC>(acc, [&](int i, int m) { return s.dou[i][m]; }, [&](int m, int e) { return s.k[m][e]; });
+  } else {
+    mma_tc<kC>(acc, [&](int i, int m) { return s.dou[m][i]; }, [&](int m, int e) { return cl.q[m][e]; });
+    mma_tc<kC>(acc, [&](int i, int m) { return s.yu[i][m]; }, [&](int m, int e) { return s.k[m][e]; });
+    mma_tc<kC>(acc, [&](int i, int m) { return s.yu[m][i]; }, [&](int m, int e) { return s.k[m][e]; });
   }
-  mma_tc<kC>(dq_acc, [&](int i, int m) { return s.dou[i][m]; }, [&](int m, int e) { return s.k[m][e]; });
-  mma_tc<kC>(dk_acc, [&](int i, int m) { return s.dou[m][i]; }, [&](int m, int e) { return cl.q[m][e]; });
-  mma_tc<kC>(dk_acc, [&](int i, int m) { return s.yu[i][m]; }, [&](int m, int e) { return s.k[m][e]; });
-  mma_tc<kC>(dk_acc, [&](int i, int m) { return s.yu[m][i]; }, [&](int m, int e) { return s.k[m][e]; });
+  float* out = (lower ? p.ws.dq : p.ws.dk) + (place.token0 * c.heads_v + j) * kKey;
+  const std::int64_t row_stride = static_cast<std::int64_t>(c.heads_v) * kKey;
 #pragma unroll
   for (int t = 0; t < KeyTile::kTiles; ++t) {
 #pragma unroll
     for (int e = 0; e < 4; e += 2) {
       const int i = KeyTile::row(e), col = KeyTile::col(t, e);
       if (i < place.rows) {
-        *reinterpret_cast<float2*>(dq + i * row_stride + col) = make_float2(dq_acc.c[t][e], dq_acc.c[t][e + 1]);
-        *reinterpret_cast<float2*>(dk + i * row_stride + col) = make_float2(dk_acc.c[t][e], dk_acc.c[t][e + 1]);
+        *reinterpret_cast<float2*>(out + i * row_stride + col) = make_float2(acc.c[t][e], acc.c[t][e + 1]);
       }
     }
   }
@@ -921,7 +956,7 @@ cudaError_t launch_gdn_backward_chunked(const LinearBackwardParams& p, cudaStrea
       e != cudaSuccess) {
     return e;
   }
-  return launch<chunk_grad_kernel>(chunks, kThreadsChunk, sizeof(GradShared), p, stream);
+  return launch<chunk_grad_kernel>(chunks, kThreadsGrad, sizeof(GradShared), p, stream);
 }
 
 }  // namespace attnkit::sm80
