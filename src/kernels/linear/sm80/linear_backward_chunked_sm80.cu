@@ -635,8 +635,7 @@ __global__ void __launch_bounds__(kThreadsState) state_bwd_kernel(const LinearBa
 
 // The per-slice tiles, and in the closing phase q and a [64, 64] scratch in the same bytes.
 struct alignas(16) GradSliceTiles {
-  float s0[2][kKey][kLdGrad];  // two buffers: the next value step's S0 and dh are issued with this one's
-                               // other tiles (s13: 0.4-1.1% slower than one buffer, same run)
+  float s0[2][kKey][kLdGrad];  // two buffers: the next value step's S0 and dh arrive while this one computes
   float dh[2][kKey][kLdGrad];
   float u[kC][kLdGrad];
   float du[kC][kLdGrad];
@@ -670,17 +669,23 @@ struct alignas(16) GradShared {
 };
 static_assert(sizeof(GradShared) <= 227 * 1024, "chunk_grad's tiles exceed a block's shared memory on sm_90");
 
-// chunk_grad runs 16 warps (one CTA per SM, by its 188 KB of shared memory) as two halves of 8 that take
+// chunk_grad runs 16 warps (one CTA per SM, by its 222 KB of shared memory) as two halves of 8 that take
 // the independent products of a phase side by side, each on the 8-warp tiles of MmaTile: per value step
 // Y = Tinv^T dU (lower) beside K S0 (upper), then dO U^T, Y U^T and the dq accumulation (lower) beside
-// the two dk accumulations (upper), 32 MMA k-step tiles per warp on each side. Each element is the same
-// sum in the same order as with one set of 8 warps doing all of them in turn, so the gradients are the
-// same bits (the bench's hash); a thread holds one 64 x 128 accumulator (dq in the lower half, dk in the
-// upper) instead of both. H100, ncu at (1, 65536, 2, 8): 8 warps (211 registers) 6.79 ms, 27% of the
-// issue slots used, 7.5 cycles per issued instruction per warp (long scoreboard 2.3, wait 1.5); 16 warps
-// (128 registers, 48 bytes of spill) 6.29 ms, 12.2 cycles (barrier 0.4 -> 2.3: the halves' work is
-// uneven in the row pass and the closing products); backward 24.89 -> 23.96 ms at (4, 8192, 32, 32).
+// the row pass and the two dk accumulations (upper), 32 MMA k-step tiles per warp on each side. Each
+// element is the same sum in the same order as with one set of 8 warps doing all of them in turn, so the
+// gradients are the same bits as 8 warps gave (the bench's hash); a thread holds one 64 x 128
+// accumulator (dq in the lower half, dk in the upper) instead of both. H100, ncu at (1, 65536, 2, 8):
+// 8 warps (211 registers) 6.79 ms, 27% of the issue slots used, 7.5 cycles per issued instruction per
+// warp (long scoreboard 2.3, wait 1.5); 16 warps (128 registers, ~50 bytes of spill) 6.29 ms, 12.2
+// cycles (barrier 0.4 -> 2.3: uneven halves); backward 24.89 -> 23.96 ms at (4, 8192, 32, 32) (s13 call
+// 1). The row pass on the upper half beside the lower half's products (it was on the lower half alone,
+// between two barriers): backward 1.02-1.03x on the four issue shapes (s13 call 3, with the S0 / dh
+// prefetch moved after the wait).
 constexpr int kThreadsGrad = 2 * kThreadsChunk;
+
+// A barrier of chunk_grad's upper half (warps 8-15) alone (barrier 1; __syncthreads is barrier 0).
+__device__ __forceinline__ void sync_upper_half() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreadsChunk) : "memory"); }
 
 __global__ void __launch_bounds__(kThreadsGrad) chunk_grad_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
@@ -719,9 +724,9 @@ __global__ void __launch_bounds__(kThreadsGrad) chunk_grad_kernel(const LinearBa
     s.gam[tid] = expf(s.g[tid]);
     s.d[tid] = expf(s.g[kC - 1] - s.g[tid]);
   }
-  // Row partials (the lower half: 4 threads a row, kGradSlice / 4 columns each) and the thread's share of
+  // Row partials (the upper half: 4 threads a row, kGradSlice / 4 columns each) and the thread's share of
   // <dh, S0> (lower half).
-  const int row = tid / 4, quarter = tid % 4;
+  const int half_tid = tid % kThreadsChunk, row = half_tid / 4, quarter = tid % 4;
   float dbeta_part = 0.0f, t4_part = 0.0f, t3_part = 0.0f, dh_s0 = 0.0f;
   // Lower: dO S0^T; upper: -Gamma dR S0^T + diag(d) U dh^T; accumulated over the value steps in registers.
   using KeyTile = MmaTile<kC, kKey>;
@@ -729,7 +734,7 @@ __global__ void __launch_bounds__(kThreadsGrad) chunk_grad_kernel(const LinearBa
   acc.zero();
   for (int step = 0; step < value_steps; ++step) {
     const int col0 = step * kGradSlice;
-    __syncthreads();  // the previous step's GEMMs are done with the tiles (and with the other S0 / dh buffer)
+    __syncthreads();  // the previous step's GEMMs are done with the tiles
     const std::int64_t rows_at = ch * kC * value_pad + col0;
     const auto& s0 = st.s0[step % 2];
     const auto& dh = st.dh[step % 2];
@@ -740,10 +745,13 @@ __global__ void __launch_bounds__(kThreadsGrad) chunk_grad_kernel(const LinearBa
     load_token_tile<kGradSlice, kThreadsGrad>(&st.r[0][0], kLdGrad, p, c.v, place.token0, place.rows, j, col0, nullptr);
     load_token_tile<kGradSlice, kThreadsGrad>(&st.o[0][0], kLdGrad, p, p.dout, place.token0, place.rows, j, col0,
                                               nullptr);
-    const bool ahead = step + 1 < value_steps;
-    if (ahead) issue_state_tiles(step + 1);  // the last group, left in flight by the wait below
-    if (ahead) cp_async_wait_group<1>(); else cp_async_wait_all();
+    cp_async_wait_all();  // this step's tiles, and its S0 and dh (issued during the previous step)
     __syncthreads();
+    // The next step's S0 and dh into the other buffer (every thread is past the previous step, its last
+    // reader), in flight during this step's products. Neither place has paid on the H100: issued with the
+    // step's other tiles, 0.4-1.1% slower than one buffer (s13 call 1); issued here, 0.3-1.6% slower than
+    // that (call 3). One buffer with the row pass moved was not measured (NOTES.md, "GPU backward").
+    if (step + 1 < value_steps) issue_state_tiles(step + 1);
     if (lower) {
       gemm_tc<kC, kGradSlice, kC>([&](int i, int m) { return s.t[m][i]; }, [&](int m, int jj) { return st.du[m][jj]; },
                                   [&](int i, int jj, float v) { st.y[i][jj] = v; });
@@ -754,31 +762,8 @@ __global__ void __launch_bounds__(kThreadsGrad) chunk_grad_kernel(const LinearBa
                                     [&](int i, int jj, float v) { st.ks[i][jj] = v; });
     }
     __syncthreads();
-    if (lower) {
-      // R = V - Gamma K S0; dbeta += Y . R; dv = beta Y; t4 = -gam k . (S0 dR) = (K S0) . X1;
-      // t3 = d k . (dh U) = (dU - P^T dO) . U.  Then X1 = -gam beta Y into r, X2 = d U into ks.
-      const int i = row;
-      const float gam = s.gam[i], beta = s.beta[i], d = s.d[i];
-      const std::int64_t token = place.token0 + i;
-#pragma unroll
-      for (int q4 = 0; q4 < kGradSlice / 4; ++q4) {
-        const int col = quarter * (kGradSlice / 4) + q4, column = col0 + col;
-        const float y = st.y[i][col], ks = st.ks[i][col];
-        const float r = st.r[i][col] - gam * ks;
-        const float x1 = -gam * beta * y;
-        dbeta_part = fmaf(y, r, dbeta_part);
-        t4_part = fmaf(ks, x1, t4_part);
-        t3_part = fmaf(st.du[i][col] - st.pdo[i][col], st.u[i][col], t3_part);  // dU - P^T dO = diag(d) K dh
-        st.r[i][col] = x1;
-        st.ks[i][col] = d * st.u[i][col];
-        if (i < place.rows && column < c.value_dim) {
-          store_element(p.dv.data,
-                        token_offset(p, token, p.dv.batch_stride, p.dv.token_stride) + j * p.dv.head_stride + column,
-                        c.io_element, beta * y);
-        }
-      }
-    }
-    __syncthreads();
+    // Lower: dO U^T, Y U^T and the dq accumulation (none reads what the row pass writes); upper: the row
+    // pass, then the dk accumulations over its X1 and X2 after a barrier of the upper half alone.
     if (lower) {
       const bool first = step == 0;
       gemm_tc<kC, kC, kGradSlice>([&](int i, int m) { return st.o[i][m]; }, [&](int m, int jj) { return st.u[jj][m]; },
@@ -787,6 +772,28 @@ __global__ void __launch_bounds__(kThreadsGrad) chunk_grad_kernel(const LinearBa
                                   [&](int i, int jj, float v) { s.yu[i][jj] = first ? v : s.yu[i][jj] + v; });
       mma_tc<kGradSlice>(acc, [&](int i, int m) { return st.o[i][m]; }, [&](int m, int e) { return s0[e][m]; });
     } else {
+      // R = V - Gamma K S0; dbeta += Y . R; dv = beta Y; t4 = -gam k . (S0 dR) = (K S0) . X1;
+      // t3 = d k . (dh U) = (dU - P^T dO) . U.  Then X1 = -gam beta Y into r, X2 = d U into ks.
+      const float gam = s.gam[row], beta = s.beta[row], d = s.d[row];
+      const std::int64_t token = place.token0 + row;
+#pragma unroll
+      for (int q4 = 0; q4 < kGradSlice / 4; ++q4) {
+        const int col = quarter * (kGradSlice / 4) + q4, column = col0 + col;
+        const float y = st.y[row][col], ks = st.ks[row][col];
+        const float r = st.r[row][col] - gam * ks;
+        const float x1 = -gam * beta * y;
+        dbeta_part = fmaf(y, r, dbeta_part);
+        t4_part = fmaf(ks, x1, t4_part);
+        t3_part = fmaf(st.du[row][col] - st.pdo[row][col], st.u[row][col], t3_part);  // dU - P^T dO = diag(d) K dh
+        st.r[row][col] = x1;
+        st.ks[row][col] = d * st.u[row][col];
+        if (row < place.rows && column < c.value_dim) {
+          store_element(p.dv.data,
+                        token_offset(p, token, p.dv.batch_stride, p.dv.token_stride) + j * p.dv.head_stride + column,
+                        c.io_element, beta * y);
+        }
+      }
+      sync_upper_half();
       mma_tc<kGradSlice>(acc, [&](int i, int m) { return st.r[i][m]; }, [&](int m, int e) { return s0[e][m]; });
       mma_tc<kGradSlice>(acc, [&](int i, int m) { return st.ks[i][m]; }, [&](int m, int e) { return dh[e][m]; });
     }
@@ -806,7 +813,7 @@ __global__ void __launch_bounds__(kThreadsGrad) chunk_grad_kernel(const LinearBa
   t3_part += __shfl_xor_sync(0xffffffffu, t3_part, 2);
   dh_s0 = warp_sum(dh_s0);
   __syncthreads();  // the slice tiles are free; q goes over them
-  if (lower && quarter == 0) {
+  if (!lower && quarter == 0) {
     s.dbeta[row] = dbeta_part;
     s.dg[row] = t4_part - t3_part;
     s.t3[row] = t3_part;
