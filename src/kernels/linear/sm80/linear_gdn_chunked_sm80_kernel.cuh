@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "device/kernel_attributes.cuh"
+#include "kernels/linear/sm80/linear_chunk_output_sm80.cuh"
 #include "kernels/linear/sm80/linear_gdn_plan.h"
 #include "kernels/linear/sm80/linear_wmma_sm80.cuh"
 #include "kernels/linear/sm80/linear_mma_sm80.cuh"
@@ -566,9 +567,8 @@ __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kern
 // MMAs, rather than share them through shared memory and a barrier), masked and decayed in fp32 and split
 // into the P pair straight from the accumulators into A fragments; Q S in fp32 times scale exp(G_t) per
 // row (q Gamma is not rounded to Element first); then P v_new with the pair from the state pass.
-// ~103 KB of shared memory: 2 CTAs (16 warps) per SM.
-constexpr int kOutputColumns = 128;
-constexpr int kOutputThreads = 256;
+// ~103 KB of shared memory: 2 CTAs (16 warps) per SM. The parts it shares with KDA's output kernel are in
+// linear_chunk_output_sm80.cuh.
 
 template <typename Element>
 struct OutputShared {
@@ -590,7 +590,6 @@ __global__ void __launch_bounds__(kOutputThreads, 2) linear_gdn_output_kernel(Li
   using Shared = OutputShared<Element>;
   constexpr int kLdKey = Shared::kLdKey;
   constexpr int kLdValue = Shared::kLdValue;
-  constexpr int kPieces = kOutputColumns / 8;  // 16-byte pieces of a row of S or v_new
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
   const LinearCommonParams& c = params.common;
@@ -617,34 +616,8 @@ __global__ void __launch_bounds__(kOutputThreads, 2) linear_gdn_output_kernel(Li
   load_rows<Element, kKeyPad, kOutputThreads>(sm.q, kLdKey, q_base, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
   load_rows<Element, kKeyPad, kOutputThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
   cp_async_commit();
-  {
-    const int width = ws.value_pad - col0 < kOutputColumns ? ws.value_pad - col0 : kOutputColumns;
-    const Element* h_ws = static_cast<const Element*>(ws.h) + sh * kKeyPad * ws.value_pad + col0;
-    for (int e = tid; e < kKeyPad * kPieces; e += kOutputThreads) {
-      const int r = e / kPieces;
-      const int j = (e % kPieces) * 8;
-      Element* d = &sm.state[r * kLdValue + j];
-      if (j < width) cp_async_16(d, h_ws + r * ws.value_pad + j);
-      else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-    }
-    const std::int64_t v_at = sh * kChunk * ws.value_pad + col0;
-    const Element* v_hi = static_cast<const Element*>(ws.v_new) + v_at;
-    const Element* v_lo = static_cast<const Element*>(ws.v_new_lo) + v_at;
-    for (int e = tid; e < kChunk * kPieces; e += kOutputThreads) {
-      const int r = e / kPieces;
-      const int j = (e % kPieces) * 8;
-      Element* d_hi = &sm.v_new[r * kLdValue + j];
-      Element* d_lo = &sm.v_new_lo[r * kLdValue + j];
-      if (j < width) {
-        cp_async_16(d_hi, v_hi + r * ws.value_pad + j);
-        cp_async_16(d_lo, v_lo + r * ws.value_pad + j);
-      } else {
-        *reinterpret_cast<uint4*>(d_hi) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(d_lo) = make_uint4(0, 0, 0, 0);
-      }
-    }
-    cp_async_commit();
-  }
+  load_state_and_v_new<Element>(sm.state, sm.v_new, sm.v_new_lo, kLdValue, ws, sh, col0);
+  cp_async_commit();
   if (tid < kChunk) sm.gate[tid] = ws.gate[sh * kChunk + tid];
   cp_async_wait_group<1>();  // q and k; S and v_new may still be in flight
   __syncthreads();
@@ -708,8 +681,7 @@ __global__ void __launch_bounds__(kOutputThreads, 2) linear_gdn_output_kernel(Li
     split_pair<Element>(x1[0], x1[1], &p_hi[j / 2][at + 1], &p_lo[j / 2][at + 1]);
   }
 
-  // O = diag(scale f_q exp(G)) (Q S) + P v_new, with P v_new = P_hi v_hi + P_lo v_hi + P_hi v_lo (the lo x lo
-  // term is below Element's rounding of O).
+  // O = diag(scale f_q exp(G)) (Q S) + P v_new.
   const float out0 = factor0 * __expf(gate0);
   const float out1 = factor1 * __expf(gate1);
 #pragma unroll
@@ -722,45 +694,12 @@ __global__ void __launch_bounds__(kOutputThreads, 2) linear_gdn_output_kernel(Li
 #pragma unroll
   for (int kk = 0; kk < kChunk / kTile; ++kk) {
     if (kk > row_tile) continue;  // P is lower triangular
-#pragma unroll
-    for (int np = 0; np < 4; ++np) {
-      const int at = kk * kTile * kLdValue + column0 + np * kTile;
-      unsigned b[4], b_lo[4];
-      load_b_kn(b, sm.v_new + at, kLdValue);
-      load_b_kn(b_lo, sm.v_new_lo + at, kLdValue);
-      mma_16x8x16<Element>(o[2 * np], p_hi[kk], b[0], b[1]);
-      mma_16x8x16<Element>(o[2 * np], p_lo[kk], b[0], b[1]);
-      mma_16x8x16<Element>(o[2 * np], p_hi[kk], b_lo[0], b_lo[1]);
-      mma_16x8x16<Element>(o[2 * np + 1], p_hi[kk], b[2], b[3]);
-      mma_16x8x16<Element>(o[2 * np + 1], p_lo[kk], b[2], b[3]);
-      mma_16x8x16<Element>(o[2 * np + 1], p_hi[kk], b_lo[2], b_lo[3]);
-    }
+    add_p_times_v_new<Element>(o, p_hi[kk], p_lo[kk], sm.v_new, sm.v_new_lo, kLdValue, kk, column0);
   }
 
   // O through shared memory (over q) so that the global stores are 16-byte rows pieces.
-  __syncthreads();  // every warp has read q
-  Element* stage = sm.q;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int col = column0 + j * 8 + t2;
-    *reinterpret_cast<unsigned*>(stage + row0 * kLdKey + col) = pack_pair<Element>(o[j][0], o[j][1]);
-    *reinterpret_cast<unsigned*>(stage + row1 * kLdKey + col) = pack_pair<Element>(o[j][2], o[j][3]);
-  }
-  __syncthreads();
   Element* o_base = static_cast<Element*>(c.out_data) + place.batch * c.out.batch_stride + t0 * c.out.token_stride + hv * c.out.head_stride;
-  for (int e = tid; e < kChunk * kPieces; e += kOutputThreads) {
-    const int t = e / kPieces;
-    const int j = (e % kPieces) * 8;
-    const int col = col0 + j;
-    if (t >= rows || col >= c.value_dim) continue;
-    Element* dst = o_base + t * c.out.token_stride + col;
-    const Element* src = stage + t * kLdKey + j;
-    if (col + 8 <= c.value_dim && reinterpret_cast<std::uintptr_t>(dst) % 16 == 0) {
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    } else {
-      for (int u = 0; u < 8 && col + u < c.value_dim; ++u) dst[u] = src[u];
-    }
-  }
+  store_output<Element>(o, sm.q, kLdKey, o_base, c.out.token_stride, c.value_dim, rows, col0, row0, column0, t2);
 }
 
 // ---- launchers -----------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@
 #include <cstdint>
 
 #include "device/kernel_attributes.cuh"
+#include "kernels/linear/sm80/linear_chunk_output_sm80.cuh"
 #include "kernels/linear/sm80/linear_gdn_chunked_sm80_kernel.cuh"
 #include "kernels/linear/sm80/linear_kda_plan.h"
 #include "kernels/linear/sm80/linear_mma_sm80.cuh"
@@ -636,14 +637,12 @@ __global__ void __launch_bounds__(kda_state_threads<kSlice>()) linear_kda_state_
 // One CTA per (chunk slot, value head, 128 value columns), 8 warps: warp w owns rows 16 (w % 4) .. + 15 of
 // the chunk and value columns 64 (w / 4) .. + 63 of the CTA's 128. O = (scale q Gamma) S + P v_new with
 // P's pair (from the prep) times v_new's pair (hi hi, lo hi, hi lo). ~103 KB of shared memory: 2 CTAs
-// (16 warps) per SM.
-constexpr int kKdaOutputColumns = 128;
-constexpr int kKdaOutputThreads = 256;
-
+// (16 warps) per SM. The loads of S and v_new, P v_new and the stores are GDN's
+// (linear_chunk_output_sm80.cuh).
 template <typename Element>
 struct KdaOutputShared {
   static constexpr int kLdKey = kKeyPad + 8;  // rows 272 bytes apart: the 8 rows of an ldmatrix hit distinct banks
-  static constexpr int kLdValue = kKdaOutputColumns + 8;
+  static constexpr int kLdValue = kOutputColumns + 8;
   static constexpr int kLdChunk = kChunk + 8;
   alignas(128) Element q[kChunk * kLdKey];  // scale q Gamma; after the products, O staged for the stores
   alignas(128) Element p[kChunk * kLdChunk];     // hi part
@@ -655,13 +654,12 @@ struct KdaOutputShared {
 static_assert(sizeof(KdaOutputShared<__nv_bfloat16>) == kda_output_shared_bytes(), "linear_kda_plan.h's size of output");
 
 template <typename Element>
-__global__ void __launch_bounds__(kKdaOutputThreads, 2) linear_kda_output_kernel(LinearForwardParams params) {
+__global__ void __launch_bounds__(kOutputThreads, 2) linear_kda_output_kernel(LinearForwardParams params) {
   using Shared = KdaOutputShared<Element>;
-  constexpr int kThreads = kKdaOutputThreads;
+  constexpr int kThreads = kOutputThreads;
   constexpr int kLdKey = Shared::kLdKey;
   constexpr int kLdValue = Shared::kLdValue;
   constexpr int kLdChunk = Shared::kLdChunk;
-  constexpr int kPieces = kKdaOutputColumns / 8;  // 16-byte pieces of a row of S or v_new
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
   const LinearCommonParams& c = params.common;
@@ -670,9 +668,9 @@ __global__ void __launch_bounds__(kKdaOutputThreads, 2) linear_kda_output_kernel
   const int warp = tid >> 5;
   const int lane = tid & 31;
 
-  const int blocks = (ws.value_pad + kKdaOutputColumns - 1) / kKdaOutputColumns;
+  const int blocks = (ws.value_pad + kOutputColumns - 1) / kOutputColumns;
   const std::int64_t slot = blockIdx.x / blocks;
-  const int col0 = static_cast<int>(blockIdx.x % blocks) * kKdaOutputColumns;
+  const int col0 = static_cast<int>(blockIdx.x % blocks) * kOutputColumns;
   SlotPlace place;
   if (!locate_slot(params, slot, &place)) return;
   const int hv = blockIdx.y;
@@ -697,31 +695,7 @@ __global__ void __launch_bounds__(kKdaOutputThreads, 2) linear_kda_output_kernel
       cp_async_16(&sm.p[r * kLdChunk + j], p_hi + r * kChunk + j);
       cp_async_16(&sm.p_lo[r * kLdChunk + j], p_lo + r * kChunk + j);
     }
-    const int width = ws.value_pad - col0 < kKdaOutputColumns ? ws.value_pad - col0 : kKdaOutputColumns;
-    const Element* h_ws = static_cast<const Element*>(ws.h) + sh * kKeyPad * ws.value_pad + col0;
-    for (int e = tid; e < kKeyPad * kPieces; e += kThreads) {
-      const int r = e / kPieces;
-      const int j = (e % kPieces) * 8;
-      Element* d = &sm.state[r * kLdValue + j];
-      if (j < width) cp_async_16(d, h_ws + r * ws.value_pad + j);
-      else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-    }
-    const std::int64_t v_at = sh * kChunk * ws.value_pad + col0;
-    const Element* v_hi = static_cast<const Element*>(ws.v_new) + v_at;
-    const Element* v_lo = static_cast<const Element*>(ws.v_new_lo) + v_at;
-    for (int e = tid; e < kChunk * kPieces; e += kThreads) {
-      const int r = e / kPieces;
-      const int j = (e % kPieces) * 8;
-      Element* d_hi = &sm.v_new[r * kLdValue + j];
-      Element* d_lo = &sm.v_new_lo[r * kLdValue + j];
-      if (j < width) {
-        cp_async_16(d_hi, v_hi + r * ws.value_pad + j);
-        cp_async_16(d_lo, v_lo + r * ws.value_pad + j);
-      } else {
-        *reinterpret_cast<uint4*>(d_hi) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(d_lo) = make_uint4(0, 0, 0, 0);
-      }
-    }
+    load_state_and_v_new<Element>(sm.state, sm.v_new, sm.v_new_lo, kLdValue, ws, sh, col0);
     cp_async_commit();
   }
   cp_async_wait_all();
@@ -732,7 +706,6 @@ __global__ void __launch_bounds__(kKdaOutputThreads, 2) linear_kda_output_kernel
   const int g = lane >> 2;
   const int t2 = (lane & 3) * 2;
   const int row0 = row_tile * kTile + g;  // the thread's accumulator rows: row0 and row0 + 8
-  const int row1 = row0 + 8;
 
   // O = (scale q Gamma) S over the 8 k-steps of K, then + P v_new (P is lower triangular: k-steps 0 ..
   // row_tile), P v_new = P_hi v_hi + P_lo v_hi + P_hi v_lo (the lo x lo term is below Element's rounding of O).
@@ -756,45 +729,11 @@ __global__ void __launch_bounds__(kKdaOutputThreads, 2) linear_kda_output_kernel
     unsigned p_hi[4], p_lo[4];
     load_a(p_hi, sm.p + row_tile * kTile * kLdChunk + kk * kTile, kLdChunk);
     load_a(p_lo, sm.p_lo + row_tile * kTile * kLdChunk + kk * kTile, kLdChunk);
-#pragma unroll
-    for (int np = 0; np < 4; ++np) {
-      const int at = kk * kTile * kLdValue + column0 + np * kTile;
-      unsigned b[4], b_lo[4];
-      load_b_kn(b, sm.v_new + at, kLdValue);
-      load_b_kn(b_lo, sm.v_new_lo + at, kLdValue);
-      mma_16x8x16<Element>(o[2 * np], p_hi, b[0], b[1]);
-      mma_16x8x16<Element>(o[2 * np], p_lo, b[0], b[1]);
-      mma_16x8x16<Element>(o[2 * np], p_hi, b_lo[0], b_lo[1]);
-      mma_16x8x16<Element>(o[2 * np + 1], p_hi, b[2], b[3]);
-      mma_16x8x16<Element>(o[2 * np + 1], p_lo, b[2], b[3]);
-      mma_16x8x16<Element>(o[2 * np + 1], p_hi, b_lo[2], b_lo[3]);
-    }
+    add_p_times_v_new<Element>(o, p_hi, p_lo, sm.v_new, sm.v_new_lo, kLdValue, kk, column0);
   }
 
-  // O through shared memory (over q) so that the global stores are 16-byte row pieces.
-  __syncthreads();  // every warp has read q
-  Element* stage = sm.q;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int col = column0 + j * 8 + t2;
-    *reinterpret_cast<unsigned*>(stage + row0 * kLdKey + col) = pack_pair<Element>(o[j][0], o[j][1]);
-    *reinterpret_cast<unsigned*>(stage + row1 * kLdKey + col) = pack_pair<Element>(o[j][2], o[j][3]);
-  }
-  __syncthreads();
   Element* o_base = static_cast<Element*>(c.out_data) + place.batch * c.out.batch_stride + t0 * c.out.token_stride + hv * c.out.head_stride;
-  for (int e = tid; e < kChunk * kPieces; e += kThreads) {
-    const int t = e / kPieces;
-    const int j = (e % kPieces) * 8;
-    const int col = col0 + j;
-    if (t >= rows || col >= c.value_dim) continue;
-    Element* dst = o_base + t * c.out.token_stride + col;
-    const Element* src = stage + t * kLdKey + j;
-    if (col + 8 <= c.value_dim && reinterpret_cast<std::uintptr_t>(dst) % 16 == 0) {
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    } else {
-      for (int u = 0; u < 8 && col + u < c.value_dim; ++u) dst[u] = src[u];
-    }
-  }
+  store_output<Element>(o, sm.q, kLdKey, o_base, c.out.token_stride, c.value_dim, rows, col0, row0, column0, t2);
 }
 
 // ---- launchers -----------------------------------------------------------------------------------------
@@ -825,9 +764,9 @@ cudaError_t launch_linear_kda_output(const LinearForwardParams& params, cudaStre
   constexpr auto kernel = &linear_kda_output_kernel<Element>;
   const int bytes = static_cast<int>(sizeof(KdaOutputShared<Element>));
   if (cudaError_t status = device::ensure_dynamic_shared_memory<kernel>(bytes); status != cudaSuccess) return status;
-  const std::int64_t blocks = (params.chunk.value_pad + kKdaOutputColumns - 1) / kKdaOutputColumns;
+  const std::int64_t blocks = (params.chunk.value_pad + kOutputColumns - 1) / kOutputColumns;
   const dim3 grid(static_cast<unsigned>(params.chunk.slots * blocks), params.common.heads_v);
-  kernel<<<grid, kKdaOutputThreads, bytes, stream>>>(params);
+  kernel<<<grid, kOutputThreads, bytes, stream>>>(params);
   return cudaGetLastError();
 }
 
