@@ -23,24 +23,38 @@ TEST(LinearGdnPlan, SliceFollowsTheGrid) {
   EXPECT_EQ(gdn_state_slice(1, 1, 100, 132), 16);
 }
 
+TEST(LinearGdnPlan, ForwardTakesSlicesOf64WhereTheGridFillsTheSms) {
+  // 256 and 1024 CTAs of 64 columns; 64 at (1, 32768, 16, 32) would leave SMs idle, so 32 there.
+  EXPECT_EQ(gdn_forward_state_slice(4, 32, 128, 132), 64);
+  EXPECT_EQ(gdn_forward_state_slice(1, 32, 128, 132), 32);
+  EXPECT_EQ(gdn_forward_state_slice(8, 64, 128, 132), 64);
+  EXPECT_EQ(gdn_forward_state_slice(1, 8, 128, 132), 16);
+  // V = 100 pads to 128 columns either way; V = 96 and V = 32 would pad a slice of 64.
+  EXPECT_EQ(gdn_forward_state_slice(4, 32, 100, 132), 64);
+  EXPECT_EQ(gdn_forward_state_slice(8, 32, 96, 132), 32);
+  EXPECT_EQ(gdn_forward_state_slice(16, 32, 32, 132), 32);
+}
+
 TEST(LinearGdnPlan, SharedMemoryOfEachKernel) {
   EXPECT_EQ(gdn_prep_shared_bytes(), 53760u);
   EXPECT_EQ(gdn_state_shared_bytes(16), 132864u);
   EXPECT_EQ(gdn_state_shared_bytes(32), 109056u);
+  EXPECT_EQ(gdn_state_shared_bytes(64), 141824u);
   EXPECT_EQ(gdn_output_shared_bytes(), 105216u);
 }
 
 TEST(LinearGdnPlan, FitsSm80AndSm90) {
   for (const std::int64_t optin : {kSm80, kSm90}) {
-    EXPECT_EQ(gdn_forward_plan(4, 32, 128, 132, optin), 32);
+    EXPECT_EQ(gdn_forward_plan(4, 32, 128, 132, optin), 64);
+    EXPECT_EQ(gdn_forward_plan(1, 32, 128, 132, optin), 32);
     EXPECT_EQ(gdn_forward_plan(1, 8, 128, 132, optin), 16);
   }
-  EXPECT_EQ(gdn_forward_plan(4, 32, 128, 108, kSm80), 32);
+  EXPECT_EQ(gdn_forward_plan(4, 32, 128, 108, kSm80), 64);
   EXPECT_EQ(gdn_forward_plan(1, 1, 64, 108, kSm80), 16);
 }
 
 TEST(LinearGdnPlan, RefusesWhereABlockHas99KB) {
-  // The state pass (either slice) and the output kernel exceed 99 KB: the host returns NotImplemented
+  // The state pass (any slice) and the output kernel exceed 99 KB: the host returns NotImplemented
   // before any launch (linear_sm80.cpp) instead of a launch error.
   EXPECT_EQ(gdn_forward_plan(4, 32, 128, 84, kSm86), 0);
   EXPECT_EQ(gdn_forward_plan(1, 8, 128, 84, kSm86), 0);

@@ -21,7 +21,11 @@ cudaError_t launch_gdn(const LinearForwardParams& params, int sm_count, cudaStre
   const bool chunks = params.chunk.slots > 0;
   cudaError_t status = chunks ? launch_linear_gdn_prep<Element>(params, stream) : cudaSuccess;
   if (status != cudaSuccess) return status;
-  status = gdn_state_slice(params, sm_count) == 32 ? launch_linear_gdn_state<Element, 32>(params, stream) : launch_linear_gdn_state<Element, 16>(params, stream);
+  switch (sm80::gdn_forward_state_slice(params.num_sequences, params.common.heads_v, params.common.value_dim, sm_count)) {
+    case 64: status = launch_linear_gdn_state<Element, 64>(params, stream); break;
+    case 32: status = launch_linear_gdn_state<Element, 32>(params, stream); break;
+    default: status = launch_linear_gdn_state<Element, 16>(params, stream); break;
+  }
   if (status != cudaSuccess) return status;
   return chunks ? launch_linear_gdn_output<Element>(params, stream) : cudaSuccess;
 }

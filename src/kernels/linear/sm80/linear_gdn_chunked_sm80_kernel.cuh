@@ -6,7 +6,7 @@
 //          G = inclusive cumulative log decay, A[t][s] = beta_t exp(G_t - G_s) k_t . k_s (s < t),
 //          T_beta = (I + A)^-1 diag(beta) (fp32 substitution), and writes
 //          w_neg = -T_beta (k Gamma), the (L2-normalised) k, u = T_beta v (fp32), G.
-//   state  (grid: sequence x value head x slice of 16 or 32 value columns) walks the chunks in order
+//   state  (grid: sequence x value head x slice of 16, 32 or 64 value columns) walks the chunks in order
 //          with its fp32 state slice S in accumulator registers: v_new = u + w_neg S, S <- exp(G_last) S +
 //          k^T (exp(G_last - G) v_new); it writes S at each chunk's start (Element) and v_new (as the
 //          pair hi + lo of Element values, below). Per chunk that is two small GEMMs and two barriers,
@@ -333,7 +333,8 @@ constexpr int state_threads() {
 }
 // Slices of 16 run one CTA per SM (linear_forward_sm80_launch.cu), so the shared memory of a third stage
 // (~133 KB in all) costs no occupancy there and keeps two chunks' operands in flight; slices of 32 keep
-// two stages (~107 KB) for 2 CTAs per SM.
+// two stages (~107 KB) for 2 CTAs per SM; slices of 64 (16 warps, one CTA per SM by registers) two
+// (~138.5 KB), which sm_80's 163 KB per block also allows.
 template <int kSlice>
 constexpr int state_stages() {
   return kSlice == 16 ? 3 : 2;
@@ -342,7 +343,7 @@ constexpr int state_stages() {
 template <typename Element, int kSlice>
 struct StateShared {
   static constexpr int kLdKey = kKeyPad + 8;
-  static constexpr int kLdSlice = kSlice + 8;  // rows 48 / 80 bytes apart: ldmatrix rows in distinct banks
+  static constexpr int kLdSlice = kSlice + 8;  // rows 48 / 80 / 144 bytes apart: ldmatrix rows in distinct banks
   static constexpr int kLdSliceF = kSlice + 4;
   static constexpr int kStages = state_stages<kSlice>();
   alignas(128) Element w[kStages][kChunk * kLdKey];  // w_neg, one buffer per stage
@@ -355,6 +356,7 @@ struct StateShared {
 };
 static_assert(sizeof(StateShared<__nv_bfloat16, 16>) == gdn_state_shared_bytes(16), "linear_gdn_plan.h's size");
 static_assert(sizeof(StateShared<__half, 32>) == gdn_state_shared_bytes(32), "linear_gdn_plan.h's size");
+static_assert(sizeof(StateShared<__nv_bfloat16, 64>) == gdn_state_shared_bytes(64), "linear_gdn_plan.h's size");
 
 template <typename Element, int kSlice>
 __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kernel(LinearForwardParams params) {
@@ -493,25 +495,42 @@ __global__ void __launch_bounds__(state_threads<kSlice>()) linear_gdn_state_kern
       mma_16x8x16<Element>(v[kk & 1][1], a, b[2], b[3]);
     }
     // v_new as hi + lo to the workspace (the output kernel's operand pair) and, times exp(G_last - G),
-    // to shared memory (the update's).
+    // to shared memory (the update's). A quad's lanes hold columns 2 t2.., 2 t2 + 8.. of the warp's 16;
+    // two shuffles per word give lane t columns 4 t .. 4 t + 3, so a quad stores a token row's 32 bytes
+    // of hi (and of lo) as four 8-byte pieces, whole 32-byte sectors: as 4-byte pieces (two n-tiles, two
+    // half sectors) these stores cost twice their bytes in L2 traffic (run 8's ncu: the pass moved 7.2 GB
+    // through L2 at (4, 8192, 32, 32), 84% of its rate).
     const float g_last = sm.gate[buf][kChunk - 1];
     const float tail[2] = {__expf(g_last - sm.gate[buf][token0]), __expf(g_last - sm.gate[buf][token0 + 8])};
     Element* v_hi_ws = static_cast<Element*>(ws.v_new);
     Element* v_lo_ws = static_cast<Element*>(ws.v_new_lo);
+    const int quad = lane & 3;
+    const int from = (lane & ~3) | ((quad & 1) << 1) | (quad >> 1);  // lane t's first source in the quad
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const int col = column0 + nt * 8 + t2;
+    for (int half = 0; half < 2; ++half) {
+      const int token = token0 + half * 8;
+      unsigned hi[2], lo[2];
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int token = token0 + half * 8;
+      for (int nt = 0; nt < 2; ++nt) {
+        const int col = column0 + nt * 8 + t2;
         const float x0 = v[0][nt][half * 2] + v[1][nt][half * 2];
         const float x1 = v[0][nt][half * 2 + 1] + v[1][nt][half * 2 + 1];
-        const std::int64_t global = (sh * kChunk + token) * ws.value_pad + col0 + col;
-        split_pair<Element>(x0, x1, reinterpret_cast<unsigned*>(v_hi_ws + global), reinterpret_cast<unsigned*>(v_lo_ws + global));
+        split_pair<Element>(x0, x1, &hi[nt], &lo[nt]);
         const int at = token * kLdSlice + col;
         split_pair<Element>(x0 * tail[half], x1 * tail[half], reinterpret_cast<unsigned*>(sm.v_new + at),
                             reinterpret_cast<unsigned*>(sm.v_new_lo + at));
       }
+      // Lane s offers n-tile s & 1 to the first shuffle and the other to the second; lanes 2 and 3 of a
+      // quad receive their pieces' words in the opposite order.
+      const bool odd = (quad & 1) != 0;  // selects, not indexing: the arrays stay in registers
+      const unsigned hi_a = __shfl_sync(0xffffffffu, odd ? hi[1] : hi[0], from);
+      const unsigned hi_b = __shfl_sync(0xffffffffu, odd ? hi[0] : hi[1], from ^ 1);
+      const unsigned lo_a = __shfl_sync(0xffffffffu, odd ? lo[1] : lo[0], from);
+      const unsigned lo_b = __shfl_sync(0xffffffffu, odd ? lo[0] : lo[1], from ^ 1);
+      const bool swap = quad >= 2;
+      const std::int64_t global = (sh * kChunk + token) * ws.value_pad + col0 + column0 + 4 * quad;
+      *reinterpret_cast<uint2*>(v_hi_ws + global) = swap ? make_uint2(hi_b, hi_a) : make_uint2(hi_a, hi_b);
+      *reinterpret_cast<uint2*>(v_lo_ws + global) = swap ? make_uint2(lo_b, lo_a) : make_uint2(lo_a, lo_b);
     }
     __syncthreads();
 

@@ -22,6 +22,19 @@ constexpr int gdn_state_slice(std::int64_t num_sequences, std::int64_t heads_v, 
   return 2 * ctas32 <= sm_count ? 16 : 32;
 }
 
+// The GDN forward's slice (KDA's state pass has no slice of 64): slices of 64 (16 warps, one CTA per SM
+// by registers) where that grid still gives every SM a CTA and adds no padding columns. Each chunk's
+// w_neg and k (32 KB) are read once per slice CTA, so at (4, 8192, 32, 32) slices of 32 read 128 KB of
+// them per chunk and value head, slices of 64 read 64 KB; the slice-32 pass moved 7.2 GB through L2 at
+// 84% of its rate there (H100, ncu, 2026-11-26 run 8), two CTAs of 8 warps per SM.
+constexpr int gdn_forward_state_slice(std::int64_t num_sequences, std::int64_t heads_v, std::int64_t value_dim,
+                                      std::int64_t sm_count) {
+  const int slice = gdn_state_slice(num_sequences, heads_v, value_dim, sm_count);
+  const std::int64_t ctas64 = num_sequences * heads_v * ((value_dim + 63) / 64);
+  const bool no_padding = (value_dim + 63) / 64 * 2 == (value_dim + 31) / 32;
+  return slice == 32 && no_padding && ctas64 >= sm_count ? 64 : slice;
+}
+
 // Bytes of shared memory of one CTA of each kernel (fp16 / bf16; the kernels' Shared structs, checked by
 // static_asserts beside them). Rows of 64 tokens x 128 key channels are 136 Elements apart (ldmatrix rows
 // in distinct banks).
@@ -32,7 +45,8 @@ constexpr std::size_t gdn_prep_shared_bytes() { return 2 * kGdnKeyTileBytes + 64
 
 // state: per cp.async stage the chunk's w_neg and k, its fp32 u slice [64][slice + 4] and G; S as Element
 // [128][slice + 8] and the decayed v_new pair [64][slice + 8] x 2. Slices of 16 keep three stages (they
-// run one CTA per SM): 129.75 KB; slices of 32 two (2 CTAs per SM on sm_90): 106.5 KB.
+// run one CTA per SM): 129.75 KB; slices of 32 two (2 CTAs per SM on sm_90): 106.5 KB; slices of 64 two:
+// 138.5 KB.
 constexpr std::size_t gdn_state_shared_bytes(int slice) {
   const std::size_t stages = slice == 16 ? 3 : 2;
   const std::size_t stage = 2 * kGdnKeyTileBytes + 64 * static_cast<std::size_t>(slice + 4) * 4 + 64 * 4;
@@ -44,10 +58,10 @@ constexpr std::size_t gdn_output_shared_bytes() { return 2 * kGdnKeyTileBytes + 
 
 // The state slice the launcher takes, or 0 where a kernel of the forward needs more shared memory than a
 // block may opt in to (the caller refuses the call with NotImplemented): the state and output kernels
-// need 103-130 KB, so sm_80 (163 KB) and sm_90 (227 KB) run them, sm_86 / sm_89 / sm_120 (99 KB) do not.
+// need 103-139 KB, so sm_80 (163 KB) and sm_90 (227 KB) run them, sm_86 / sm_89 / sm_120 (99 KB) do not.
 constexpr int gdn_forward_plan(std::int64_t num_sequences, std::int64_t heads_v, std::int64_t value_dim,
                                std::int64_t sm_count, std::int64_t shared_memory_per_block_optin) {
-  const int slice = gdn_state_slice(num_sequences, heads_v, value_dim, sm_count);
+  const int slice = gdn_forward_state_slice(num_sequences, heads_v, value_dim, sm_count);
   const std::size_t optin = static_cast<std::size_t>(shared_memory_per_block_optin);
   const bool fits = gdn_prep_shared_bytes() <= optin && gdn_state_shared_bytes(slice) <= optin &&
                     gdn_output_shared_bytes() <= optin;

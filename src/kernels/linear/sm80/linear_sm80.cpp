@@ -9,6 +9,7 @@
 
 #include "host/cuda_runtime.h"
 #include "host/cuda_scoped_device.h"
+#include "kernels/linear/sm80/linear_backward_plan.h"
 #include "kernels/linear/sm80/linear_backward_sm80.h"
 #include "kernels/linear/sm80/linear_gdn_plan.h"
 #include "kernels/linear/sm80/linear_kda_plan.h"
@@ -150,12 +151,13 @@ Status forward_shared_memory_fits(const LinearProblem& problem) {
   const std::string allows = " bytes of shared memory per block; cuda:" + std::to_string(problem.device.index) +
                              " allows " + std::to_string(optin);
   if (!problem.per_key_gate()) {
+    const int gdn_slice = gdn_forward_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
     if (gdn_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count, optin) != 0) {
       return Status::ok();
     }
     return {StatusCode::kNotImplemented, "linear forward (sm80): the GDN state pass (value slices of " +
-                                             std::to_string(slice) + ") and output kernels need " +
-                                             std::to_string(gdn_state_shared_bytes(slice)) + " and " +
+                                             std::to_string(gdn_slice) + ") and output kernels need " +
+                                             std::to_string(gdn_state_shared_bytes(gdn_slice)) + " and " +
                                              std::to_string(gdn_output_shared_bytes()) + allows};
   }
   if (kda_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count, optin) != 0) {
@@ -277,6 +279,24 @@ Status linear_supports_backward(const LinearProblem& problem, const LinearBackwa
   if (Status fits = grid_fits(problem, (problem.value_dim + kLinearBackwardColumns - 1) / kLinearBackwardColumns);
       !fits) {
     return fits;
+  }
+  // The chunked GDN backward's kernels against the block's opt-in shared memory (linear_backward_plan.h):
+  // chunk_grad needs 222 KB, which sm_90 gives and sm_80 (163 KB) and sm_86 / sm_89 (99 KB) do not;
+  // without this check they would fail at launch with a CUDA error.
+  if (!problem.per_key_gate()) {
+    host::CudaDeviceLimits limits;
+    if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+      return {StatusCode::kCudaError, "linear backward (sm80): " + why};
+    }
+    if (!gdn_backward_fits(limits.shared_memory_per_block_optin)) {
+      return {StatusCode::kNotImplemented,
+              "linear backward (sm80): the GDN chunked backward's chunk_prep, state passes and chunk_grad need " +
+                  std::to_string(gdn_backward_prep_shared_bytes()) + ", " +
+                  std::to_string(gdn_backward_state_shared_bytes(false)) + " and " +
+                  std::to_string(gdn_backward_grad_shared_bytes()) + " bytes of shared memory per block; cuda:" +
+                  std::to_string(problem.device.index) + " allows " +
+                  std::to_string(limits.shared_memory_per_block_optin)};
+    }
   }
   // Which of the two backward algorithms runs (see the comment above): said by explain().
   return {StatusCode::kOk, problem.per_key_gate()
