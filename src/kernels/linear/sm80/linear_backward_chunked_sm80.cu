@@ -33,6 +33,7 @@
 
 #include "device/kernel_attributes.cuh"
 #include "host/cuda_runtime.h"
+#include "kernels/linear/sm80/linear_backward_plan.h"
 #include "kernels/linear/sm80/linear_backward_sm80.cuh"
 #include "kernels/linear/sm80/linear_mma_sm80.cuh"
 #include "kernels/linear/sm80/linear_sm80_common.cuh"
@@ -334,6 +335,7 @@ struct alignas(16) PrepShared {
   float g[kC], gam[kC], beta[kC];
 };
 static_assert(sizeof(PrepShared) <= 113 * 1024, "chunk_prep must fit 2 CTAs per SM");
+static_assert(sizeof(PrepShared) == gdn_backward_prep_shared_bytes(), "linear_backward_plan.h's size of chunk_prep");
 
 __global__ void __launch_bounds__(kThreadsChunk, 2) chunk_prep_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
@@ -465,6 +467,8 @@ struct alignas(16) StateShared {
   float s[kKey][kLdSlice];
   StateChunk chunk[kPipelined ? 2 : 1];
 };
+static_assert(sizeof(StateShared<false>) == gdn_backward_state_shared_bytes(false), "linear_backward_plan.h's size");
+static_assert(sizeof(StateShared<true>) == gdn_backward_state_shared_bytes(true), "linear_backward_plan.h's size");
 
 // Offset of state element (row, column) of sequence n, value head j in a state tensor of either layout.
 __device__ __forceinline__ std::int64_t state_offset(const LinearBackwardParams& p, const LinearStateTensor& t, int n,
@@ -667,7 +671,7 @@ struct alignas(16) GradShared {
   float t2[2][kC];          // q_i . (dO S0^T)_i over each column half of dO S0^T
   float red[kThreadsChunk];
 };
-static_assert(sizeof(GradShared) <= 227 * 1024, "chunk_grad's tiles exceed a block's shared memory on sm_90");
+static_assert(sizeof(GradShared) == gdn_backward_grad_shared_bytes(), "linear_backward_plan.h's size of chunk_grad");
 
 // chunk_grad runs 16 warps (one CTA per SM, by its 222 KB of shared memory) as two halves of 8 that take
 // the independent products of a phase side by side, each on the 8-warp tiles of MmaTile: per value step
@@ -947,12 +951,14 @@ cudaError_t launch_gdn_backward_chunked(const LinearBackwardParams& p, cudaStrea
   if (cudaError_t e = launch<chunk_prep_kernel>(chunks, kThreadsChunk, sizeof(PrepShared), p, stream); e != cudaSuccess) {
     return e;
   }
-  // The state passes double-buffer their chunk loads where every CTA gets an SM of its own (StateShared).
+  // The state passes double-buffer their chunk loads where every CTA gets an SM of its own and the two
+  // buffers fit (StateShared, linear_backward_plan.h).
   int device = 0;
   host::CudaDeviceLimits limits;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   if (!host::cuda_device_limits(device, &limits)) return cudaErrorInvalidDevice;
-  const bool pipelined = static_cast<std::int64_t>(sequences.x) * sequences.y <= limits.sm_count;
+  const bool pipelined = gdn_backward_state_pipelined(static_cast<std::int64_t>(sequences.x) * sequences.y,
+                                                      limits.sm_count, limits.shared_memory_per_block_optin);
   if (cudaError_t e = pipelined ? launch<state_fwd_kernel<true>>(sequences, kThreadsState, sizeof(StateShared<true>), p, stream)
                                 : launch<state_fwd_kernel<false>>(sequences, kThreadsState, sizeof(StateShared<false>), p, stream);
       e != cudaSuccess) {
