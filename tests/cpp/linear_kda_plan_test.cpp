@@ -13,7 +13,7 @@ constexpr std::int64_t kSm86 = 99 * 1024;   // RTX 30xx, A10; sm_89 and sm_120 t
 constexpr std::int64_t kSm90 = 227 * 1024;  // H100, H200
 
 TEST(LinearKdaPlan, SharedMemoryOfEachKernel) {
-  EXPECT_EQ(kda_prep_shared_bytes(), 104192u);
+  EXPECT_EQ(kda_prep_shared_bytes(), 106240u);
   EXPECT_EQ(kda_state_shared_bytes(16), 128000u);
   EXPECT_EQ(kda_state_shared_bytes(32), 144384u);
   EXPECT_EQ(kda_output_shared_bytes(), 105472u);

@@ -6,7 +6,7 @@
 //   prep   (grid: every chunk slot x value head) from q, k, g, beta, v of one chunk:
 //          A[t][s] = beta_t sum_i k_t[i] k_s[i] exp(G_t[i] - G_s[i])   (s < t)
 //          P[t][s] = scale sum_i q_t[i] k_s[i] exp(G_t[i] - G_s[i])    (s <= t)
-//          T_beta = (I + A)^-1 diag(beta) (fp32 substitution), and writes w_neg = -T_beta (k Gamma),
+//          T_beta = (I + A)^-1 diag(beta) (fp32, by 16 x 16 blocks), and writes w_neg = -T_beta (k Gamma),
 //          u = T_beta v (fp32), the update's k exp(G_last - G) (a pair), scale q Gamma, P (a pair) and
 //          exp(G_last) [K].
 //   state  (grid: sequence x value head x slice of 16 or 32 value columns) walks the chunks in order with
@@ -14,12 +14,14 @@
 //          S <- diag(exp(G_last)) S + (k exp(G_last - G))^T v_new; writes S at each chunk's start and v_new.
 //   output (grid: every chunk slot x value head x 128 value columns) O = (scale q Gamma) S_chunk + P v_new.
 //
-// The per-key decays inside A and P are kept finite the way FLA's chunk_kda does it (sub-chunks of 16
-// tokens): a diagonal 16 x 16 block is summed on CUDA cores with a running product of per-token decays
-// (every factor <= 1, exact for any decay); an off-diagonal block (rows in sub-chunk ib, columns in an
-// earlier sub-chunk jb) goes through the tensor cores split at the reference row r = 16 ib:
-// exp(G_t - G_s) = exp(G_t - G_r) exp(G_r - G_s) with both factors <= 1 (t >= r > s). Every other
-// exponential (Gamma, exp(G_last - G), exp(G_last)) has a non-positive argument by construction.
+// The per-key decays inside A and P are kept finite by splitting each block of rows t after its columns
+// s at a reference row r between them: exp(G_t - G_s) = exp(G_t - G_r) exp(G_r - G_s) with both factors
+// <= 1 (t >= r > s), so such a block goes through the tensor cores for any decay. That covers the six
+// off-diagonal 16 x 16 blocks (r = 16 ib, as FLA's chunk_kda splits at its sub-chunks of 16 tokens) and
+// the lower-left 8 x 8 quarter of each diagonal 16 x 16 block (r = its ninth row); the eight diagonal
+// 8 x 8 blocks that remain (36 of the 2080 entries of P on and below the diagonal each) are summed on
+// CUDA cores with exp(G_t - G_s) per channel and entry. Every other exponential (Gamma, exp(G_last - G),
+// exp(G_last)) has a non-positive argument by construction.
 // tests/python/test_kda_chunk_algebra.py checks this algebra in float64 against the token recurrence.
 //
 // Precision, as in the fused walk this replaces (tested on the H100, 2026-11-26): T_beta, P, v_new, the
@@ -59,32 +61,41 @@ __device__ __forceinline__ float2 load_pair(const Element* at) {
   return unpack_pair<Element>(*reinterpret_cast<const unsigned*>(at));
 }
 
+// exp(x) for the prep's arguments, all <= 0, as a multiply and one MUFU.EX2 in its flushing form (__expf
+// adds a range test and two predicated multiplies per call to return denormals): results below 2^-126
+// (x < -87.3) become 0, an absolute change below 1.2e-38 times the operand it scales.
+__device__ __forceinline__ float exp_nonpositive(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.4426950408889634f));
+  return y;
+}
+
 // ---- prep ----------------------------------------------------------------------------------------------
 
-// 8 warps. Phases: loads (q, k by cp.async; the per-key gates through the fused gate form) -> L2 factors
-// and G -> off-diagonal A / P blocks (warps 0-5, one block pair each, in registers) -> diagonal blocks
-// (all threads, two sub-chunks at a time) -> the solve (threads 0-63) beside the gated operands (the
-// rest) -> w_neg and u (warp w: T_beta rows 16 (w % 4) .., 64 columns (w / 4) ..). P goes to the workspace
-// from the registers that hold it. ~102 KB of shared memory: 2 CTAs per SM.
+// 8 warps. Phases: loads (q, k and fp32 gates by cp.async; other gate types by plain loads; the fused gate
+// form applied after) -> L2 factors and G -> the block products of A and P: warps 0-5 one off-diagonal
+// 16 x 16 block pair each, warps 6-7 the lower-left 8 x 8 quarters of the diagonal 16 x 16 blocks (all on
+// mma.sync, in registers), then every warp one diagonal 8 x 8 block on CUDA cores -> the inverses of the
+// diagonal 16 x 16 blocks of I + A (threads 0-63) beside the gated operands (the rest) -> the rest of the
+// solve by block rows (all threads) -> w_neg and u (warp w: T_beta rows 16 (w % 4) .., 64 columns
+// (w / 4) ..). P goes to the workspace from the registers that hold it. ~104 KB of shared memory: 2 CTAs
+// per SM.
 constexpr int kKdaPrepThreads = 256;
 constexpr int kKdaValuePiece = 128;
 
 template <typename Element>
 struct KdaPrepShared {
   static constexpr int kLdKey = kKeyPad + 8;    // rows 272 bytes apart: ldmatrix rows in distinct banks
+  static constexpr int kLdGate = kKeyPad + 8;   // rows 544 bytes (8 banks) apart: see the block products
   static constexpr int kLdChunk = kChunk + 8;   // 144 bytes
   static constexpr int kLdChunkF = kChunk + 8;  // fp32 A as large as T_beta's pair
-  static constexpr int kHalf = kChunk / 2;      // tokens whose decays the diagonal blocks hold at once
   union {
     Element q[kChunk * kLdKey];  // q as it came
     Element v[kChunk * kLdKey];  // then a piece of v
   };
   alignas(128) Element k[kChunk * kLdKey];
-  alignas(128) float gate[kChunk * kKeyPad];  // G
-  union {
-    float decay[kHalf * kKeyPad];  // exp(G_t - G_{t-1}) of half the chunk, for the diagonal blocks
-    Element x[kChunk * kLdKey];    // then k Gamma, w_neg's operand
-  };
+  alignas(128) float gate[kChunk * kLdGate];  // the gates as loaded, then G
+  alignas(128) Element x[kChunk * kLdKey];    // k Gamma, w_neg's operand
   union {
     float a[kChunk * kLdChunkF];            // A (fp32), until the solve has read it
     Element t_beta[2 * kChunk * kLdChunk];  // then T_beta: hi part [64][kLdChunk], then the lo part
@@ -105,7 +116,7 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
   constexpr int kLdKey = Shared::kLdKey;
   constexpr int kLdChunk = Shared::kLdChunk;
   constexpr int kLdChunkF = Shared::kLdChunkF;
-  constexpr int kHalf = Shared::kHalf;
+  constexpr int kLdGate = Shared::kLdGate;
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Shared& sm = *reinterpret_cast<Shared*>(shared_raw);
   const LinearCommonParams& c = params.common;
@@ -131,29 +142,56 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
   load_rows<Element, kKeyPad, kThreads>(sm.q, kLdKey, q_base, c.q.token_stride, rows, 0, c.key_dim, params.vectorized_io);
   load_rows<Element, kKeyPad, kThreads>(sm.k, kLdKey, k_base, c.k.token_stride, rows, 0, c.key_dim, params.vectorized_io);
   cp_async_commit();
+  // Gates in pieces of 4 channels (piece p: token p / 32, channels 4 (p % 32) ..): fp32 pieces from 16-byte
+  // aligned rows by cp.async, in flight with q and k (the batches of 8 plain loads they replace were four
+  // round trips); other gate types or alignments by plain loads. Tokens past the chunk's end and channels
+  // past K decay by 0 (G stays flat), so G_last = G_{rows - 1}.
+  constexpr int kGatePieces = kChunk * kKeyPad / 4;
   {
-    // Gates 8 at a time, all loads of a batch before their stores (the loads stay in flight together).
-    // Tokens past the chunk's end and channels past K decay by 0 (G stays flat), so G_last = G_{rows - 1}.
-    const std::int64_t g_base = place.batch * c.g.batch_stride + t0 * c.g.token_stride;
-    constexpr int kBatch = 8;
-    for (int base = 0; base < kChunk * kKeyPad; base += kBatch * kThreads) {
-      float raw[kBatch];
+    const std::int64_t g_base = place.batch * c.g.batch_stride + t0 * c.g.token_stride + hv * c.g.head_stride;
+    const bool async = c.gate_element == LinearElement::kFloat32 && c.key_dim % 4 == 0;
+#pragma unroll 1
+    for (int p = tid; p < kGatePieces; p += kThreads) {
+      const int t = p / (kKeyPad / 4);
+      const int i = (p % (kKeyPad / 4)) * 4;
+      float* d = sm.gate + t * kLdGate + i;
+      const bool present = t < rows && i < c.key_dim;
+      const std::int64_t offset = g_base + t * c.g.token_stride + i;
+      const float* src = static_cast<const float*>(c.g.data) + offset;  // read only where the gates are fp32
+      if (async && (!present || reinterpret_cast<std::uintptr_t>(src) % 16 == 0)) {
+        device::backward::cp_async_16(device::backward::smem_address(d), present ? src : c.g.data, present);
+      } else {
+        float raw[4];
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int e = base + tid + u * kThreads;
-        const int t = e / kKeyPad;
-        const int i = e % kKeyPad;
-        raw[u] = (t < rows && i < c.key_dim) ? gate_at(c, g_base + t * c.g.token_stride, hv, i) : 0.0f;
+        for (int u = 0; u < 4; ++u) raw[u] = present && i + u < c.key_dim ? load_element(c.g.data, offset + u, c.gate_element) : 0.0f;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) d[u] = raw[u];
       }
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) sm.gate[base + tid + u * kThreads] = raw[u];
     }
+    cp_async_commit();
   }
   if (tid < kChunk) {
     const std::int64_t offset = place.batch * c.beta.batch_stride + (t0 + tid) * c.beta.token_stride + hv * c.beta.head_stride;
     sm.beta[tid] = tid < rows ? beta_value(c, load_element(c.beta.data, offset, c.beta_element)) : 0.0f;
   }
   cp_async_wait_all();
+  if (c.gate != LinearGate::kLogDecay) {
+    // The fused gate form on this thread's own pieces (its cp.async copies are visible to it after the
+    // wait), rolled: one copy of the form's code.
+    const float a_log = c.A_log[hv];
+#pragma unroll 1
+    for (int p = tid; p < kGatePieces; p += kThreads) {
+      const int t = p / (kKeyPad / 4);
+      const int i = (p % (kKeyPad / 4)) * 4;
+      if (t >= rows) continue;
+#pragma unroll 1
+      for (int u = 0; u < 4 && i + u < c.key_dim; ++u) {
+        float* d = sm.gate + t * kLdGate + i + u;
+        const float bias = c.dt_bias == nullptr ? 0.0f : c.dt_bias[hv * c.key_dim + i + u];
+        *d = log_decay(c, *d, a_log, bias);
+      }
+    }
+  }
   __syncthreads();
   l2_row_factors<Element, kThreads>(sm.q, kLdKey, c.l2norm_qk, sm.q_factor);
   l2_row_factors<Element, kThreads>(sm.k, kLdKey, c.l2norm_qk, sm.k_factor);
@@ -161,8 +199,8 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
     float running = 0.0f;
 #pragma unroll 16
     for (int t = 0; t < kChunk; ++t) {
-      running += sm.gate[t * kKeyPad + tid];
-      sm.gate[t * kKeyPad + tid] = running;
+      running += sm.gate[t * kLdGate + tid];
+      sm.gate[t * kLdGate + tid] = running;
     }
   }
   __syncthreads();
@@ -171,11 +209,15 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
   Element* p_hi_ws = static_cast<Element*>(ws.p) + sh * kChunk * kChunk;
   Element* p_lo_ws = static_cast<Element*>(ws.p_lo) + sh * kChunk * kChunk;
 
-  // Off-diagonal blocks: warp w < 6 takes the block pair (ib, jb) = (1, 0), (2, 0), (2, 1), (3, 0), (3, 1),
-  // (3, 2) of A and P, both from the same right operand k_s exp(G_r - G_s); the left operands k_t and
-  // q_t times exp(G_t - G_r) and the right one are built in registers at their fragment positions and
-  // split there into hi + lo (three MMAs a product: hi hi, lo hi, hi lo).
+  // The block products of A and P. Each product of tokens t >= s carries exp(G_t - G_s) per channel; a
+  // block whose rows all come after its columns goes through the tensor cores split at a reference row r
+  // between them (s < r <= t), exp(G_t - G_s) = exp(G_t - G_r) exp(G_r - G_s) with both factors <= 1, the
+  // operands built in registers at their fragment positions and split there into hi + lo (three MMAs a
+  // product: hi hi, lo hi, hi lo). Gate rows are 8 banks apart, so the 8-byte gate loads of 8 rows x 4
+  // lanes are conflict-free per half-warp (rows 512 bytes apart were 8-way conflicts).
   if (warp < 6) {
+    // Off-diagonal 16 x 16 blocks: warp w takes the pair (ib, jb) = (1, 0), (2, 0), (2, 1), (3, 0), (3, 1),
+    // (3, 2) of A and P, r = 16 ib, both from the same right operand k_s exp(G_r - G_s).
     const int ib = warp < 1 ? 1 : (warp < 3 ? 2 : 3);
     const int jb = warp - ib * (ib - 1) / 2;
     const int ref = ib * kTile;
@@ -189,10 +231,10 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
       for (int part = 0; part < 4; ++part) {  // a0 .. a3: rows ta / ta + 8, columns 2t / 2t + 8
         const int t = ta + (part & 1) * 8;
         const int col = kk * kTile + t2 + (part >> 1) * 8;
-        const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kKeyPad + col]);
-        const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kKeyPad + col]);
-        const float e0 = __expf(gt.x - gr.x);
-        const float e1 = __expf(gt.y - gr.y);
+        const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kLdGate + col]);
+        const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kLdGate + col]);
+        const float e0 = exp_nonpositive(gt.x - gr.x);
+        const float e1 = exp_nonpositive(gt.y - gr.y);
         const float2 kv = load_pair(sm.k + t * kLdKey + col);
         const float2 qv = load_pair(sm.q + t * kLdKey + col);
         split_pair<Element>(kv.x * e0, kv.y * e1, &ka_hi[part], &ka_lo[part]);
@@ -205,10 +247,10 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
 #pragma unroll
         for (int part = 0; part < 2; ++part) {  // b0, b1: k rows (channels) 2t / 2t + 8, column s
           const int col = kk * kTile + t2 + part * 8;
-          const float2 gs = *reinterpret_cast<const float2*>(&sm.gate[s * kKeyPad + col]);
-          const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kKeyPad + col]);
+          const float2 gs = *reinterpret_cast<const float2*>(&sm.gate[s * kLdGate + col]);
+          const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kLdGate + col]);
           const float2 kv = load_pair(sm.k + s * kLdKey + col);
-          split_pair<Element>(kv.x * __expf(gr.x - gs.x), kv.y * __expf(gr.y - gs.y), &b_hi[part], &b_lo[part]);
+          split_pair<Element>(kv.x * exp_nonpositive(gr.x - gs.x), kv.y * exp_nonpositive(gr.y - gs.y), &b_hi[part], &b_lo[part]);
         }
         mma_16x8x16<Element>(acc_a[nt], ka_hi, b_hi[0], b_hi[1]);
         mma_16x8x16<Element>(acc_a[nt], ka_lo, b_hi[0], b_hi[1]);
@@ -236,77 +278,149 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
                             reinterpret_cast<unsigned*>(p_lo_ws + t * kChunk + s));
       }
     }
-  }
-
-  // Diagonal blocks, two at a time (the decays of 32 tokens in shared memory): thread (block, s, part)
-  // sums channels i = 8 ii + part of A[t][s] and P[t][s] for the block's 16 rows t with a running product
-  // of per-token decays (exp(G_t - G_s) for t > s), then the 8 parts are summed by shuffles.
+  } else {
+    // The lower-left 8 x 8 quarter of diagonal block b (rows 16 b + 8 .., columns 16 b ..; warps 6 and 7
+    // take two blocks each), r = 16 b + 8. One product gives P's and A's quarter together: rows 0-7 of the
+    // left operand are q_t exp(G_t - G_r) and rows 8-15 k_t exp(G_t - G_r) of the same 8 tokens, against
+    // the right operand k_s exp(G_r - G_s). P's upper-right quarter is written as zero (A's is never read).
 #pragma unroll 1
-  for (int half = 0; half < 2; ++half) {
-    for (int e = tid; e < kHalf * kKeyPad; e += kThreads) {
-      const int t = half * kHalf + e / kKeyPad;
-      const int i = e % kKeyPad;
-      sm.decay[e] = t % kTile == 0 ? 1.0f : __expf(sm.gate[t * kKeyPad + i] - sm.gate[(t - 1) * kKeyPad + i]);
-    }
-    __syncthreads();  // the decays are visible (and, at half 0, the off-diagonal blocks are written)
-    const int block = half * 2 + (tid >> 7);
-    const int s = (tid >> 3) & (kTile - 1);
-    const int part = tid & 7;
-    const int row0 = block * kTile;
-    const float* decay = sm.decay + (row0 - half * kHalf) * kKeyPad;
-    float sum_a[kTile], sum_p[kTile];
-#pragma unroll
-    for (int t = 0; t < kTile; ++t) sum_a[t] = sum_p[t] = 0.0f;
+    for (int job = 0; job < 2; ++job) {
+      const int b = (warp - 6) * 2 + job;
+      const int ref = b * kTile + 8;
+      const int t = ref + g;          // the thread's token in both halves of the left operand
+      const int s = b * kTile + g;    // the thread's column of the right operand
+      float acc[4] = {};
 #pragma unroll 2
-    for (int ii = 0; ii < kKeyPad / 8; ++ii) {
-      const int i = ii * 8 + part;
-      const float ks = Convert::to(sm.k[(row0 + s) * kLdKey + i]);
-      float e = 1.0f;
+      for (int kk = 0; kk < kKeyPad / kTile; ++kk) {
+        unsigned a_hi[4], a_lo[4], b_hi[2], b_lo[2];
 #pragma unroll
-      for (int t = 0; t < kTile; ++t) {
-        e = t <= s ? 1.0f : e * decay[t * kKeyPad + i];
-        const float ke = ks * e;
-        sum_a[t] += Convert::to(sm.k[(row0 + t) * kLdKey + i]) * ke;
-        sum_p[t] += Convert::to(sm.q[(row0 + t) * kLdKey + i]) * ke;
+        for (int half = 0; half < 2; ++half) {  // channels 2t .. (a0, a1, b0) and 2t + 8 .. (a2, a3, b1)
+          const int col = kk * kTile + t2 + half * 8;
+          const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kLdGate + col]);
+          const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kLdGate + col]);
+          const float2 gs = *reinterpret_cast<const float2*>(&sm.gate[s * kLdGate + col]);
+          const float e0 = exp_nonpositive(gt.x - gr.x);
+          const float e1 = exp_nonpositive(gt.y - gr.y);
+          const float2 qv = load_pair(sm.q + t * kLdKey + col);
+          const float2 kv = load_pair(sm.k + t * kLdKey + col);
+          const float2 ks = load_pair(sm.k + s * kLdKey + col);
+          split_pair<Element>(qv.x * e0, qv.y * e1, &a_hi[half * 2], &a_lo[half * 2]);
+          split_pair<Element>(kv.x * e0, kv.y * e1, &a_hi[half * 2 + 1], &a_lo[half * 2 + 1]);
+          split_pair<Element>(ks.x * exp_nonpositive(gr.x - gs.x), ks.y * exp_nonpositive(gr.y - gs.y), &b_hi[half], &b_lo[half]);
+        }
+        mma_16x8x16<Element>(acc, a_hi, b_hi[0], b_hi[1]);
+        mma_16x8x16<Element>(acc, a_lo, b_hi[0], b_hi[1]);
+        mma_16x8x16<Element>(acc, a_hi, b_lo[0], b_lo[1]);
       }
+      const int col = b * kTile + t2;  // acc: P[t][col, col + 1], then A[t][col, col + 1]
+      const float fp = scale * sm.q_factor[t];
+      const float fa = sm.beta[t] * sm.k_factor[t];
+      const float k0 = sm.k_factor[col];
+      const float k1 = sm.k_factor[col + 1];
+      *reinterpret_cast<float2*>(&sm.a[t * kLdChunkF + col]) = make_float2(fa * k0 * acc[2], fa * k1 * acc[3]);
+      split_pair<Element>(fp * k0 * acc[0], fp * k1 * acc[1], reinterpret_cast<unsigned*>(p_hi_ws + t * kChunk + col),
+                          reinterpret_cast<unsigned*>(p_lo_ws + t * kChunk + col));
+      const std::int64_t upper = (b * kTile + g) * kChunk + col + 8;
+      *reinterpret_cast<unsigned*>(p_hi_ws + upper) = 0u;
+      *reinterpret_cast<unsigned*>(p_lo_ws + upper) = 0u;
     }
-#pragma unroll
-    for (int t = 0; t < kTile; ++t) {
-#pragma unroll
-      for (int offset = 1; offset < 8; offset <<= 1) {
-        sum_a[t] += __shfl_xor_sync(0xffffffffu, sum_a[t], offset);
-        sum_p[t] += __shfl_xor_sync(0xffffffffu, sum_p[t], offset);
-      }
-      if ((t & 7) == part) {
-        const int row = row0 + t;
-        const int col = row0 + s;
-        sm.a[row * kLdChunkF + col] = col < row ? sm.beta[row] * sm.k_factor[row] * sm.k_factor[col] * sum_a[t] : 0.0f;
-        const float p_val = col <= row ? scale * sm.q_factor[row] * sm.k_factor[col] * sum_p[t] : 0.0f;
-        split_element(p_val, p_hi_ws + row * kChunk + col, p_lo_ws + row * kChunk + col);
-      }
-    }
-    __syncthreads();  // the decays are read: the next half overwrites them (then x lies over them)
   }
 
-  // Solve (threads 0-63, a column of T each) beside the gated operands (threads 64-255): k Gamma to
-  // shared memory, the update's k exp(G_last - G) as a pair, scale q Gamma and exp(G_last) to the workspace.
-  float x[kChunk];
+  // Diagonal 8 x 8 blocks on CUDA cores (warp w: tokens 8 w .. 8 w + 7), exp(G_t - G_s) per channel and
+  // entry (no factor of it above 1). Lane (c, part) = (lane % 4, lane / 4) sums the 9 entries of columns
+  // c and 7 - c on and below the diagonal (8 - c and c + 1 of them: the 36 of the triangle over 4 lanes)
+  // over 16 channels, in pairs: pair word w = part % 4 + 16 (part / 4) + 4 (m % 4) + 32 (m / 4) at step m,
+  // so that the k / q pair loads of a warp's 4 rows (68 words apart) and 8 parts fall in 32 distinct
+  // banks, and the 8-byte gate loads of a half-warp (rows 8 banks apart) in 32 distinct words. The 8
+  // parts are then summed by shuffles.
+  {
+    const int c4 = lane & 3;
+    const int part = lane >> 2;
+    const int base = warp * 8;
+    const int s1 = base + c4;
+    const int s2 = base + 7 - c4;
+    float sum_a[9], sum_p[9];
+#pragma unroll
+    for (int j = 0; j < 9; ++j) sum_a[j] = sum_p[j] = 0.0f;
+#pragma unroll 1
+    for (int m = 0; m < kKeyPad / 16; ++m) {
+      const int ch = 2 * ((part & 3) + 16 * (part >> 2) + 4 * (m & 3) + 32 * (m >> 2));
+      const float2 g1 = *reinterpret_cast<const float2*>(&sm.gate[s1 * kLdGate + ch]);
+      const float2 g2 = *reinterpret_cast<const float2*>(&sm.gate[s2 * kLdGate + ch]);
+      const float2 k1 = load_pair(sm.k + s1 * kLdKey + ch);
+      const float2 k2 = load_pair(sm.k + s2 * kLdKey + ch);
+#pragma unroll
+      for (int j = 0; j < 9; ++j) {
+        const bool first = j < 8 - c4;  // column c4 (rows c4 + j), then column 7 - c4 (rows j - 1)
+        const int t = first ? s1 + j : base + j - 1;
+        const float2 gs = first ? g1 : g2;
+        const float2 ks = first ? k1 : k2;
+        const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kLdGate + ch]);
+        const float2 kt = load_pair(sm.k + t * kLdKey + ch);
+        const float2 qt = load_pair(sm.q + t * kLdKey + ch);
+        const float ke0 = ks.x * exp_nonpositive(gt.x - gs.x);
+        const float ke1 = ks.y * exp_nonpositive(gt.y - gs.y);
+        sum_a[j] += kt.x * ke0 + kt.y * ke1;
+        sum_p[j] += qt.x * ke0 + qt.y * ke1;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 9; ++j) {
+#pragma unroll
+      for (int offset = 4; offset < 32; offset <<= 1) {
+        sum_a[j] += __shfl_xor_sync(0xffffffffu, sum_a[j], offset);
+        sum_p[j] += __shfl_xor_sync(0xffffffffu, sum_p[j], offset);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 9; ++j) {
+      if (part == (j & 7)) {
+        const bool first = j < 8 - c4;
+        const int t = first ? s1 + j : base + j - 1;
+        const int s = first ? s1 : s2;
+        if (s < t) sm.a[t * kLdChunkF + s] = sm.beta[t] * sm.k_factor[t] * sm.k_factor[s] * sum_a[j];
+        split_element(scale * sm.q_factor[t] * sm.k_factor[s] * sum_p[j], p_hi_ws + t * kChunk + s, p_lo_ws + t * kChunk + s);
+      }
+    }
+    // P above the block's diagonal is zero: lane l covers row l / 4, columns 2 (l % 4), 2 (l % 4) + 1.
+    const int zero_row = base + (lane >> 2);
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int col = base + 2 * c4 + e;
+      if (col > zero_row) {
+        p_hi_ws[zero_row * kChunk + col] = Convert::from(0.0f);
+        p_lo_ws[zero_row * kChunk + col] = Convert::from(0.0f);
+      }
+    }
+  }
+  __syncthreads();  // A is complete (and q, k, G are read only from here on)
+
+  // The solve T = (I + A)^-1 by 16 x 16 blocks, in fp32 on CUDA cores (the substitution of whole columns
+  // it replaces ran 2016 FMAs per column on 2 warps, ~3x the gated operands' work on the other 6, from
+  // 50 KB of fully unrolled code): threads 0-63 invert the four diagonal blocks, a column each by forward substitution (A is
+  // strictly lower, so rows above the column are 0), beside the gated operands (threads 64-255): k Gamma
+  // to shared memory, the update's k exp(G_last - G) as a pair, scale q Gamma and exp(G_last) to the
+  // workspace. Then all threads, block row by block row: T_ij = -T_ii sum_{k=j}^{i-1} A_ik T_kj (i > j),
+  // T in the gate space (G, q and k are dead by then).
+  constexpr int kLdT = kChunk + 4;  // T's rows 68 floats apart: a half-warp reads 16 columns of a row
+  static_assert(kChunk * kLdT + 3 * kTile * kTile <= kChunk * kLdGate, "T and the M blocks fit the gate space");
+  float x[kTile];
   if (tid < kChunk) {
-    // Column j of T = (I + A)^-1 by forward substitution; A is strictly lower, so rows above j are 0.
-    const int j = tid;
+    const int r0 = (tid / kTile) * kTile;
+    const int j = tid % kTile;
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) {
-      float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < kTile; ++i) {
+      float sum[2] = {0.0f, 0.0f};
 #pragma unroll
-      for (int s = 0; s < i; ++s) sum[s & 3] += sm.a[i * kLdChunkF + s] * x[s];
-      x[i] = i == j ? 1.0f : -((sum[0] + sum[1]) + (sum[2] + sum[3]));
+      for (int s = 0; s < i; ++s) sum[s & 1] += sm.a[(r0 + i) * kLdChunkF + r0 + s] * x[s];
+      x[i] = i == j ? 1.0f : -(sum[0] + sum[1]);
     }
   } else {
     const int id = tid - kChunk;
     Element* key_hi = static_cast<Element*>(ws.key) + sh * kChunk * kKeyPad;
     Element* key_lo = static_cast<Element*>(ws.key_lo) + sh * kChunk * kKeyPad;
     Element* query = static_cast<Element*>(ws.query) + sh * kChunk * kKeyPad;
-    const float* g_last = sm.gate + (kChunk - 1) * kKeyPad;
+    const float* g_last = sm.gate + (kChunk - 1) * kLdGate;
     // 8 channels per step: 16-byte stores.
     for (int e = id; e < kChunk * kKeyPad / 8; e += kThreads - kChunk) {
       const int t = e / (kKeyPad / 8);
@@ -316,11 +430,11 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
       alignas(16) Element xs[8], hi[8], lo[8], qs[8];
 #pragma unroll
       for (int u = 0; u < 8; ++u) {
-        const float gt = sm.gate[t * kKeyPad + i0 + u];
-        const float gamma = __expf(gt);
+        const float gt = sm.gate[t * kLdGate + i0 + u];
+        const float gamma = exp_nonpositive(gt);
         const float kv = Convert::to(sm.k[t * kLdKey + i0 + u]) * fk;
         xs[u] = Convert::from(kv * gamma);
-        split_element(kv * __expf(g_last[i0 + u] - gt), &hi[u], &lo[u]);
+        split_element(kv * exp_nonpositive(g_last[i0 + u] - gt), &hi[u], &lo[u]);
         qs[u] = Convert::from(fq * gamma * Convert::to(sm.q[t * kLdKey + i0 + u]));
       }
       *reinterpret_cast<uint4*>(sm.x + t * kLdKey + i0) = *reinterpret_cast<const uint4*>(xs);
@@ -328,17 +442,56 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
       *reinterpret_cast<uint4*>(key_lo + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(lo);
       *reinterpret_cast<uint4*>(query + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(qs);
     }
-    if (id < kKeyPad) ws.decay[sh * kKeyPad + id] = __expf(g_last[id]);
+    if (id < kKeyPad) ws.decay[sh * kKeyPad + id] = exp_nonpositive(g_last[id]);
   }
-  __syncthreads();  // A, q and k are read: their space takes T_beta and the first v piece
+  __syncthreads();  // G, q and k are read: their space takes T and the first v piece
 
-  Element* t_beta_lo = sm.t_beta + kChunk * kLdChunk;
   load_rows<Element, kKdaValuePiece, kThreads>(sm.v, kLdKey, v_base, c.v.token_stride, rows, 0, c.value_dim, params.vectorized_io);
   cp_async_commit();
+  float* t_mat = sm.gate;
+  float* m_mat = sm.gate + kChunk * kLdT;  // M_ij = sum_k A_ik T_kj of a block row, [j][16][16]
   if (tid < kChunk) {
-    const float beta_j = sm.beta[tid];
+    const int r0 = (tid / kTile) * kTile;
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) split_element(x[i] * beta_j, &sm.t_beta[i * kLdChunk + tid], &t_beta_lo[i * kLdChunk + tid]);
+    for (int i = 0; i < kTile; ++i) t_mat[(r0 + i) * kLdT + tid] = x[i];
+  }
+  __syncthreads();
+  {
+    const int r = tid / kTile;  // thread (r, cc) of every 16 x 16 block
+    const int cc = tid % kTile;
+#pragma unroll 1
+    for (int bi = 1; bi < kChunk / kTile; ++bi) {
+      const float* a_row = sm.a + (bi * kTile + r) * kLdChunkF;
+#pragma unroll 1
+      for (int bj = 0; bj < bi; ++bj) {
+        float sum[2] = {0.0f, 0.0f};
+#pragma unroll 1
+        for (int bk = bj; bk < bi; ++bk) {
+#pragma unroll
+          for (int m = 0; m < kTile; ++m) sum[m & 1] += a_row[bk * kTile + m] * t_mat[(bk * kTile + m) * kLdT + bj * kTile + cc];
+        }
+        m_mat[(bj * kTile + r) * kTile + cc] = sum[0] + sum[1];
+      }
+      __syncthreads();
+      const float* t_row = t_mat + (bi * kTile + r) * kLdT + bi * kTile;  // T_ii's row r (zero past r)
+#pragma unroll 1
+      for (int bj = 0; bj < bi; ++bj) {
+        float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int m = 0; m < kTile; ++m) sum[m & 1] += t_row[m] * m_mat[(bj * kTile + m) * kTile + cc];
+        t_mat[(bi * kTile + r) * kLdT + bj * kTile + cc] = -(sum[0] + sum[1]);
+      }
+      __syncthreads();
+    }
+  }
+  // T_beta = T diag(beta) as its pair over A (read for the last time above): the blocks on and below the
+  // diagonal, which are all that the products read.
+  Element* t_beta_lo = sm.t_beta + kChunk * kLdChunk;
+  for (int e = tid; e < kChunk * kChunk; e += kThreads) {
+    const int i = e / kChunk;
+    const int j = e % kChunk;
+    if (j / kTile > i / kTile) continue;
+    split_element(t_mat[i * kLdT + j] * sm.beta[j], &sm.t_beta[i * kLdChunk + j], &t_beta_lo[i * kLdChunk + j]);
   }
   __syncthreads();
 

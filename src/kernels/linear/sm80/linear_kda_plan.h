@@ -13,10 +13,10 @@ namespace attnkit::sm80 {
 // Bytes of shared memory of one CTA of each kernel (fp16 / bf16; the Shared structs, checked by
 // static_asserts beside them).
 
-// prep: q (then a v piece) and k [64][136], G fp32 [64][128], the decays of 32 tokens (then k Gamma),
-// A (fp32, then T_beta's pair), beta and the L2 factors: 101.75 KB.
+// prep: q (then a v piece), k and k Gamma [64][136], G fp32 [64][136], A (fp32, then T_beta's pair), beta
+// and the L2 factors: 103.75 KB.
 constexpr std::size_t kda_prep_shared_bytes() {
-  return 3 * kGdnKeyTileBytes + 64 * 128 * 4 + 64 * 72 * 4 + 3 * 64 * 4;
+  return 3 * kGdnKeyTileBytes + 64 * 136 * 4 + 64 * 72 * 4 + 3 * 64 * 4;
 }
 
 // state: per cp.async stage (two) the chunk's w_neg and the k pair [64][136] x 3, its fp32 u slice
