@@ -174,39 +174,7 @@ struct ForwardMainloopSm80 {
         }
       }
     } else {
-      // The loop of the first round with the residue predicates, as measured at D = 128 (NOTES.md, second
-      // round, "t"): the same body as step<false>, which was not measured in that form.
-      for (int n = tiles.end - 1; n >= tiles.begin; --n) {
-        Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
-        clear(acc_s);
-        cp_async_wait<0>();
-        __syncthreads();
-        load_v(false_type{}, n);
-        cp_async_fence();
-        device::gemm_smem_smem(mma, acc_s, tSrQ, tSrK, tSsQ, tSsK, smem_copy_q, smem_copy_k);
-        if (p.softcap) {
-          CUTE_UNROLL
-          for (int i = 0; i < size(acc_s); ++i) acc_s(i) = tanhf(acc_s(i) * p.score_premultiplier);
-        }
-        if (!mask.tile_fully_visible(row_begin, row_begin + kBlockM, n * kBlockN, (n + 1) * kBlockN)) {
-          mask.apply(device::rows_cols_view(acc_s), device::rows_cols_view(tScS), row_begin, n * kBlockN);
-        }
-        cp_async_wait<0>();
-        __syncthreads();
-        if (n > tiles.begin) {
-          load_k(false_type{}, n - 1);
-          cp_async_fence();
-        }
-        if (n == tiles.end - 1) {
-          softmax.template update<true>(device::rows_cols_view(acc_s), device::rows_cols_view(acc_o));
-        } else {
-          softmax.template update<false>(device::rows_cols_view(acc_s), device::rows_cols_view(acc_o));
-        }
-        Tensor p_regs = device::convert_fragment<Element>(acc_s);  // (MMA, MMA_M, MMA_N), P rounded to Element
-        // The same registers as the A operand of O += P V: (MMA, MMA_M, MMA_N / 2), k running over keys.
-        Tensor tOrP = make_tensor(p_regs.data(), device::accumulator_as_operand_a(p_regs.layout()));
-        device::gemm_regs_smem(mma, acc_o, tOrP, tOrVt, tOsVt, smem_copy_v);
-      }
+      for (int n = tiles.end - 1; n >= tiles.begin; --n) step<false>(ops, n, n == tiles.end - 1, acc_o, softmax);
     }
   }
 

@@ -53,6 +53,7 @@ struct ForwardParams {
   int num_m_blocks = 0;    // ceil(seqlen_q / kBlockM)
   int num_splits = 1;      // > 1: split-KV, partial states go to the workspace, then a combine kernel
   bool heavy_first = false;  // order query tiles from the most key tiles to the fewest (causal / window)
+  int section_pairs = 0;     // heavy_first: (batch, head) pairs per section of that order, 1 .. batch * heads_q
 
   // Split-KV workspace (fp32), num_splits > 1 only:
   float* o_partial = nullptr;    // [num_splits, total_q, Hq, Dv]

@@ -19,8 +19,10 @@ struct ForwardWork {
 };
 
 // Work order. Uniform tiles (no mask): the query tiles of one head are adjacent, so CTAs running at the
-// same time read the same K/V from L2. Causal / window: tiles with the most key tiles go first,
-// across all heads, so the last wave holds the shortest tiles instead of the longest.
+// same time read the same K/V from L2. Causal / window: heavy first, in sections of p.section_pairs
+// (batch, head) pairs one after the other; within a section the tiles with the most key tiles go first,
+// heads fastest, so the last wave holds short tiles instead of long ones, and the CTAs running at the same
+// time read the K/V of about one section, sized for L2 by forward_host.cu (one section for long heads).
 struct ForwardTileScheduler {
   static std::int64_t grid_size(const ForwardParams& p) {
     return std::int64_t{p.num_m_blocks} * p.batch * p.heads_q * p.num_splits;
@@ -31,10 +33,15 @@ struct ForwardTileScheduler {
     w.split = linear % p.num_splits;
     linear /= p.num_splits;
     if (p.heavy_first) {
-      w.head = linear % p.heads_q;
-      linear /= p.heads_q;
-      w.batch = linear % p.batch;
-      w.m_block = p.num_m_blocks - 1 - linear / p.batch;
+      const int section_ctas = p.section_pairs * p.num_m_blocks;
+      const int section = linear / section_ctas;
+      const int in_section = linear - section * section_ctas;
+      const int first_pair = section * p.section_pairs;
+      const int pairs = min(p.section_pairs, p.batch * p.heads_q - first_pair);  // the last one may be short
+      const int pair = first_pair + in_section % pairs;
+      w.m_block = p.num_m_blocks - 1 - in_section / pairs;
+      w.head = pair % p.heads_q;
+      w.batch = pair / p.heads_q;
     } else {
       w.m_block = linear % p.num_m_blocks;
       linear /= p.num_m_blocks;
