@@ -466,6 +466,13 @@ int run_check() {
        LinearBetaForm::kTwoSigmoid, LinearStateLayout::kVK},
       {"gdn varlen 1,64,0,130 G=2", GDN, 1, 0, 2, 4, 128, 128, 1.0f, false, LinearGateForm::kLogDecay,
        LinearBetaForm::kValue, LinearStateLayout::kKV, {1, 64, 0, 130}},
+      // Grids of >= 132 CTAs of 64 value columns: the state pass's slices of 64 (linear_gdn_plan.h; the
+      // gtest catalogue's cases are too small to reach them): three slices, weak decay; varlen with an
+      // empty sequence, [V, K] states; V = 100 (the second slice's columns past V).
+      {"gdn B=3 HV=48 V=192 T=200 g*0.01", GDN, 3, 200, 16, 48, 128, 192, 0.01f},
+      {"gdn varlen 131,0,64,1 HV=40 vk s64", GDN, 1, 0, 10, 40, 128, 128, 1.0f, true, LinearGateForm::kSoftplus,
+       LinearBetaForm::kSigmoid, LinearStateLayout::kVK, {131, 0, 64, 1}},
+      {"gdn B=2 HV=72 V=100 T=150 g*10", GDN, 2, 150, 24, 72, 128, 100, 10.0f},
       {"kda T=75 K=V=128 g*1", KDA, 2, 75, 2, 2, 128, 128, 1.0f},
       {"kda T=500 K=64 g*0.01", KDA, 1, 500, 1, 1, 64, 64, 0.01f},
       {"kda T=1000 K=128 V=100 g*10", KDA, 1, 1000, 1, 2, 128, 100, 10.0f},
