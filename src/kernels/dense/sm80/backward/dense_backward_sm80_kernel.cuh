@@ -166,6 +166,15 @@ struct BackwardKernel {
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kStages = Tile::kStages;
   static constexpr bool kTailSplitKernel = kTailSplit;
+  // Two stages: the next step's Q, dO and row statistics start loading after the barrier that publishes
+  // P and dS (FlashAttention-2 issues its next Q there too), not right after the step's first barrier;
+  // they still have the dK, dV and dQ GEMMs, over half the step, to land. In the profile (ncu, D = 256)
+  // the first half of the step, the S and dP GEMMs waiting on their ldmatrix, lost time to the copies'
+  // issue. H100 A/B beside flash (backward/README.md, round 10, three calls): D = 128 -0.6% to +2.9%,
+  // D = 256 +0.9-1.9%, D = 64 causal +1.0-2.7%. Not in the mask-free kernel (D = 64 non-causal -1.5% to
+  // -5%: ptxas spilled 40 bytes there, against 0) and not in the deterministic ones (not timed; ptxas:
+  // D = 256 0 -> 80 bytes of spills).
+  static constexpr bool kNextLoadsAfterPdS = kStages == 2 && !kMaskFree && !kDeterministic;
 
   // S and dP: (kBlockM x kBlockN), warp grid kSdpWarpsM x kSdpWarpsN.
   static constexpr int kSdpWarpsM = Tile::kWarpsMForSdP;
@@ -672,14 +681,15 @@ struct BackwardKernel {
 
       cp_async_wait<0>();
       __syncthreads();  // this step's Q and dO are in; every warp is done with the previous step
-      if constexpr (kStages == 2) {
+      auto load_next_step = [&] {
         if (step + 1 < num_steps) {
           load_q(step + 1, stage ^ 1);
           load_row_stats(step + 1, stage ^ 1);
           load_dout(step + 1, stage ^ 1);
         }
         cp_async_commit();
-      }
+      };
+      if constexpr (kStages == 2 && !kNextLoadsAfterPdS) load_next_step();
       const std::uint32_t smem_q = smem + kSmemQ + stage * TileQ::kBytes;
       const std::uint32_t smem_dout = smem + kSmemDo + stage * TileQ::kBytes;
 
@@ -762,6 +772,7 @@ struct BackwardKernel {
       store_fragment<TileP>(smem + kSmemP, acc_s, sdp_m0, sdp_n0, 1.0f);
       store_fragment<TileP>(smem + kSmemDs, acc_dp, sdp_m0, sdp_n0, 1.0f);
       __syncthreads();  // P and dS are visible to every warp
+      if constexpr (kStages == 2 && kNextLoadsAfterPdS) load_next_step();
 
       // dQ (unscaled) += dS K, added to dq_accum; deterministic mode takes its turn first.
       auto add_dq = [&] {
@@ -805,9 +816,14 @@ struct BackwardKernel {
           for (int tm = 0; tm < kDqTilesM; ++tm) {
 #pragma unroll
             for (int tn = 0; tn < kDqTilesN; ++tn) {
-              // head_dim is a multiple of 8: one test per 8 columns. Rows past the sequence need none, their
-              // values stay inside this tile's block and the postprocess does not read them.
-              if (pass_d0 + tn * 8 >= p.head_dim) continue;
+              // No test for columns >= head_dim (the pad of D below the tier): their values are zero (K's
+              // pad columns are zero-filled), their adds stay inside this tile's block, and the
+              // postprocess does not read them; likewise rows past the sequence. A test per accumulator
+              // tile put each add in its own BSSY / BRA / BSYNC block (ncu, D = 256: 16 per warp and step,
+              // 23 branches per warp and step against FlashAttention-2's 3); without it the backward ran
+              // +2-3% at D = 64 and 256, D = 128 within 1% (H100 A/B beside flash, backward/README.md,
+              // round 10). For D below the tier the pad columns' adds are issued too: (tier - D) / tier
+              // more adds.
               float* group = dq_block + DqLayout::group_offset(pass, warp, tm, tn);
               const float* c = acc_dq[tm][tn];
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
