@@ -36,7 +36,7 @@ TEST(LinearGdnPlan, ForwardTakesSlicesOf64WhereTheGridFillsTheSms) {
 }
 
 TEST(LinearGdnPlan, SharedMemoryOfEachKernel) {
-  EXPECT_EQ(gdn_prep_shared_bytes(), 53760u);
+  EXPECT_EQ(gdn_prep_shared_bytes(), 36352u);
   EXPECT_EQ(gdn_state_shared_bytes(16), 132864u);
   EXPECT_EQ(gdn_state_shared_bytes(32), 109056u);
   EXPECT_EQ(gdn_state_shared_bytes(64), 141824u);

@@ -30,6 +30,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "device/kernel_attributes.cuh"
 #include "kernels/linear/sm80/linear_chunk_output_sm80.cuh"
@@ -86,9 +87,10 @@ __device__ __forceinline__ bool locate_slot(const LinearForwardParams& p, std::i
 
 // 4 warps; warp w owns the chunk's token rows 16 w .. 16 w + 15 in every product (A, w_neg, u), computed
 // in mma.sync registers: T_beta is lower triangular, so row tile w needs only k-steps 0 .. w. Buffers
-// are reused once dead: T_beta's pair lies over A (read by the solve), the first v piece over k (read by
-// A, the k copy and k Gamma; it is in flight while w_neg is computed). ~53 KB of shared memory: 4 CTAs
-// per SM.
+// are reused once dead: T_beta's pair lies over A (read by the solve), the v pieces over T_beta's pair
+// (the warps hold its fragments by then; the first piece is in flight while w_neg is computed). k Gamma
+// is formed in registers from k's B fragments, not stored. ~35.5 KB of shared memory, 96 registers: 5
+// CTAs per SM (by registers; 53 KB with a k Gamma tile gave 4).
 constexpr int kPrepValuePiece = 128;
 
 template <typename Element>
@@ -97,35 +99,60 @@ struct PrepShared {
   static constexpr int kLdChunk = kChunk + 8;   // 144 bytes
   static constexpr int kLdChunkF = kChunk + 8;  // fp32 A as large as T_beta's pair
   static constexpr int kLdValue = kPrepValuePiece + 8;
-  union {
-    Element k[kChunk * kLdKey];  // k (L2-normalised)
-    Element v[kChunk * kLdValue];  // then a piece of v
-  };
-  alignas(128) Element x[kChunk * kLdKey];  // k Gamma
+  Element k[kChunk * kLdKey];  // k (L2-normalised)
   union {
     float a[kChunk * kLdChunkF];            // A (fp32), until the solve has read it
     Element t_beta[2 * kChunk * kLdChunk];  // then T_beta: hi part [64][kLdChunk], then the lo part
+    Element v[kChunk * kLdValue];           // then a piece of v
   };
   alignas(16) float gate[kChunk];
   alignas(16) float beta[kChunk];
-  static_assert(sizeof(Element) * kLdKey == sizeof(Element) * kLdValue, "v lies exactly over k");
+  static_assert(sizeof(Element) * kLdValue <= 2 * sizeof(Element) * kLdChunk, "v fits in T_beta's space");
   static_assert(sizeof(float) * kLdChunkF == 2 * sizeof(Element) * kLdChunk, "T_beta's pair lies exactly over A");
 };
 static_assert(sizeof(PrepShared<__nv_bfloat16>) == gdn_prep_shared_bytes(), "linear_gdn_plan.h's size of prep");
 
+// A packed Element pair times (x, y), rounded to Element again.
+template <typename Element>
+__device__ __forceinline__ unsigned scale_pair(unsigned packed, float x, float y) {
+  float2 f;
+  if constexpr (std::is_same_v<Element, __nv_bfloat16>) {
+    f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&packed));
+  } else {
+    f = __half22float2(*reinterpret_cast<const __half2*>(&packed));
+  }
+  return pack_pair<Element>(f.x * x, f.y * y);
+}
+
 // acc = T_beta times 64 columns of a [kChunk, ld] shared-memory operand starting at `b`: the warp's row tile
 // as its hi + lo A fragments (two MMAs a product), k-steps 0 .. warp only (T_beta is lower triangular).
-template <typename Element>
+// kGammaRows (GDN's w_neg): the operand's rows (tokens) times exp(G) of the token (`gate`), applied to the
+// B fragments in registers (rows 2 t, 2 t + 1 and 2 t + 8, 2 t + 9 of the k-step, t = lane % 4) and
+// rounded to Element, the values a k Gamma tile rounded once would hold. KDA's prep calls the plain form.
+template <typename Element, bool kGammaRows = false>
 __device__ __forceinline__ void t_beta_times_64_columns(float (&acc)[8][4], const unsigned (&t_hi)[4][4],
                                                         const unsigned (&t_lo)[4][4], const Element* b, int ld,
-                                                        int warp) {
+                                                        int warp, const float* gate = nullptr) {
+  const int t2 = (threadIdx.x & 3) * 2;
 #pragma unroll
   for (int kk = 0; kk < kChunk / kTile; ++kk) {
     if (kk > warp) continue;
+    float gamma[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+    if constexpr (kGammaRows) {
+      const int s = kk * kTile + t2;
+      gamma[0] = __expf(gate[s]);
+      gamma[1] = __expf(gate[s + 1]);
+      gamma[2] = __expf(gate[s + 8]);
+      gamma[3] = __expf(gate[s + 9]);
+    }
 #pragma unroll
     for (int np = 0; np < 4; ++np) {
       unsigned frag[4];
       load_b_kn(frag, b + kk * kTile * ld + np * kTile, ld);
+      if constexpr (kGammaRows) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) frag[r] = scale_pair<Element>(frag[r], gamma[(r & 1) * 2], gamma[(r & 1) * 2 + 1]);
+      }
       mma_16x8x16<Element>(acc[2 * np], t_hi[kk], frag[0], frag[1]);
       mma_16x8x16<Element>(acc[2 * np], t_lo[kk], frag[0], frag[1]);
       mma_16x8x16<Element>(acc[2 * np + 1], t_hi[kk], frag[2], frag[3]);
@@ -137,7 +164,6 @@ __device__ __forceinline__ void t_beta_times_64_columns(float (&acc)[8][4], cons
 template <typename Element>
 __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(LinearForwardParams params) {
   using Shared = PrepShared<Element>;
-  using Convert = ElementConvert<Element>;
   constexpr int kLdKey = Shared::kLdKey;
   constexpr int kLdChunk = Shared::kLdChunk;
   constexpr int kLdChunkF = Shared::kLdChunkF;
@@ -230,7 +256,7 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
   }
   __syncthreads();
 
-  // Solve (threads 0-63, a column of T each) beside k Gamma, the k copy and G (threads 64-127).
+  // Solve (threads 0-63, a column of T each) beside the k copy and G (threads 64-127).
   float x[kChunk];
   if (tid < kChunk) {
     // Column j of T = (I + A)^-1 by forward substitution; A is strictly lower, so rows above j are 0.
@@ -251,17 +277,11 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
     for (int e = id; e < kChunk * kKeyPad / 8; e += kChunkedThreads - kChunk) {
       const int t = e / (kKeyPad / 8);
       const int i0 = (e % (kKeyPad / 8)) * 8;
-      const float gamma = __expf(sm.gate[t]);
-#pragma unroll
-      for (int u = 0; u < 8; ++u) sm.x[t * kLdKey + i0 + u] = Convert::from(Convert::to(sm.k[t * kLdKey + i0 + u]) * gamma);
       *reinterpret_cast<uint4*>(k_ws + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(sm.k + t * kLdKey + i0);
     }
   }
-  __syncthreads();  // A and k are read: their space takes T_beta and the first v piece
+  __syncthreads();  // A is read: its space takes T_beta
   Element* t_beta_lo = sm.t_beta + kChunk * kLdChunk;
-  load_rows<Element, kPrepValuePiece, kChunkedThreads>(sm.v, kLdValue, v_base, c.v.token_stride, rows, 0, c.value_dim,
-                                                       params.vectorized_io);
-  cp_async_commit();
   if (tid < kChunk) {
     const float beta_j = sm.beta[tid];
 #pragma unroll
@@ -277,13 +297,17 @@ __global__ void __launch_bounds__(kChunkedThreads) linear_gdn_prep_kernel(Linear
     load_a(t_hi[kk], sm.t_beta + warp * kTile * kLdChunk + kk * kTile, kLdChunk);
     load_a(t_lo[kk], t_beta_lo + warp * kTile * kLdChunk + kk * kTile, kLdChunk);
   }
+  __syncthreads();  // every warp holds its T_beta fragments: the first v piece takes their space
+  load_rows<Element, kPrepValuePiece, kChunkedThreads>(sm.v, kLdValue, v_base, c.v.token_stride, rows, 0, c.value_dim,
+                                                       params.vectorized_io);
+  cp_async_commit();
 
   // w_neg = -T_beta (k Gamma), in two halves of 64 key channels, straight to the workspace as Element.
   Element* w_neg = static_cast<Element*>(ws.w_neg) + sh * kChunk * kKeyPad;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     float acc[8][4] = {};
-    t_beta_times_64_columns<Element>(acc, t_hi, t_lo, sm.x + half * 64, kLdKey, warp);
+    t_beta_times_64_columns<Element, true>(acc, t_hi, t_lo, sm.k + half * 64, kLdKey, warp, sm.gate);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int col = half * 64 + j * 8 + t2;

@@ -40,8 +40,8 @@ constexpr int gdn_forward_state_slice(std::int64_t num_sequences, std::int64_t h
 // in distinct banks).
 constexpr std::size_t kGdnKeyTileBytes = 64 * 136 * 2;
 
-// prep: k (then a v piece), k Gamma, A (fp32, then T_beta's pair), G and beta: 52.5 KB.
-constexpr std::size_t gdn_prep_shared_bytes() { return 2 * kGdnKeyTileBytes + 64 * 72 * 4 + 2 * 64 * 4; }
+// prep: k, A (fp32, then T_beta's pair, then a v piece), G and beta: 35.5 KB.
+constexpr std::size_t gdn_prep_shared_bytes() { return kGdnKeyTileBytes + 64 * 72 * 4 + 2 * 64 * 4; }
 
 // state: per cp.async stage the chunk's w_neg and k, its fp32 u slice [64][slice + 4] and G; S as Element
 // [128][slice + 8] and the decayed v_new pair [64][slice + 8] x 2. Slices of 16 keep three stages (they
