@@ -214,6 +214,11 @@ std::vector<DenseCase> dense_adversarial_cases(DType dtype) {
   add(make("tail_split_d128_gqa8", dtype, 1, 256, 200, 16, 2, 128));
   add(make("tail_split_d256_gqa8", dtype, 1, 256, 100, 16, 2, 256));
 
+  // The sm80 forward's heavy-first order in L2-sized sections (forward_params.h): causal D = 256 with 128
+  // keys carries 128 KiB of K/V per head, so 129 heads make two sections of 65 and 64 heads (16 MiB each at
+  // most); every other case fits one section.
+  add(with(make("sections_d256_causal_h129", dtype, 1, 128, 128, 129, 129, 256), [](DenseCase& c) { c.causal = true; }));
+
   // Memory layouts: packed QKV views and padded strides with NaN in every gap.
   add(with(make("packed_qkv_causal", dtype, 2, 33, 33, 4, 2, 64), [](DenseCase& c) { c.causal = true; c.layout = DenseLayout::kPackedQkv; }));
   add(with(make_varlen("packed_qkv_varlen", dtype, {7, 0, 20}, {7, 0, 20}, 4, 4, 64), [](DenseCase& c) { c.layout = DenseLayout::kPackedQkv; }));

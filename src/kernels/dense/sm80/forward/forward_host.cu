@@ -110,29 +110,6 @@ Status launch_shape(int shape_index, const ForwardParams& params, void* stream) 
   }
 }
 
-// The heavy-first order walks the (batch, head) pairs in sections whose K and V together take at most
-// kSectionKvBytes, so that the CTAs running at the same time share their K/V in L2 (ForwardTileScheduler),
-// for heads of at most kSectionMaxQueryTiles query tiles; longer heads keep one section. The K/V of the
-// issue-3 grid is 134 MB against the H100's 50 MB of L2, and with one section the CTAs in flight at S = 1024
-// are one or two query tiles of every head. Same-process A/B on the H100 (NOTES.md, stop 13), causal, 8
-// sections of 16 MiB against one: S = 1024 +6.7% (D = 64), +3.5% (D = 128), +11% (D = 256); S = 4096
-// -3.1%, -3.6%, -1.4% (32-64 query tiles); S = 16384 +3.5%, +1.2%, -3.9%. Near-equal sections, so the last
-// one is not a short one.
-constexpr std::int64_t kSectionKvBytes = std::int64_t{16} << 20;
-constexpr int kSectionMaxQueryTiles = 16;
-
-int heavy_first_section_pairs(const host::DenseProblem& problem, int num_m_blocks) {
-  const std::int64_t pairs = problem.batch * problem.heads_q;
-  if (num_m_blocks > kSectionMaxQueryTiles) return static_cast<int>(pairs);
-  // Query heads of one group read the same K/V and are adjacent in a section.
-  const std::int64_t kv_bytes_per_pair = std::max<std::int64_t>(
-      1, problem.seqlen_k * (problem.head_dim + problem.head_dim_v) *
-             static_cast<std::int64_t>(dtype_size(problem.dtype)) / problem.group);
-  const std::int64_t per_section = std::clamp<std::int64_t>(kSectionKvBytes / kv_bytes_per_pair, 1, pairs);
-  const std::int64_t sections = (pairs + per_section - 1) / per_section;
-  return static_cast<int>((pairs + sections - 1) / sections);
-}
-
 // A window bound at least as wide as the sequence is unbounded: -1 keeps the kernel's int arithmetic in
 // range for any caller value.
 int clamp_window(std::int64_t bound, std::int64_t unbounded_from) {
@@ -192,7 +169,9 @@ ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardA
   p.num_m_blocks = plan.num_m_blocks;
   p.num_splits = plan.num_splits;
   p.heavy_first = p.window_left >= 0 || p.window_right >= 0;
-  p.section_pairs = heavy_first_section_pairs(problem, plan.num_m_blocks);
+  p.section_pairs = heavy_first_section_pairs(problem.batch * problem.heads_q, problem.group, problem.seqlen_k,
+                                              problem.head_dim + problem.head_dim_v,
+                                              static_cast<std::int64_t>(dtype_size(problem.dtype)), plan.num_m_blocks);
   if (plan.num_splits > 1) {
     p.o_partial = static_cast<float*>(args.workspace);
     p.lse_partial =

@@ -5,6 +5,7 @@
 // shape) and the instantiation generator (generate_instantiations.py) read.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "attnkit/types.h"
@@ -84,6 +85,29 @@ inline constexpr ForwardTileShape kForwardTileShapes[] = {
     {256, 256, 64, 64, 4},
 };
 inline constexpr int kForwardTileShapeCount = sizeof(kForwardTileShapes) / sizeof(kForwardTileShapes[0]);
+
+// The heavy-first order walks the (batch, head) pairs in sections whose K and V together take at most
+// kSectionKvBytes, so that the CTAs running at the same time share their K/V in L2 (ForwardTileScheduler),
+// for heads of at most kSectionMaxQueryTiles query tiles; longer heads keep one section. The K/V of the
+// issue-3 grid is 134 MB against the H100's 50 MB of L2, and with one section the CTAs in flight at S = 1024
+// are one or two query tiles of every head. Same-process A/B on the H100 (NOTES.md, stop 13), causal, 8
+// sections of 16 MiB against one: S = 1024 +6.7% (D = 64), +3.5% (D = 128), +11% (D = 256); S = 4096
+// -3.1%, -3.6%, -1.4% (32-64 query tiles); S = 16384 +3.5%, +1.2%, -3.9%. Near-equal sections, so the last
+// one is not a short one. A pure function of the launch, so the CPU tests pin it (dense_forward_sections_test).
+inline constexpr std::int64_t kSectionKvBytes = std::int64_t{16} << 20;
+inline constexpr int kSectionMaxQueryTiles = 16;
+
+// pairs = batch * heads_q; kv_row_elements = D + Dv; group = Hq / Hkv. Returns the pairs per section,
+// 1 .. pairs (pairs when the order keeps one section).
+inline int heavy_first_section_pairs(std::int64_t pairs, std::int64_t group, std::int64_t seqlen_k,
+                                     std::int64_t kv_row_elements, std::int64_t element_bytes, int num_m_blocks) {
+  if (num_m_blocks > kSectionMaxQueryTiles) return static_cast<int>(pairs);
+  // Query heads of one group read the same K/V and are adjacent in a section.
+  const std::int64_t kv_bytes_per_pair = std::max<std::int64_t>(1, seqlen_k * kv_row_elements * element_bytes / group);
+  const std::int64_t per_section = std::clamp<std::int64_t>(kSectionKvBytes / kv_bytes_per_pair, 1, pairs);
+  const std::int64_t sections = (pairs + per_section - 1) / per_section;
+  return static_cast<int>((pairs + sections - 1) / sections);
+}
 
 // One launch of a compiled (tile shape, dtype) instantiation; defined in forward_launch.cuh and
 // explicitly instantiated once per generated .cu file. stream: a cudaStream_t.
