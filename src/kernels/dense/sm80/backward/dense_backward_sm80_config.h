@@ -18,6 +18,10 @@ namespace attnkit::sm80::backward {
 // kStages: 2 double-buffers Q and dO (the next tile loads during the whole step); 1 issues the next
 // Q after the last reader of Q and the next dO after the last reader of dO (less shared memory).
 // kMinCtasPerSm: the __launch_bounds__ minimum (2 caps the registers at 128 per thread).
+// kCopyAddressesOnce: each tile copy (cp.async) forms its thread's source and shared addresses and its
+// column test once and steps them by constants, instead of per 16-byte chunk (backward/README.md, round
+// 10, call 5: D = 128 +1.3-2.6%, D = 256 +0.6-2.7% on the H100; D = 64 -1.3% to +0.6%, where its
+// mask-free kernel spilled 120 bytes with it, against 56).
 // kMaskFreeKernel: launches that need no element mask (no window, no varlen, whole tiles) get a kernel
 // without the mask loops (backward/README.md, round 7c: D = 64 non-causal +2-4% on the H100, spills
 // 16 -> 0 bytes; D = 128 within noise, D = 256 -4%).
@@ -32,7 +36,7 @@ struct BackwardTile;
 template <>
 struct BackwardTile<64, 2> {
   static constexpr int kHeadDim = 64, kBlockM = 128, kBlockN = 128, kWarps = 8, kMinCtasPerSm = 1;
-  static constexpr bool kMaskFreeKernel = true;
+  static constexpr bool kMaskFreeKernel = true, kCopyAddressesOnce = false;
   static constexpr int kWarpsMForSdP = 4, kWarpsNForDkv = 4, kWarpsMForDq = 4, kDqPasses = 1, kStages = 2;
 };
 
@@ -41,7 +45,7 @@ struct BackwardTile<64, 2> {
 template <>
 struct BackwardTile<128, 2> {
   static constexpr int kHeadDim = 128, kBlockM = 64, kBlockN = 128, kWarps = 8, kMinCtasPerSm = 1;
-  static constexpr bool kMaskFreeKernel = false;
+  static constexpr bool kMaskFreeKernel = false, kCopyAddressesOnce = true;
   static constexpr int kWarpsMForSdP = 2, kWarpsNForDkv = 4, kWarpsMForDq = 2, kDqPasses = 1, kStages = 2;
 };
 
@@ -51,7 +55,7 @@ struct BackwardTile<128, 2> {
 template <>
 struct BackwardTile<256, 1> {
   static constexpr int kHeadDim = 256, kBlockM = 64, kBlockN = 64, kWarps = 8, kMinCtasPerSm = 1;
-  static constexpr bool kMaskFreeKernel = false;
+  static constexpr bool kMaskFreeKernel = false, kCopyAddressesOnce = true;
   static constexpr int kWarpsMForSdP = 4, kWarpsNForDkv = 2, kWarpsMForDq = 2, kDqPasses = 2, kStages = 1;
 };
 
@@ -61,7 +65,7 @@ struct BackwardTile<256, 1> {
 template <>
 struct BackwardTile<256, 2> {
   static constexpr int kHeadDim = 256, kBlockM = 64, kBlockN = 64, kWarps = 8, kMinCtasPerSm = 1;
-  static constexpr bool kMaskFreeKernel = false;
+  static constexpr bool kMaskFreeKernel = false, kCopyAddressesOnce = true;
   static constexpr int kWarpsMForSdP = 4, kWarpsNForDkv = 2, kWarpsMForDq = 2, kDqPasses = 2, kStages = 2;
 };
 
