@@ -39,6 +39,7 @@
 
 #include "device/kernel_attributes.cuh"
 #include "kernels/linear/sm80/linear_chunk_output_sm80.cuh"
+#include "kernels/linear/sm80/linear_chunk_state_sm80.cuh"
 #include "kernels/linear/sm80/linear_gdn_chunked_sm80_kernel.cuh"
 #include "kernels/linear/sm80/linear_kda_plan.h"
 #include "kernels/linear/sm80/linear_mma_sm80.cuh"
@@ -594,19 +595,15 @@ __global__ void __launch_bounds__(kda_state_threads<kSlice>()) linear_kda_state_
   const int row_block = warp & 3;        // S rows 32 row_block .., v_new tokens 16 row_block ..
   const int column0 = (warp >> 2) * 16;  // of the slice
 
-  const int slices = (c.value_dim + kSlice - 1) / kSlice;
-  const int n = blockIdx.x / slices;
-  const int col0 = (blockIdx.x % slices) * kSlice;
-  const int hv = blockIdx.y;
-  const std::int64_t length = params.cu_seqlens == nullptr
-                                  ? params.seqlen
-                                  : params.cu_seqlens[(n + 1) * params.cu_seqlens_stride] - params.cu_seqlens[n * params.cu_seqlens_stride];
-  const std::int64_t chunks = (length + kChunk - 1) / kChunk;
+  const StateSlicePlace place = locate_state_slice<kSlice>(params);
+  const int n = place.n;
+  const int col0 = place.col0;
+  const int hv = place.hv;
+  const std::int64_t chunks = place.chunks;
   const std::int64_t first_slot = sequence_first_slot(params, n);
   const Element* w_ws = static_cast<const Element*>(ws.w_neg);
   const Element* k_ws = static_cast<const Element*>(ws.key);
   const Element* k_lo_ws = static_cast<const Element*>(ws.key_lo);
-  Element* h_ws = static_cast<Element*>(ws.h);
 
   // Copies chunk `chunk`'s operands into buffer `buf` (none past the last chunk) and commits a group, so
   // that every loop step commits exactly one.
@@ -635,52 +632,12 @@ __global__ void __launch_bounds__(kda_state_threads<kSlice>()) linear_kda_state_
     if (tid < kKeyPad / 4) cp_async_16(&sm.decay[buf][tid * 4], ws.decay + sh * kKeyPad + tid * 4);
     cp_async_commit();
   };
-  auto state_offset = [&](const LinearStateTensor& s, int i, int j) {
-    return n * s.sequence_stride + hv * s.head_stride + (c.state_vk ? j * s.row_stride + i : i * s.row_stride + j);
-  };
-
-  // s[mt][nt][e]: S[32 row_block + 16 mt + g + 8 (e / 2)][column0 + 8 nt + t2 + e % 2] (C fragment layout).
   float s[2][2][4];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = row_block * 32 + mt * kTile + g + (e >> 1) * 8;
-        const int j = col0 + column0 + nt * 8 + t2 + (e & 1);
-        const bool present = params.initial_state.data != nullptr && i < c.key_dim && j < c.value_dim;
-        s[mt][nt][e] = present ? params.initial_state.data[state_offset(params.initial_state, i, j)] : 0.0f;
-      }
-    }
-  }
-  // The warp's S as Element: to shared memory (the next v_new's operand) and, for chunk slot `slot` >= 0,
-  // to the workspace in 16-byte pieces read back from shared memory.
-  auto publish = [&](std::int64_t slot) {
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        Element* at = sm.state_lowp + (row_block * 32 + mt * kTile + g) * kLdSlice + column0 + nt * 8 + t2;
-        *reinterpret_cast<unsigned*>(at) = pack_pair<Element>(s[mt][nt][0], s[mt][nt][1]);
-        *reinterpret_cast<unsigned*>(at + 8 * kLdSlice) = pack_pair<Element>(s[mt][nt][2], s[mt][nt][3]);
-      }
-    }
-    if (slot < 0) return;
-    __syncwarp();
-    Element* h = h_ws + ((slot * c.heads_v + hv) * kKeyPad + row_block * 32) * ws.value_pad + col0 + column0;
-#pragma unroll
-    for (int e = lane; e < 64; e += 32) {  // 32 rows x 2 pieces of 8 columns
-      const int r = e >> 1;
-      const int j = (e & 1) * 8;
-      *reinterpret_cast<uint4*>(h + r * ws.value_pad + j) =
-          *reinterpret_cast<const uint4*>(sm.state_lowp + (row_block * 32 + r) * kLdSlice + column0 + j);
-    }
-  };
+  load_initial_state(s, params, n, hv, row_block, col0 + column0, g, t2);
 
 #pragma unroll
   for (int stage = 0; stage < kStages - 1; ++stage) prefetch(stage, stage);
-  publish(chunks > 0 ? first_slot : -1);
+  publish_state<Element, kLdSlice>(s, sm.state_lowp, params, chunks > 0 ? first_slot : -1, hv, row_block, column0, col0, g, t2);
 
   int buf = 0;
   for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -692,26 +649,7 @@ __global__ void __launch_bounds__(kda_state_threads<kSlice>()) linear_kda_state_
     // v_new = u + w_neg S, tokens 16 row_block + g (+ 8), in two accumulator sets (even and odd k-steps).
     const int token0 = row_block * kTile + g;
     float v[2][2][4];
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const int col = column0 + nt * 8 + t2;
-      const float2 top = *reinterpret_cast<const float2*>(&sm.u[buf][token0 * kLdSliceF + col]);
-      const float2 bottom = *reinterpret_cast<const float2*>(&sm.u[buf][(token0 + 8) * kLdSliceF + col]);
-      v[0][nt][0] = top.x;
-      v[0][nt][1] = top.y;
-      v[0][nt][2] = bottom.x;
-      v[0][nt][3] = bottom.y;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) v[1][nt][e] = 0.0f;
-    }
-#pragma unroll
-    for (int kk = 0; kk < kKeyPad / kTile; ++kk) {
-      unsigned a[4], b[4];
-      load_a(a, sm.w[buf] + row_block * kTile * kLdKey + kk * kTile, kLdKey);
-      load_b_kn(b, sm.state_lowp + kk * kTile * kLdSlice + column0, kLdSlice);
-      mma_16x8x16<Element>(v[kk & 1][0], a, b[0], b[1]);
-      mma_16x8x16<Element>(v[kk & 1][1], a, b[2], b[3]);
-    }
+    u_plus_w_neg_state<Element, kLdKey, kLdSlice, kLdSliceF>(v, sm.u[buf], sm.w[buf], sm.state_lowp, row_block, column0, g, t2);
     // v_new as hi + lo to the workspace (the output kernel's operand pair) and to shared memory (the update's).
     Element* v_hi_ws = static_cast<Element*>(ws.v_new);
     Element* v_lo_ws = static_cast<Element*>(ws.v_new_lo);
@@ -766,23 +704,12 @@ __global__ void __launch_bounds__(kda_state_threads<kSlice>()) linear_kda_state_
         }
       }
     }
-    publish(chunk + 1 < chunks ? first_slot + chunk + 1 : -1);
+    publish_state<Element, kLdSlice>(s, sm.state_lowp, params, chunk + 1 < chunks ? first_slot + chunk + 1 : -1, hv, row_block,
+                                      column0, col0, g, t2);
     buf = buf + 1 == kStages ? 0 : buf + 1;
   }
 
-  if (params.final_state.data == nullptr) return;
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = row_block * 32 + mt * kTile + g + (e >> 1) * 8;
-        const int j = col0 + column0 + nt * 8 + t2 + (e & 1);
-        if (i < c.key_dim && j < c.value_dim) params.final_state.data[state_offset(params.final_state, i, j)] = s[mt][nt][e];
-      }
-    }
-  }
+  store_final_state(s, params, n, hv, row_block, col0 + column0, g, t2);
 }
 
 // ---- output --------------------------------------------------------------------------------------------
