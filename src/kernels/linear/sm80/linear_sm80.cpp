@@ -147,7 +147,6 @@ Status forward_shared_memory_fits(const LinearProblem& problem) {
     return {StatusCode::kCudaError, "linear forward (sm80): " + why};
   }
   const std::int64_t optin = limits.shared_memory_per_block_optin;
-  const int slice = gdn_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
   const std::string allows = " bytes of shared memory per block; cuda:" + std::to_string(problem.device.index) +
                              " allows " + std::to_string(optin);
   if (!problem.per_key_gate()) {
@@ -163,6 +162,7 @@ Status forward_shared_memory_fits(const LinearProblem& problem) {
   if (kda_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count, optin) != 0) {
     return Status::ok();
   }
+  const int slice = gdn_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
   return {StatusCode::kNotImplemented, "linear forward (sm80): the KDA prep, state pass (value slices of " +
                                            std::to_string(slice) + ") and output kernels need " +
                                            std::to_string(kda_prep_shared_bytes()) + ", " +

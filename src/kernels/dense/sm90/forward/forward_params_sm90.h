@@ -58,7 +58,8 @@ struct ForwardParams {
   int* tile_counter = nullptr;  // workspace, zeroed before the launch: work tiles handed out past the first
   bool heavy_first = false;  // query tiles with the most key tiles first (causal / window)
   // With heavy_first: the (batch, head) pairs are taken in sections of this many, and within a section
-  // query tile by query tile (heaviest first) over its heads (ForwardTileScheduler). 0: head by head.
+  // query tile by query tile (heaviest first) over its heads (ForwardTileScheduler); 1 is head by head.
+  // Unused (0) without heavy_first.
   int section_heads = 0;
 };
 
