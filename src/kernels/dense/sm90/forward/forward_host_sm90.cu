@@ -246,22 +246,30 @@ ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardA
     // must stay in L2 until the next index's tiles of the same heads come round. A query head's pairs
     // are adjacent within a batch entry, so `group` of them share one K/V head.
     //
-    // Heads of at most 8 query tiles stay head by head (sections of one pair): there the sections
-    // measured slower on every D (issue-5 causal S = 1024, 6 or 8 query tiles a head: D = 64 -8.0%,
-    // D = 128 -1.0%, D = 256 -1.3%, where the tail model promised +3-11%), while from 11 query tiles up
-    // (S >= 2048) they gained 2.6-7.9% (NOTES.md, run 17). The cost falls with the tile's length, as a
-    // fixed cost per tile would: likely its first K/V tiles missing in L2, which the other query tiles
-    // of its head, running beside it head by head, would have loaded.
+    // Heads of at most 8 query tiles go head by head: there the sections measured slower on every D
+    // (issue-5 causal S = 1024, 6 or 8 query tiles a head: D = 64 -8.0%, D = 128 -1.0%, D = 256 -1.3%,
+    // where the tail model promised +3-11%), while from 11 query tiles up (S >= 2048) they gained
+    // 2.6-7.9% (NOTES.md, run 17). The cost falls with the tile's length, as a fixed cost per tile
+    // would: likely its first K/V tiles missing in L2, which the other query tiles of its head, running
+    // beside it head by head, would have loaded. Only the last pairs, about two waves of tiles, form one
+    // section, so that the launch still ends on light tiles: the tail model gives 1.014 / 1.021 / 1.031
+    // of the ideal length at D = 64 / 128 / 256 against 1.034 / 1.061 / 1.125 head by head (run 18).
     constexpr int kHeadByHeadMaxQueryTiles = 8;
+    constexpr int kTailWaves = 2;
     constexpr std::int64_t kSectionBytes = std::int64_t{32} << 20;
     const std::int64_t kv_head_bytes = std::max<std::int64_t>(
         1, std::int64_t{p.seqlen_k} * (problem.head_dim + problem.head_dim_v) * std::int64_t(dtype_size(problem.dtype)));
     const std::int64_t pairs = std::int64_t{problem.batch} * problem.heads_q;
-    p.section_heads =
-        p.num_m_blocks <= kHeadByHeadMaxQueryTiles
-            ? 1
-            : static_cast<int>(std::min<std::int64_t>(
-                  pairs, std::max<std::int64_t>(1, kSectionBytes / kv_head_bytes) * problem.group));
+    if (p.num_m_blocks <= kHeadByHeadMaxQueryTiles) {
+      const std::int64_t tail =
+          std::min<std::int64_t>(pairs, (std::int64_t{kTailWaves} * sm_count + p.num_m_blocks - 1) / p.num_m_blocks);
+      p.head_by_head_pairs = static_cast<int>(pairs - tail);
+      p.section_heads = static_cast<int>(std::max<std::int64_t>(1, tail));
+    } else {
+      p.head_by_head_pairs = 0;
+      p.section_heads = static_cast<int>(std::min<std::int64_t>(
+          pairs, std::max<std::int64_t>(1, kSectionBytes / kv_head_bytes) * problem.group));
+    }
   }
   // One persistent CTA per SM (a CTA takes all of an SM's registers), never more than the work tiles.
   const std::int64_t tiles = std::int64_t{p.num_m_blocks} * problem.batch * problem.heads_q;

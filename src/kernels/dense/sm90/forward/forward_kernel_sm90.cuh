@@ -46,6 +46,40 @@ namespace attnkit::sm90 {
 template <DType kDType>
 using CuteElement = std::conditional_t<kDType == DType::kBFloat16, cute::bfloat16_t, cute::half_t>;
 
+struct ForwardWork {
+  int m_block;  // query tile
+  int head;     // query head
+  int batch;    // batch entry or varlen sequence
+};
+
+// Where one batch entry (or varlen sequence) starts: token indices for TMA coordinates and element
+// offsets for the stores. Varlen offsets come from device memory the host cannot check without a sync:
+// they are clamped into [0, total] and lengths to their max_seqlen bound, so bad metadata gives wrong
+// numbers at worst, never an access out of bounds (TMA clips reads at total; stores are predicated).
+struct SequenceSpan {
+  int seqlen_q;
+  int seqlen_k;
+  int first_token_q;  // varlen: first row of the sequence among all tokens; BSHD: 0
+  int first_token_k;
+  std::int64_t out_offset;
+  std::int64_t lse_offset;
+};
+
+// A decoded work tile, as the producer thread writes it into shared memory for the consumers (one slot
+// of the tile pipeline): the consumers then do no division between tiles. ncu (NOTES.md, run 14) had
+// the consumers' tile plan at 2.6% of their time at D = 128 S = 1024 and 3.7% at D = 64 causal, and
+// 7666c6a's decode (one dependent division more: section, query tile, pair, head) cost 2-2.6% at
+// S = 1024 causal with the order unchanged (run 17), most likely through that decode.
+struct ForwardTilePlan {
+  enum Kind : int { kWork, kNoRows, kEnd };
+  ForwardWork work;
+  SequenceSpan seq;
+  device::WindowMask mask;
+  device::TileRange tiles;  // the key tiles any of the tile's rows sees; empty: O = 0 (store_empty)
+  int row_begin;            // the tile's first query row
+  Kind kind;                // kNoRows: no row of the sequence in this tile (varlen); kEnd: no more work
+};
+
 template <int kShapeIndex, DType kDType>
 struct ForwardConfig {
   static_assert(kDType == DType::kFloat16 || kDType == DType::kBFloat16);
@@ -118,7 +152,7 @@ struct ForwardConfig {
     typename PipelineK::SharedStorage pipeline_k;
     typename PipelineV::SharedStorage pipeline_v;
     typename PipelineTile::SharedStorage pipeline_tile;
-    int tile_slots[2];  // linear work-tile index; >= the tile count: no more work
+    ForwardTilePlan tile_slots[2];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static constexpr std::uint32_t kBytesQ = kBlockM * kHeadDim * sizeof(Element);
@@ -163,16 +197,12 @@ struct KernelParams {
   typename Config::TmaO tma_o;
 };
 
-struct ForwardWork {
-  int m_block;  // query tile
-  int head;     // query head
-  int batch;    // batch entry or varlen sequence
-};
 
 // Persistent and dynamic: p.num_ctas CTAs (one per SM) start on tiles 0 .. num_ctas - 1 and then take
 // the next linear tile index from a global counter (p.tile_counter, zero at the launch and left at zero
-// by it: next_tile) as they
-// finish, so tiles of unequal work (causal / window) balance themselves.
+// by it: next_tile) as they finish, so tiles of unequal work (causal / window) balance themselves. Only
+// the producer thread decodes a tile (its divisions by run-time sizes and, for varlen, the loads of
+// cu_seqlens); the consumers read the decoded plan from shared memory (ForwardTilePlan).
 //
 // Without a mask the query tiles of one head are adjacent, so CTAs running together share K/V in L2
 // (causal S = 1024 ran at 279 TFLOP/s, bound by HBM, when all heads were interleaved). Under a causal
@@ -182,7 +212,9 @@ struct ForwardWork {
 // end of the launch and ran on while the other SMs had nothing left: a list-scheduling model of the
 // issue-5 causal grid (132 SMs, tile cost = key tiles + 1.9 of fixed cost, ncu run 14) puts that tail
 // at 3.4-4.6% of the launch at D = 64, 5.6-6.7% at D = 128 and 11-13.5% at D = 256 for S <= 8192, and
-// at 0.1-2.3% with sections (NOTES.md, run 17).
+// at 0.1-2.3% with sections (NOTES.md, run 17). Heads of at most 8 query tiles measured slower in
+// sections (run 17); there the first p.head_by_head_pairs pairs go head by head and only the launch's
+// last section (the tail) is interleaved (NOTES.md, run 18).
 struct ForwardTileScheduler {
   CUTE_HOST_DEVICE static std::int64_t tile_count(const ForwardParams& p) {
     return std::int64_t{p.num_m_blocks} * p.batch * p.heads_q;
@@ -192,14 +224,21 @@ struct ForwardTileScheduler {
     ForwardWork w;
     int pair;  // batch * heads_q + head
     if (p.heavy_first) {
-      // Section s holds pairs s * section_heads ..; the last may hold fewer.
-      const int section_tiles = p.num_m_blocks * p.section_heads;
-      const int section = linear / section_tiles;
-      const int first_pair = section * p.section_heads;
-      const int pairs = min(p.section_heads, p.batch * p.heads_q - first_pair);
-      const int within = linear - section * section_tiles;
-      w.m_block = p.num_m_blocks - 1 - within / pairs;
-      pair = first_pair + within % pairs;
+      const int head_by_head_tiles = p.head_by_head_pairs * p.num_m_blocks;
+      if (linear < head_by_head_tiles) {
+        pair = linear / p.num_m_blocks;
+        w.m_block = p.num_m_blocks - 1 - (linear - pair * p.num_m_blocks);
+      } else {
+        // Section s holds the pairs head_by_head_pairs + s * section_heads ..; the last may hold fewer.
+        const int rest = linear - head_by_head_tiles;
+        const int section_tiles = p.num_m_blocks * p.section_heads;
+        const int section = rest / section_tiles;
+        const int first_pair = p.head_by_head_pairs + section * p.section_heads;
+        const int pairs = min(p.section_heads, p.batch * p.heads_q - first_pair);
+        const int within = rest - section * section_tiles;
+        w.m_block = p.num_m_blocks - 1 - within / pairs;
+        pair = first_pair + within % pairs;
+      }
     } else {
       w.m_block = linear % p.num_m_blocks;
       pair = linear / p.num_m_blocks;
@@ -208,19 +247,6 @@ struct ForwardTileScheduler {
     w.batch = pair / p.heads_q;
     return w;
   }
-};
-
-// Where one batch entry (or varlen sequence) starts: token indices for TMA coordinates and element
-// offsets for the stores. Varlen offsets come from device memory the host cannot check without a sync:
-// they are clamped into [0, total] and lengths to their max_seqlen bound, so bad metadata gives wrong
-// numbers at worst, never an access out of bounds (TMA clips reads at total; stores are predicated).
-struct SequenceSpan {
-  int seqlen_q;
-  int seqlen_k;
-  int first_token_q;  // varlen: first row of the sequence among all tokens; BSHD: 0
-  int first_token_k;
-  std::int64_t out_offset;
-  std::int64_t lse_offset;
 };
 
 __device__ __forceinline__ SequenceSpan sequence_span(const ForwardParams& p, int batch) {
@@ -671,26 +697,29 @@ struct DenseForwardKernelSm90 {
     PipelineTile pipeline_tile(shared.pipeline_tile, tile_params);
     __syncthreads();  // barriers initialised and visible to every warp
 
-    // What both roles derive from a work tile; both walk the same tiles, so every barrier phase
-    // (the Q barriers count tiles that load Q; the pipelines count key tiles) agrees between them.
-    struct TilePlan {
-      ForwardWork work;
-      SequenceSpan seq;
-      int row_begin;
-      device::WindowMask mask;
-      device::TileRange tiles;
-    };
-    auto plan = [&](int linear, TilePlan* t) {
-      t->work = TileScheduler::work(p, linear);
-      t->seq = sequence_span(p, t->work.batch);
-      t->row_begin = t->work.m_block * Config::kBlockM;
-      // Varlen: the grid covers max_seqlen_q rows; shorter sequences have nothing in this tile.
-      if (t->row_begin >= t->seq.seqlen_q) return false;
-      t->mask = device::WindowMask{t->seq.seqlen_q, t->seq.seqlen_k, p.window_left, p.window_right};
-      t->tiles = t->mask.template key_tiles<Config::kBlockN>(t->row_begin, t->row_begin + Config::kBlockM);
-      return true;
-    };
+    // The producer thread decodes each work tile once and hands the plan to the consumers through the
+    // tile pipeline; both roles then walk the same tiles, so every barrier phase (the Q barriers count
+    // tiles that load Q; the pipelines count key tiles) agrees between them.
     const int tile_count = static_cast<int>(TileScheduler::tile_count(p));
+    auto plan = [&](int linear) {
+      ForwardTilePlan t{};
+      if (linear >= tile_count) {
+        t.kind = ForwardTilePlan::kEnd;
+        return t;
+      }
+      t.work = TileScheduler::work(p, linear);
+      t.seq = sequence_span(p, t.work.batch);
+      t.row_begin = t.work.m_block * Config::kBlockM;
+      // Varlen: the grid covers max_seqlen_q rows; shorter sequences have nothing in this tile.
+      if (t.row_begin >= t.seq.seqlen_q) {
+        t.kind = ForwardTilePlan::kNoRows;
+        return t;
+      }
+      t.mask = device::WindowMask{t.seq.seqlen_q, t.seq.seqlen_k, p.window_left, p.window_right};
+      t.tiles = t.mask.template key_tiles<Config::kBlockN>(t.row_begin, t.row_begin + Config::kBlockM);
+      t.kind = ForwardTilePlan::kWork;
+      return t;
+    };
 
     if (warpgroup == 0) {
       cutlass::arch::warpgroup_reg_dealloc<Config::kProducerRegisters>();
@@ -701,13 +730,15 @@ struct DenseForwardKernelSm90 {
         auto tile_state = cutlass::make_producer_start_state<PipelineTile>();
         int q_loads = 0;
         for (int linear = blockIdx.x;; linear = next_tile(p.tile_counter, tile_count)) {
+          const ForwardTilePlan t = plan(linear);
           pipeline_tile.producer_acquire(tile_state);
-          shared.tile_slots[tile_state.index()] = linear;
+          shared.tile_slots[tile_state.index()] = t;
+          // The barrier's arrive is an asm statement without a memory clobber: keep the stores before it.
+          asm volatile("" ::: "memory");
           pipeline_tile.producer_commit(tile_state);
           ++tile_state;
-          if (linear >= tile_count) break;
-          TilePlan t;
-          if (!plan(linear, &t) || t.tiles.empty()) continue;
+          if (t.kind == ForwardTilePlan::kEnd) break;
+          if (t.kind == ForwardTilePlan::kNoRows || t.tiles.empty()) continue;
           ForwardProducerSm90<Config>::run(params, t.work, t.seq, t.tiles, shared, pipeline_k, pipeline_v, state,
                                            q_loads);
           ++q_loads;
@@ -724,12 +755,13 @@ struct DenseForwardKernelSm90 {
     Mainloop::start_pingpong(p);
     while (true) {
       pipeline_tile.consumer_wait(read_tile);
-      const int linear = shared.tile_slots[read_tile.index()];
+      const ForwardTilePlan t = shared.tile_slots[read_tile.index()];
+      // Every load of the slot before the release, after which the producer may write it again.
+      asm volatile("" ::: "memory");
       pipeline_tile.consumer_release(read_tile);
       ++read_tile;
-      if (linear >= tile_count) break;
-      TilePlan t;
-      if (!plan(linear, &t)) continue;
+      if (t.kind == ForwardTilePlan::kEnd) break;
+      if (t.kind == ForwardTilePlan::kNoRows) continue;
       if (t.tiles.empty()) {
         Epilogue::store_empty(p, t.seq, t.work);
         continue;

@@ -57,9 +57,11 @@ struct ForwardParams {
   int num_ctas = 0;          // persistent CTAs: min(work tiles, SMs)
   int* tile_counter = nullptr;  // workspace, zeroed before the launch: work tiles handed out past the first
   bool heavy_first = false;  // query tiles with the most key tiles first (causal / window)
-  // With heavy_first: the (batch, head) pairs are taken in sections of this many, and within a section
-  // query tile by query tile (heaviest first) over its heads (ForwardTileScheduler); 1 is head by head.
-  // Unused (0) without heavy_first.
+  // With heavy_first (ForwardTileScheduler): the first head_by_head_pairs (batch, head) pairs are taken
+  // head by head (heaviest query tile first), the rest in sections of section_heads pairs, within a
+  // section query tile by query tile (heaviest first) over its heads; a section of 1 is head by head.
+  // Both unused (0) without heavy_first.
+  int head_by_head_pairs = 0;
   int section_heads = 0;
 };
 
