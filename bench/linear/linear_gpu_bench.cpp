@@ -486,6 +486,13 @@ int run_check() {
        LinearBetaForm::kSigmoid, LinearStateLayout::kVK},
       {"kda varlen 17,100,64", KDA, 1, 0, 1, 2, 128, 128, 1.0f, false, LinearGateForm::kLogDecay,
        LinearBetaForm::kValue, LinearStateLayout::kKV, {17, 100, 64}},
+      // KDA's state pass in slices of 64 (linear_kda_plan.h, sm_90 only: >= 132 CTAs of 64 columns), as
+      // GDN's three above: three slices with weak decay; varlen with an empty sequence, [V, K] states and
+      // the fused gate form; V = 100 (the second slice's columns past V) with strong decay.
+      {"kda B=3 HV=48 V=192 T=200 g*0.01", KDA, 3, 200, 16, 48, 128, 192, 0.01f},
+      {"kda varlen 131,0,64,1 HV=40 vk s64", KDA, 1, 0, 10, 40, 128, 128, 1.0f, true, LinearGateForm::kLowerBoundSigmoid,
+       LinearBetaForm::kSigmoid, LinearStateLayout::kVK, {131, 0, 64, 1}},
+      {"kda B=2 HV=72 V=100 T=150 g*10", KDA, 2, 150, 24, 72, 128, 100, 10.0f},
   };
   for (const Case& c : forward_cases) ok = check_forward(c, rng) && ok;
   std::vector<Case> decode_cases = {

@@ -26,11 +26,13 @@ cudaError_t launch_linear_kda_output(const LinearForwardParams& params, cudaStre
 
 extern ATTNKIT_LINEAR_KDA_PREP_INSTANCE(__nv_bfloat16);
 extern ATTNKIT_LINEAR_KDA_PREP_INSTANCE(__half);
-// The state pass in slices of 16 or 32 value columns (linear_forward_sm80_launch.cu says which when).
+// The state pass in slices of 16, 32 or 64 value columns (linear_kda_plan.h says which when).
 extern ATTNKIT_LINEAR_KDA_STATE_INSTANCE(__nv_bfloat16, 16);
 extern ATTNKIT_LINEAR_KDA_STATE_INSTANCE(__half, 16);
 extern ATTNKIT_LINEAR_KDA_STATE_INSTANCE(__nv_bfloat16, 32);
 extern ATTNKIT_LINEAR_KDA_STATE_INSTANCE(__half, 32);
+extern ATTNKIT_LINEAR_KDA_STATE_INSTANCE(__nv_bfloat16, 64);
+extern ATTNKIT_LINEAR_KDA_STATE_INSTANCE(__half, 64);
 extern ATTNKIT_LINEAR_KDA_OUTPUT_INSTANCE(__nv_bfloat16);
 extern ATTNKIT_LINEAR_KDA_OUTPUT_INSTANCE(__half);
 

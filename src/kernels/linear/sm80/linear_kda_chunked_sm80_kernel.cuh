@@ -9,7 +9,7 @@
 //          T_beta = (I + A)^-1 diag(beta) (fp32, by 16 x 16 blocks), and writes w_neg = -T_beta (k Gamma),
 //          u = T_beta v (fp32), the update's k exp(G_last - G) (a pair), scale q Gamma, P (a pair) and
 //          exp(G_last) [K].
-//   state  (grid: sequence x value head x slice of 16 or 32 value columns) walks the chunks in order with
+//   state  (grid: sequence x value head x slice of 16, 32 or 64 value columns) walks the chunks in order with
 //          its fp32 state slice in accumulator registers: v_new = u + w_neg S,
 //          S <- diag(exp(G_last)) S + (k exp(G_last - G))^T v_new; writes S at each chunk's start and v_new.
 //   output (grid: every chunk slot x value head x 128 value columns) O = (scale q Gamma) S_chunk + P v_new.
@@ -18,9 +18,10 @@
 // s at a reference row r between them: exp(G_t - G_s) = exp(G_t - G_r) exp(G_r - G_s) with both factors
 // <= 1 (t >= r > s), so such a block goes through the tensor cores for any decay. That covers the six
 // off-diagonal 16 x 16 blocks (r = 16 ib, as FLA's chunk_kda splits at its sub-chunks of 16 tokens) and
-// the lower-left 8 x 8 quarter of each diagonal 16 x 16 block (r = its ninth row); the eight diagonal
-// 8 x 8 blocks that remain (36 of the 2080 entries of P on and below the diagonal each) are summed on
-// CUDA cores with exp(G_t - G_s) per channel and entry. Every other exponential (Gamma, exp(G_last - G),
+// the lower-left 8 x 8 quarter of each diagonal 16 x 16 block (r = its ninth row) and the lower-left 4 x 4
+// quarter of each diagonal 8 x 8 block (r = its fifth row); the sixteen diagonal 4 x 4 blocks that remain
+// (10 of the 2080 entries of P on and below the diagonal each) are summed on CUDA cores with
+// exp(G_t - G_s) per channel and entry. Every other exponential (Gamma, exp(G_last - G),
 // exp(G_last)) has a non-positive argument by construction.
 // tests/python/test_kda_chunk_algebra.py checks this algebra in float64 against the token recurrence.
 //
@@ -62,6 +63,22 @@ __device__ __forceinline__ float2 load_pair(const Element* at) {
   return unpack_pair<Element>(*reinterpret_cast<const unsigned*>(at));
 }
 
+// Whole-sector stores of mma C fragments: a quad's lanes hold a row's columns t2, t2 + 1 of two n-tiles
+// (`tile0`: columns 0 .. 7 of 16, `tile1`: 8 .. 15) as packed Element pairs; two shuffles give lane t
+// columns 4 t .. 4 t + 3, so the quad stores the row's 32 bytes as four 8-byte pieces, whole 32-byte
+// sectors. As 4-byte pieces (two n-tiles, two half sectors) such stores cost twice their bytes in L2
+// traffic: GDN's state pass, which regroups its v_new the same way, lost 16% with them (H100,
+// 2026-11-26 s13 run 9). Lane s offers n-tile s & 1 to the first shuffle and the other to the second;
+// lanes 2 and 3 of a quad receive their pieces' words in the opposite order.
+__device__ __forceinline__ uint2 quad_columns(unsigned tile0, unsigned tile1) {
+  const int quad = threadIdx.x & 3;
+  const int from = (threadIdx.x & 28) | ((quad & 1) << 1) | (quad >> 1);  // lane t's first source in the quad
+  const bool odd = (quad & 1) != 0;  // selects, not indexing: the words stay in registers
+  const unsigned a = __shfl_sync(0xffffffffu, odd ? tile1 : tile0, from);
+  const unsigned b = __shfl_sync(0xffffffffu, odd ? tile0 : tile1, from ^ 1);
+  return quad >= 2 ? make_uint2(b, a) : make_uint2(a, b);
+}
+
 // exp(x) for the prep's arguments, all <= 0, as a multiply and one MUFU.EX2 in its flushing form (__expf
 // adds a range test and two predicated multiplies per call to return denormals): results below 2^-126
 // (x < -87.3) become 0, an absolute change below 1.2e-38 times the operand it scales.
@@ -76,7 +93,8 @@ __device__ __forceinline__ float exp_nonpositive(float x) {
 // 8 warps. Phases: loads (q, k and fp32 gates by cp.async; other gate types by plain loads; the fused gate
 // form applied after) -> L2 factors and G -> the block products of A and P: warps 0-5 one off-diagonal
 // 16 x 16 block pair each, warps 6-7 the lower-left 8 x 8 quarters of the diagonal 16 x 16 blocks (all on
-// mma.sync, in registers), then every warp one diagonal 8 x 8 block on CUDA cores -> the inverses of the
+// mma.sync, in registers), then every warp one diagonal 8 x 8 block: its lower-left 4 x 4 quarter on
+// mma.sync, its two diagonal 4 x 4 blocks on CUDA cores -> the inverses of the
 // diagonal 16 x 16 blocks of I + A (threads 0-63) beside the gated operands (the rest) -> the rest of the
 // solve by block rows (all threads) -> w_neg and u (warp w: T_beta rows 16 (w % 4) .., 64 columns
 // (w / 4) ..). P goes to the workspace from the registers that hold it. ~104 KB of shared memory: 2 CTAs
@@ -261,23 +279,24 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
         mma_16x8x16<Element>(acc_p[nt], qa_hi, b_lo[0], b_lo[1]);
       }
     }
+    // A to shared memory; P's pair to the workspace, a row's 16 columns per quad in whole sectors.
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const int s = jb * kTile + nt * 8 + t2;
+    for (int half = 0; half < 2; ++half) {
+      const int t = ta + half * 8;
+      const float fa = sm.beta[t] * sm.k_factor[t];
+      const float fp = scale * sm.q_factor[t];
+      unsigned p_hi[2], p_lo[2];
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int t = ta + half * 8;
-        const float fa = sm.beta[t] * sm.k_factor[t];
-        const float fp = scale * sm.q_factor[t];
-        float2 a_val, p_val;
-        a_val.x = fa * sm.k_factor[s] * acc_a[nt][half * 2];
-        a_val.y = fa * sm.k_factor[s + 1] * acc_a[nt][half * 2 + 1];
-        p_val.x = fp * sm.k_factor[s] * acc_p[nt][half * 2];
-        p_val.y = fp * sm.k_factor[s + 1] * acc_p[nt][half * 2 + 1];
-        *reinterpret_cast<float2*>(&sm.a[t * kLdChunkF + s]) = a_val;
-        split_pair<Element>(p_val.x, p_val.y, reinterpret_cast<unsigned*>(p_hi_ws + t * kChunk + s),
-                            reinterpret_cast<unsigned*>(p_lo_ws + t * kChunk + s));
+      for (int nt = 0; nt < 2; ++nt) {
+        const int s = jb * kTile + nt * 8 + t2;
+        const float k0 = sm.k_factor[s];
+        const float k1 = sm.k_factor[s + 1];
+        *reinterpret_cast<float2*>(&sm.a[t * kLdChunkF + s]) = make_float2(fa * k0 * acc_a[nt][half * 2], fa * k1 * acc_a[nt][half * 2 + 1]);
+        split_pair<Element>(fp * k0 * acc_p[nt][half * 2], fp * k1 * acc_p[nt][half * 2 + 1], &p_hi[nt], &p_lo[nt]);
       }
+      const std::int64_t at = t * kChunk + jb * kTile + 4 * (lane & 3);
+      __stcg(reinterpret_cast<uint2*>(p_hi_ws + at), quad_columns(p_hi[0], p_hi[1]));
+      __stcg(reinterpret_cast<uint2*>(p_lo_ws + at), quad_columns(p_lo[0], p_lo[1]));
     }
   } else {
     // The lower-left 8 x 8 quarter of diagonal block b (rows 16 b + 8 .., columns 16 b ..; warps 6 and 7
@@ -327,33 +346,92 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
     }
   }
 
-  // Diagonal 8 x 8 blocks on CUDA cores (warp w: tokens 8 w .. 8 w + 7), exp(G_t - G_s) per channel and
-  // entry (no factor of it above 1). Lane (c, part) = (lane % 4, lane / 4) sums the 9 entries of columns
-  // c and 7 - c on and below the diagonal (8 - c and c + 1 of them: the 36 of the triangle over 4 lanes)
-  // over 16 channels, in pairs: pair word w = part % 4 + 16 (part / 4) + 4 (m % 4) + 32 (m / 4) at step m,
-  // so that the k / q pair loads of a warp's 4 rows (68 words apart) and 8 parts fall in 32 distinct
-  // banks, and the 8-byte gate loads of a half-warp (rows 8 banks apart) in 32 distinct words. The 8
-  // parts are then summed by shuffles.
+  // Diagonal 8 x 8 blocks, warp w: tokens 8 w .. 8 w + 7. Their lower-left 4 x 4 quarter (rows 4-7,
+  // columns 0-3) goes through mma.sync split at the block's fifth row r = 8 w + 4 like the blocks above,
+  // two channel groups per product so that no row or column of it is idle: rows 0-3 of the left operand
+  // are q_t exp(G_t - G_r) of the quarter's 4 tokens over channels c .. c + 15, rows 4-7 the same over
+  // c + 32 .., rows 8-15 the same for k_t; columns 0-3 of the right operand are k_s exp(G_r - G_s) over
+  // channels c .., columns 4-7 over c + 32 ... The products whose row and column channels agree (rows 0-3
+  // x columns 0-3 and 4-7 x 4-7: P; 8-11 x 0-3 and 12-15 x 4-7: A) are summed by one shuffle, the others
+  // discarded. Thread (g, t2) builds rows g and g + 8 (q_t and k_t of one token and channel: one exp for
+  // both) and column g over the same channels: 8 exps per step of 32 channels, 4 steps of three MMAs
+  // (hi hi, lo hi, hi lo), against 16 per lane for the quarter's 16 entries on CUDA cores.
+  {
+    const int base = warp * 8;
+    const int ref = base + 4;
+    const int t = ref + (g & 3);  // token of rows g and g + 8
+    const int s = base + (g & 3);  // token of column g
+    float acc[4] = {};
+#pragma unroll 2
+    for (int step = 0; step < kKeyPad / 32; ++step) {
+      // Channel groups c .. c + 15 and c + 32 .. (step 0: 0 and 32, 1: 16 and 48, 2: 64 and 96, 3: 80 and
+      // 112): the q / k pair loads of a warp's 4 rows (68 words apart) and two groups then fall in 32
+      // distinct banks.
+      const int c = (step & 1) * 16 + (step >> 1) * 64 + (g >> 2) * 32;
+      unsigned a_hi[4], a_lo[4], b_hi[2], b_lo[2];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {  // channels c + t2 .. (a0, a1, b0) and c + t2 + 8 .. (a2, a3, b1)
+        const int col = c + t2 + half * 8;
+        const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kLdGate + col]);
+        const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kLdGate + col]);
+        const float2 gs = *reinterpret_cast<const float2*>(&sm.gate[s * kLdGate + col]);
+        const float e0 = exp_nonpositive(gt.x - gr.x);
+        const float e1 = exp_nonpositive(gt.y - gr.y);
+        const float2 qv = load_pair(sm.q + t * kLdKey + col);
+        const float2 kv = load_pair(sm.k + t * kLdKey + col);
+        const float2 ks = load_pair(sm.k + s * kLdKey + col);
+        split_pair<Element>(qv.x * e0, qv.y * e1, &a_hi[half * 2], &a_lo[half * 2]);
+        split_pair<Element>(kv.x * e0, kv.y * e1, &a_hi[half * 2 + 1], &a_lo[half * 2 + 1]);
+        split_pair<Element>(ks.x * exp_nonpositive(gr.x - gs.x), ks.y * exp_nonpositive(gr.y - gs.y), &b_hi[half], &b_lo[half]);
+      }
+      mma_16x8x16<Element>(acc, a_hi, b_hi[0], b_hi[1]);
+      mma_16x8x16<Element>(acc, a_lo, b_hi[0], b_hi[1]);
+      mma_16x8x16<Element>(acc, a_hi, b_lo[0], b_lo[1]);
+    }
+    // Lane (g, quad) with g < 4, quad < 2 holds the first channel group's P[t][s'], s' = base + t2, + 1
+    // (rows g) and A (rows g + 8); lane (g + 4, quad + 2) = lane ^ 18 the second group's of the same entries.
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[e] += __shfl_xor_sync(0xffffffffu, acc[e], 18);
+    if (g < 4 && t2 < 4) {
+      const int col = base + t2;
+      const float fp = scale * sm.q_factor[t];
+      const float fa = sm.beta[t] * sm.k_factor[t];
+      const float k0 = sm.k_factor[col];
+      const float k1 = sm.k_factor[col + 1];
+      *reinterpret_cast<float2*>(&sm.a[t * kLdChunkF + col]) = make_float2(fa * k0 * acc[2], fa * k1 * acc[3]);
+      split_pair<Element>(fp * k0 * acc[0], fp * k1 * acc[1], reinterpret_cast<unsigned*>(p_hi_ws + t * kChunk + col),
+                          reinterpret_cast<unsigned*>(p_lo_ws + t * kChunk + col));
+    }
+  }
+
+  // The two diagonal 4 x 4 blocks of each 8 x 8 block (20 entries on and below their diagonals) on CUDA
+  // cores with exp(G_t - G_s) per channel and entry (no factor of it above 1). Lane (c, part) = (lane % 4,
+  // lane / 4): sub-block c / 2 (tokens 8 w + 4 (c / 2) ..), columns c % 2 and 3 - c % 2 of it (4 - c % 2
+  // and c % 2 + 1 entries: 5), 16 channels in pairs: pair word p % 4 + 8 (p / 4) + 4 (m % 2) + 16 (m / 2)
+  // at step m, so that the k / q pair loads of a warp's rows (68 words apart) and 8 parts fall in 32
+  // distinct banks (the 8-byte gate loads of the two sub-blocks' lanes in a half-warp are 2-way
+  // conflicts: their rows are 4 x 136 floats apart). The 8 parts are then summed by shuffles.
   {
     const int c4 = lane & 3;
     const int part = lane >> 2;
-    const int base = warp * 8;
-    const int s1 = base + c4;
-    const int s2 = base + 7 - c4;
-    float sum_a[9], sum_p[9];
+    const int sub = warp * 8 + (c4 >> 1) * 4;
+    const int s1 = sub + (c4 & 1);
+    const int s2 = sub + 3 - (c4 & 1);
+    const int first_entries = 4 - (c4 & 1);
+    float sum_a[5], sum_p[5];
 #pragma unroll
-    for (int j = 0; j < 9; ++j) sum_a[j] = sum_p[j] = 0.0f;
+    for (int j = 0; j < 5; ++j) sum_a[j] = sum_p[j] = 0.0f;
 #pragma unroll 1
     for (int m = 0; m < kKeyPad / 16; ++m) {
-      const int ch = 2 * ((part & 3) + 16 * (part >> 2) + 4 * (m & 3) + 32 * (m >> 2));
+      const int ch = 2 * ((part & 3) + 8 * (part >> 2) + 4 * (m & 1) + 16 * (m >> 1));
       const float2 g1 = *reinterpret_cast<const float2*>(&sm.gate[s1 * kLdGate + ch]);
       const float2 g2 = *reinterpret_cast<const float2*>(&sm.gate[s2 * kLdGate + ch]);
       const float2 k1 = load_pair(sm.k + s1 * kLdKey + ch);
       const float2 k2 = load_pair(sm.k + s2 * kLdKey + ch);
 #pragma unroll
-      for (int j = 0; j < 9; ++j) {
-        const bool first = j < 8 - c4;  // column c4 (rows c4 + j), then column 7 - c4 (rows j - 1)
-        const int t = first ? s1 + j : base + j - 1;
+      for (int j = 0; j < 5; ++j) {
+        const bool first = j < first_entries;  // column s1 (rows s1 + j), then column s2 (rows sub + j - 1)
+        const int t = first ? s1 + j : sub + j - 1;
         const float2 gs = first ? g1 : g2;
         const float2 ks = first ? k1 : k2;
         const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kLdGate + ch]);
@@ -366,7 +444,7 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
       }
     }
 #pragma unroll
-    for (int j = 0; j < 9; ++j) {
+    for (int j = 0; j < 5; ++j) {
 #pragma unroll
       for (int offset = 4; offset < 32; offset <<= 1) {
         sum_a[j] += __shfl_xor_sync(0xffffffffu, sum_a[j], offset);
@@ -374,16 +452,17 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
       }
     }
 #pragma unroll
-    for (int j = 0; j < 9; ++j) {
-      if (part == (j & 7)) {
-        const bool first = j < 8 - c4;
-        const int t = first ? s1 + j : base + j - 1;
+    for (int j = 0; j < 5; ++j) {
+      if (part == j) {
+        const bool first = j < first_entries;
+        const int t = first ? s1 + j : sub + j - 1;
         const int s = first ? s1 : s2;
         if (s < t) sm.a[t * kLdChunkF + s] = sm.beta[t] * sm.k_factor[t] * sm.k_factor[s] * sum_a[j];
         split_element(scale * sm.q_factor[t] * sm.k_factor[s] * sum_p[j], p_hi_ws + t * kChunk + s, p_lo_ws + t * kChunk + s);
       }
     }
-    // P above the block's diagonal is zero: lane l covers row l / 4, columns 2 (l % 4), 2 (l % 4) + 1.
+    // P above the 8 x 8 block's diagonal is zero: lane l covers row l / 4, columns 2 (l % 4), 2 (l % 4) + 1.
+    const int base = warp * 8;
     const int zero_row = base + (lane >> 2);
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
@@ -422,26 +501,50 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
     Element* key_lo = static_cast<Element*>(ws.key_lo) + sh * kChunk * kKeyPad;
     Element* query = static_cast<Element*>(ws.query) + sh * kChunk * kKeyPad;
     const float* g_last = sm.gate + (kChunk - 1) * kLdGate;
-    // 8 channels per step: 16-byte stores.
+    // 8 channels per step: 16-byte loads of k and q, 16-byte stores. The 8 threads of a 16-byte shared
+    // load phase read one row's 32-byte gate pieces; thread e starts with the half 4 h (h = bit 2 of e) so
+    // that each of the two loads covers 8 distinct 16-byte bank groups (the halves in order were 2-way
+    // conflicts, pieces 32 bytes apart; element-wise k / q loads compiled to conflicting 8-byte loads: ncu,
+    // 2026-11-26 s13, 12.6 M excess shared wavefronts in this phase).
     for (int e = id; e < kChunk * kKeyPad / 8; e += kThreads - kChunk) {
       const int t = e / (kKeyPad / 8);
       const int i0 = (e % (kKeyPad / 8)) * 8;
       const float fk = sm.k_factor[t];
       const float fq = scale * sm.q_factor[t];
+      const bool h = (e & 4) != 0;
+      float gt[8], gl[8];
+      {
+        const float4 first = *reinterpret_cast<const float4*>(&sm.gate[t * kLdGate + i0 + (h ? 4 : 0)]);
+        const float4 second = *reinterpret_cast<const float4*>(&sm.gate[t * kLdGate + i0 + (h ? 0 : 4)]);
+        const float4 last_first = *reinterpret_cast<const float4*>(&g_last[i0 + (h ? 4 : 0)]);
+        const float4 last_second = *reinterpret_cast<const float4*>(&g_last[i0 + (h ? 0 : 4)]);
+        const float4 lo4 = h ? second : first;
+        const float4 hi4 = h ? first : second;
+        const float4 last_lo4 = h ? last_second : last_first;
+        const float4 last_hi4 = h ? last_first : last_second;
+        gt[0] = lo4.x, gt[1] = lo4.y, gt[2] = lo4.z, gt[3] = lo4.w, gt[4] = hi4.x, gt[5] = hi4.y, gt[6] = hi4.z, gt[7] = hi4.w;
+        gl[0] = last_lo4.x, gl[1] = last_lo4.y, gl[2] = last_lo4.z, gl[3] = last_lo4.w;
+        gl[4] = last_hi4.x, gl[5] = last_hi4.y, gl[6] = last_hi4.z, gl[7] = last_hi4.w;
+      }
+      const uint4 k8 = *reinterpret_cast<const uint4*>(sm.k + t * kLdKey + i0);
+      const uint4 q8 = *reinterpret_cast<const uint4*>(sm.q + t * kLdKey + i0);
+      const unsigned k_words[4] = {k8.x, k8.y, k8.z, k8.w};
+      const unsigned q_words[4] = {q8.x, q8.y, q8.z, q8.w};
       alignas(16) Element xs[8], hi[8], lo[8], qs[8];
 #pragma unroll
       for (int u = 0; u < 8; ++u) {
-        const float gt = sm.gate[t * kLdGate + i0 + u];
-        const float gamma = exp_nonpositive(gt);
-        const float kv = Convert::to(sm.k[t * kLdKey + i0 + u]) * fk;
+        const float2 kp = unpack_pair<Element>(k_words[u / 2]);
+        const float2 qp = unpack_pair<Element>(q_words[u / 2]);
+        const float gamma = exp_nonpositive(gt[u]);
+        const float kv = (u % 2 == 0 ? kp.x : kp.y) * fk;
         xs[u] = Convert::from(kv * gamma);
-        split_element(kv * exp_nonpositive(g_last[i0 + u] - gt), &hi[u], &lo[u]);
-        qs[u] = Convert::from(fq * gamma * Convert::to(sm.q[t * kLdKey + i0 + u]));
+        split_element(kv * exp_nonpositive(gl[u] - gt[u]), &hi[u], &lo[u]);
+        qs[u] = Convert::from(fq * gamma * (u % 2 == 0 ? qp.x : qp.y));
       }
       *reinterpret_cast<uint4*>(sm.x + t * kLdKey + i0) = *reinterpret_cast<const uint4*>(xs);
-      *reinterpret_cast<uint4*>(key_hi + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(hi);
-      *reinterpret_cast<uint4*>(key_lo + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(lo);
-      *reinterpret_cast<uint4*>(query + t * kKeyPad + i0) = *reinterpret_cast<const uint4*>(qs);
+      __stcg(reinterpret_cast<uint4*>(key_hi + t * kKeyPad + i0), *reinterpret_cast<const uint4*>(hi));
+      __stcg(reinterpret_cast<uint4*>(key_lo + t * kKeyPad + i0), *reinterpret_cast<const uint4*>(lo));
+      __stcg(reinterpret_cast<uint4*>(query + t * kKeyPad + i0), *reinterpret_cast<const uint4*>(qs));
     }
     if (id < kKeyPad) ws.decay[sh * kKeyPad + id] = exp_nonpositive(g_last[id]);
   }
@@ -508,16 +611,20 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
     load_a(t_lo[kk], t_beta_lo + row_tile * kTile * kLdChunk + kk * kTile, kLdChunk);
   }
 
-  // w_neg = -T_beta (k Gamma): the warp's 64 key channels, straight to the workspace as Element.
+  // w_neg = -T_beta (k Gamma): the warp's 64 key channels, straight to the workspace as Element in whole
+  // sectors (16 columns of a row per quad).
   {
     Element* w_neg = static_cast<Element*>(ws.w_neg) + sh * kChunk * kKeyPad;
     float acc[8][4] = {};
     t_beta_times_64_columns<Element>(acc, t_hi, t_lo, sm.x + column0, kLdKey, row_tile);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int col = column0 + j * 8 + t2;
-      *reinterpret_cast<unsigned*>(w_neg + row0 * kKeyPad + col) = pack_pair<Element>(-acc[j][0], -acc[j][1]);
-      *reinterpret_cast<unsigned*>(w_neg + (row0 + 8) * kKeyPad + col) = pack_pair<Element>(-acc[j][2], -acc[j][3]);
+    for (int j = 0; j < 8; j += 2) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const uint2 piece = quad_columns(pack_pair<Element>(-acc[j][2 * half], -acc[j][2 * half + 1]),
+                                         pack_pair<Element>(-acc[j + 1][2 * half], -acc[j + 1][2 * half + 1]));
+        __stcg(reinterpret_cast<uint2*>(w_neg + (row0 + 8 * half) * kKeyPad + column0 + j * 8 + 4 * (lane & 3)), piece);
+      }
     }
   }
 
@@ -539,8 +646,8 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int col = col0 + column0 + j * 8 + t2;
-      *reinterpret_cast<float2*>(u_out + static_cast<std::int64_t>(row0) * ws.value_pad + col) = make_float2(acc[j][0], acc[j][1]);
-      *reinterpret_cast<float2*>(u_out + static_cast<std::int64_t>(row0 + 8) * ws.value_pad + col) = make_float2(acc[j][2], acc[j][3]);
+      __stcg(reinterpret_cast<float2*>(u_out + static_cast<std::int64_t>(row0) * ws.value_pad + col), make_float2(acc[j][0], acc[j][1]));
+      __stcg(reinterpret_cast<float2*>(u_out + static_cast<std::int64_t>(row0 + 8) * ws.value_pad + col), make_float2(acc[j][2], acc[j][3]));
     }
   }
 }
@@ -550,8 +657,8 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
 // As GDN's state pass (a CTA per (sequence, value head, kSlice columns), warp w keeps S rows 32 (w % 4) ..
 // + 31 of columns 16 (w / 4) .. + 15 in accumulators), with the per-key decay: the rows of S decay by
 // exp(G_last) of their key, and the update multiplies the pair k exp(G_last - G) by the pair v_new (three
-// MMAs). The extra k operand (~141 KB of shared memory with two stages at a slice of 32, ~125 KB at 16)
-// leaves one CTA per SM.
+// MMAs). The extra k operand (~125 / ~141 / ~173 KB of shared memory with two stages at slices of 16 /
+// 32 / 64; linear_kda_plan.h) leaves one CTA per SM: 4, 8 or 16 warps.
 template <int kSlice>
 constexpr int kda_state_threads() {
   return kSlice / 16 * 128;
@@ -560,7 +667,7 @@ constexpr int kda_state_threads() {
 template <typename Element, int kSlice>
 struct KdaStateShared {
   static constexpr int kLdKey = kKeyPad + 8;
-  static constexpr int kLdSlice = kSlice + 8;  // rows 48 / 80 bytes apart: ldmatrix rows in distinct banks
+  static constexpr int kLdSlice = kSlice + 8;  // rows 48 / 80 / 144 bytes apart: ldmatrix rows in distinct banks
   static constexpr int kLdSliceF = kSlice + 4;
   static constexpr int kStages = 2;
   alignas(128) Element w[kStages][kChunk * kLdKey];     // w_neg
@@ -574,6 +681,7 @@ struct KdaStateShared {
 };
 static_assert(sizeof(KdaStateShared<__nv_bfloat16, 16>) == kda_state_shared_bytes(16), "linear_kda_plan.h's size");
 static_assert(sizeof(KdaStateShared<__half, 32>) == kda_state_shared_bytes(32), "linear_kda_plan.h's size");
+static_assert(sizeof(KdaStateShared<__nv_bfloat16, 64>) == kda_state_shared_bytes(64), "linear_kda_plan.h's size");
 
 template <typename Element, int kSlice>
 __global__ void __launch_bounds__(kda_state_threads<kSlice>()) linear_kda_state_kernel(LinearForwardParams params) {
@@ -650,26 +758,27 @@ __global__ void __launch_bounds__(kda_state_threads<kSlice>()) linear_kda_state_
     const int token0 = row_block * kTile + g;
     float v[2][2][4];
     u_plus_w_neg_state<Element, kLdKey, kLdSlice, kLdSliceF>(v, sm.u[buf], sm.w[buf], sm.state_lowp, row_block, column0, g, t2);
-    // v_new as hi + lo to the workspace (the output kernel's operand pair) and to shared memory (the update's).
+    // v_new as hi + lo to shared memory (the update's operand pair) and to the workspace (the output
+    // kernel's) in whole 32-byte sectors (quad_columns), as GDN's pass stores it.
     Element* v_hi_ws = static_cast<Element*>(ws.v_new);
     Element* v_lo_ws = static_cast<Element*>(ws.v_new_lo);
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const int col = column0 + nt * 8 + t2;
+    for (int half = 0; half < 2; ++half) {
+      const int token = token0 + half * 8;
+      unsigned hi[2], lo[2];
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int token = token0 + half * 8;
+      for (int nt = 0; nt < 2; ++nt) {
+        const int col = column0 + nt * 8 + t2;
         const float x0 = v[0][nt][half * 2] + v[1][nt][half * 2];
         const float x1 = v[0][nt][half * 2 + 1] + v[1][nt][half * 2 + 1];
-        const std::int64_t global = (sh * kChunk + token) * ws.value_pad + col0 + col;
-        unsigned hi, lo;
-        split_pair<Element>(x0, x1, &hi, &lo);
-        *reinterpret_cast<unsigned*>(v_hi_ws + global) = hi;
-        *reinterpret_cast<unsigned*>(v_lo_ws + global) = lo;
+        split_pair<Element>(x0, x1, &hi[nt], &lo[nt]);
         const int at = token * kLdSlice + col;
-        *reinterpret_cast<unsigned*>(sm.v_new + at) = hi;
-        *reinterpret_cast<unsigned*>(sm.v_new_lo + at) = lo;
+        *reinterpret_cast<unsigned*>(sm.v_new + at) = hi[nt];
+        *reinterpret_cast<unsigned*>(sm.v_new_lo + at) = lo[nt];
       }
+      const std::int64_t global = (sh * kChunk + token) * ws.value_pad + col0 + column0 + 4 * (lane & 3);
+      *reinterpret_cast<uint2*>(v_hi_ws + global) = quad_columns(hi[0], hi[1]);
+      *reinterpret_cast<uint2*>(v_lo_ws + global) = quad_columns(lo[0], lo[1]);
     }
     __syncthreads();
 

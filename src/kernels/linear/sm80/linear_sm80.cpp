@@ -162,7 +162,7 @@ Status forward_shared_memory_fits(const LinearProblem& problem) {
   if (kda_forward_plan(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count, optin) != 0) {
     return Status::ok();
   }
-  const int slice = gdn_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count);
+  const int slice = kda_forward_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count, optin);
   return {StatusCode::kNotImplemented, "linear forward (sm80): the KDA prep, state pass (value slices of " +
                                            std::to_string(slice) + ") and output kernels need " +
                                            std::to_string(kda_prep_shared_bytes()) + ", " +
@@ -246,7 +246,7 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
                                                                   limits.sm_count, limits.shared_memory_per_block_optin);
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;
-  return launch_status(launch_linear_forward(params, limits.sm_count, stream_of(args.options)),
+  return launch_status(launch_linear_forward(params, limits.sm_count, limits.shared_memory_per_block_optin, stream_of(args.options)),
                        "linear forward (sm80) launch");
 }
 

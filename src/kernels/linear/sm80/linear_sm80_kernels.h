@@ -21,7 +21,9 @@ cudaError_t launch_linear_decode(const LinearDecodeParams& params, cudaStream_t 
 
 // The chunked forward: GDN and KDA each run three chunk-parallel kernels (prep, the sequential state
 // pass, output), whose intermediates live in the workspace (params.chunk, sized by
-// linear_forward_workspace_bytes). sm_count (the device's SMs) picks the state pass's slice width.
-cudaError_t launch_linear_forward(const LinearForwardParams& params, int sm_count, cudaStream_t stream);
+// linear_forward_workspace_bytes). sm_count (the device's SMs) and, for KDA, the shared memory a block
+// may opt in to pick the state pass's slice width (linear_gdn_plan.h, linear_kda_plan.h).
+cudaError_t launch_linear_forward(const LinearForwardParams& params, int sm_count, std::int64_t shared_memory_per_block_optin,
+                                  cudaStream_t stream);
 
 }  // namespace attnkit::sm80
