@@ -1,4 +1,5 @@
-// Launch planning of the chunked GDN backward (linear_backward_chunked_sm80.cu): each kernel's shared
+// Launch planning of the chunked GDN and KDA backwards (linear_backward_chunked_sm80.cu,
+// linear_backward_kda_chunked_sm80.cu, linear_backward_chunk_sm80.cuh): each kernel's shared
 // memory as pure functions (static_asserts beside the kernels' Shared structs tie them to the layouts),
 // the state passes' choice of one or two chunk buffers, and whether a device's per-block opt-in limit
 // takes all of them. The host refuses a device that does not before anything is launched (explain() and
@@ -36,12 +37,44 @@ constexpr std::size_t gdn_backward_grad_shared_bytes() {
   return kGdnBackwardRowBytes128 + 3 * kGdnBackwardRowBytes64 + slice + 6 * 64 * 4 + 64 * 4 + 2 * 64 * 4 + 256 * 4;
 }
 
+// The KDA state passes: as GDN's with the chunk's row of G per key (128 floats, not 64) in each buffer:
+// 96,256 bytes with one buffer, 174,080 with two.
+constexpr std::size_t kda_backward_state_shared_bytes(bool pipelined) {
+  return gdn_backward_state_shared_bytes(pipelined) + (pipelined ? 2 : 1) * 64 * 4;
+}
+
 // The state passes take two chunk buffers (the next chunk's loads in flight) where every CTA of the grid
 // gets an SM of its own and the two buffers fit the block's opt-in limit.
+constexpr bool backward_state_pipelined(bool kda, std::int64_t state_ctas, std::int64_t sm_count,
+                                        std::int64_t shared_memory_per_block_optin) {
+  const std::size_t two = kda ? kda_backward_state_shared_bytes(true) : gdn_backward_state_shared_bytes(true);
+  return state_ctas <= sm_count && two <= static_cast<std::size_t>(shared_memory_per_block_optin);
+}
 constexpr bool gdn_backward_state_pipelined(std::int64_t state_ctas, std::int64_t sm_count,
                                             std::int64_t shared_memory_per_block_optin) {
-  return state_ctas <= sm_count &&
-         gdn_backward_state_shared_bytes(true) <= static_cast<std::size_t>(shared_memory_per_block_optin);
+  return backward_state_pipelined(false, state_ctas, sm_count, shared_memory_per_block_optin);
+}
+
+// The KDA chunked backward (linear_backward_kda_chunked_sm80.cu). chunk_prep: k, q (then Tinv), G per key,
+// A, P (then a slice of beta v), a slice of dout, beta: 145,664 bytes (one CTA per SM).
+constexpr std::size_t kda_backward_prep_shared_bytes() {
+  return 3 * kGdnBackwardRowBytes128 + 2 * kGdnBackwardRowBytes64 + kGdnBackwardRowBytes32 + 64 * 4;
+}
+
+// KDA chunk_grad: k, G per key, Tinv, dO U^T, Y U^T; the value step's tiles (S0 and dh [128][36], u, dU,
+// dout, R, Y, Kg S0), which the closing's q and B overlay; beta, dbeta, two halves of diag(dh S0^T) and
+// four row tiles' column sums: 215,552 bytes (sm_90 only: sm_80 allows 163 KB).
+constexpr std::size_t kda_backward_grad_shared_bytes() {
+  const std::size_t slice = 2 * 2 * kGdnBackwardRowBytes32 + 6 * kGdnBackwardRowBytes32;
+  return 2 * kGdnBackwardRowBytes128 + 3 * kGdnBackwardRowBytes64 + slice + 2 * 64 * 4 + 2 * 128 * 4 + 4 * 128 * 4;
+}
+
+// Whether a block's opt-in limit takes every kernel of the chunked KDA backward (with one state buffer);
+// where it does not, KDA takes the exact token walk (linear_backward_sm80.cu), which needs 38 KB.
+constexpr bool kda_backward_fits(std::int64_t shared_memory_per_block_optin) {
+  const std::size_t optin = static_cast<std::size_t>(shared_memory_per_block_optin);
+  return kda_backward_prep_shared_bytes() <= optin && kda_backward_state_shared_bytes(false) <= optin &&
+         kda_backward_grad_shared_bytes() <= optin;
 }
 
 // Whether a block's opt-in limit takes every kernel of the chunked GDN backward (with one state buffer).

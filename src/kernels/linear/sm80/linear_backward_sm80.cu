@@ -1,8 +1,10 @@
 // Backward of GDN and KDA (semantics.md section 5) on the GPU. This file holds the prep and finish
-// kernels both take, and KDA's exact reverse mode through the token recurrence (the walk): the algorithm
+// kernels both take, and the exact reverse mode through the token recurrence (the walk): the algorithm
 // of the CPU backend (src/cpu/linear_backward_cpu.cpp) with the value columns spread over CTAs. GDN
 // takes the chunked backward of linear_backward_chunked_sm80.cu between the same prep and finish kernels
-// (the walk ran GDN too until that replaced it: 2.5x faster at (1, 65536, 2, 8) on the H200). Everything
+// (the walk ran GDN too until that replaced it: 2.5x faster at (1, 65536, 2, 8) on the H200), KDA that of
+// linear_backward_kda_chunked_sm80.cu; the walk runs KDA only on devices whose blocks cannot hold the
+// chunked KDA kernels' shared memory (chunk_grad 215,552 bytes: every device but sm_90). Everything
 // is fp32 after the bf16/fp16 inputs; no float atomics (every partial sum has one writer and is added in
 // a fixed order), so the result is the same run to run.
 //
@@ -20,8 +22,9 @@
 // Kernels, in launch order:
 //   prep_qk      q, k -> fp32, L2-normalised when fused                 (warp per token and q/k head)
 //   prep_gate    gate and beta fusions -> fp32 log decay and beta       (thread per token, head, key)
-//   walk (KDA)   the recurrence and its reverse                          (CTA per sequence, head, slice)
-//   (GDN: chunk_prep, state_fwd, state_bwd, chunk_grad of linear_backward_chunked_sm80.cu instead)
+//   walk         the recurrence and its reverse                          (CTA per sequence, head, slice)
+//   (instead of the walk: chunk_prep, state_fwd, state_bwd, chunk_grad of linear_backward_chunked_sm80.cu
+//   for GDN, of linear_backward_kda_chunked_sm80.cu for KDA where they fit the device)
 //   finish_qk    dq, dk: sum of the shares, L2-norm derivative         (warp per token and q/k head)
 //   finish_gate  dg, dbeta: sum of the shares, gate/beta derivatives   (thread per token, head, key)
 //   finish_param dA_log, ddt_bias: sums over tokens                    (CTA per head and key)
@@ -581,7 +584,7 @@ unsigned int grid_for(std::int64_t items, int per_block) {
 
 LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t num_sequences, std::int64_t seqlen,
                                             bool varlen, std::int64_t heads_qk, std::int64_t heads_v,
-                                            std::int64_t value_dim, bool per_key_gate) {
+                                            std::int64_t value_dim, bool per_key_gate, bool chunked) {
   LinearBackwardLayout layout;
   const std::int64_t slices = (value_dim + kCols - 1) / kCols;
   const std::int64_t gate_pad = per_key_gate ? kRowPad : 1;
@@ -595,8 +598,8 @@ LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t nu
   layout.kn = take(tokens * heads_qk * kRowPad);
   layout.gate = take(tokens * heads_v * gate_pad);
   layout.beta = take(tokens * heads_v);
-  if (per_key_gate) {
-    // KDA: the walk's checkpoints, per-CTA scratch and one share of dq, dk, dg, dbeta per value slice.
+  if (!chunked) {
+    // KDA's walk: the checkpoints, per-CTA scratch and one share of dq, dk, dg, dbeta per value slice.
     layout.checkpoint = take(layout.slots * heads_v * slices * kSliceFloats);
     layout.scratch = take(num_sequences * slices * heads_v * kChunk * kSliceFloats);
     layout.dq = take(slices * tokens * heads_v * kRowPad);
@@ -604,13 +607,13 @@ LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t nu
     layout.dg = take(slices * tokens * heads_v * gate_pad);
     layout.dbeta = take(slices * tokens * heads_v);
   } else {
-    // GDN: the chunked backward's per-chunk intermediates and one share of each gradient.
+    // The chunked backward's per-chunk intermediates and one share of each gradient.
     const std::int64_t chunk_heads = layout.slots * heads_v, value_pad = slices * kCols;
     layout.dq = take(tokens * heads_v * kRowPad);
     layout.dk = take(tokens * heads_v * kRowPad);
-    layout.dg = take(tokens * heads_v);
+    layout.dg = take(tokens * heads_v * gate_pad);
     layout.dbeta = take(tokens * heads_v);
-    layout.gc = take(chunk_heads * kChunk);
+    layout.gc = take(chunk_heads * kChunk * gate_pad);
     layout.tinv = take(chunk_heads * kChunk * kChunk);
     layout.w = take(chunk_heads * kChunk * kRowPad);
     layout.vnew = take(chunk_heads * kChunk * value_pad);
@@ -618,8 +621,9 @@ LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t nu
     layout.pdo = take(chunk_heads * kChunk * value_pad);
     layout.dvnew = take(chunk_heads * kChunk * value_pad);
     layout.dh = take(chunk_heads * kRowPad * value_pad);
-    layout.pmat = take(chunk_heads * kChunk * kChunk);
+    if (!per_key_gate) layout.pmat = take(chunk_heads * kChunk * kChunk);
     layout.bmat = take(chunk_heads * kChunk * kChunk);
+    if (per_key_gate) layout.kd = take(chunk_heads * kChunk * kRowPad);
   }
   layout.dg_raw = take(tokens * heads_v * gate_pad);
   layout.dg_alog = take(tokens * heads_v * gate_pad);
@@ -634,6 +638,8 @@ cudaError_t launch_linear_backward(const LinearBackwardParams& p, cudaStream_t s
   }
   if (!c.per_key_gate) {
     if (const cudaError_t e = launch_gdn_backward_chunked(p, stream); e != cudaSuccess) return e;
+  } else if (p.chunked) {
+    if (const cudaError_t e = launch_kda_backward_chunked(p, stream); e != cudaSuccess) return e;
   } else if (p.num_sequences > 0) {
     walk_kernel<<<dim3(static_cast<unsigned int>(p.num_sequences * p.slices), static_cast<unsigned int>(c.heads_v)),
                   kThreads, 0, stream>>>(p);

@@ -34,10 +34,12 @@ struct LinearTokenOutput {
 //   dq, dk      [slices][tokens][HV][128]   each value slice's share of d q_hat, d k_hat (summed later)
 //   dg          [slices][tokens][HV][gate_pad], dbeta [slices][tokens][HV]: the same for the gate, beta
 //   dg_raw, dg_alog [tokens][HV][gate_pad]  d/d(g as passed) and its A_log factor, for dA_log / ddt_bias
-// The walk (KDA) uses checkpoint and scratch and `slices` shares of dq, dk, dg, dbeta. The chunked GDN
-// backward (linear_backward_chunked_sm80.cu) writes one share of each and uses instead, per (chunk slot,
-// value head), with value_pad = slices * 32 columns:
-//   gc     [slots][HV][64]               G, the inclusive cumulative log decay in the chunk
+// The walk (KDA where the chunked kernels do not fit the device) uses checkpoint and scratch and `slices`
+// shares of dq, dk, dg, dbeta. The chunked backwards (GDN: linear_backward_chunked_sm80.cu, KDA:
+// linear_backward_kda_chunked_sm80.cu) write one share of each and use instead, per (chunk slot, value
+// head), with value_pad = slices * 32 columns (KDA: the decays per key, as noted):
+//   gc     [slots][HV][64]               G, the inclusive cumulative log decay in the chunk (KDA:
+//                                        [slots][HV][64][128], per key and in log2 units)
 //   tinv   [slots][HV][64][64]           (I + A)^-1, A[i][j] = beta_i exp(G_i - G_j) k_i . k_j (i > j)
 //   w      [slots][HV][64][128]          tinv (beta Gamma k)
 //   vnew   [slots][HV][64][value_pad]    tinv (beta v), then v_new = that - w S0 (the state pass)
@@ -47,6 +49,8 @@ struct LinearTokenOutput {
 //   dh     [slots][HV][128][value_pad]   scale (Gamma Q)^T dout, then dL/dS at the chunk's end
 //   pmat   [slots][HV][64][64]           P[i][j] = scale exp(G_i - G_j) q_i . k_j (j <= i)
 //   bmat   [slots][HV][64][64]           B[i][j] = exp(G_i - G_j) k_i . k_j (i > j): A = diag(beta) B
+//   kd     [slots][HV][64][128]          KDA only: exp(G_C - G_i) .* k_i, the state passes' keys
+// (KDA has no pmat: its chunk_grad takes the decays per key in its own products.)
 struct LinearBackwardWorkspace {
   float* qn = nullptr;
   float* kn = nullptr;
@@ -70,6 +74,7 @@ struct LinearBackwardWorkspace {
   float* dh = nullptr;
   float* pmat = nullptr;
   float* bmat = nullptr;
+  float* kd = nullptr;
   std::int64_t slots = 0;
 };
 
@@ -96,6 +101,7 @@ struct LinearBackwardParams {
   std::int64_t tokens = 0; // B * T
   int slices = 0;          // ceil(V / 32)
   int share_slices = 0;    // shares of dq, dk, dg, dbeta the finish kernels add: slices (walk) or 1 (chunked)
+  bool chunked = true;     // false: KDA takes the walk (the device's blocks cannot hold its chunked kernels)
   int gate_pad = 1;        // 1 (GDN) or 128 (KDA)
   LinearBackwardWorkspace ws;
 };
@@ -104,17 +110,19 @@ struct LinearBackwardParams {
 struct LinearBackwardLayout {
   std::size_t qn = 0, kn = 0, gate = 0, beta = 0, checkpoint = 0, scratch = 0, dq = 0, dk = 0, dg = 0, dbeta = 0,
               dg_raw = 0, dg_alog = 0, gc = 0, tinv = 0, w = 0, vnew = 0, s0 = 0, pdo = 0, dvnew = 0, dh = 0, pmat = 0,
-              bmat = 0, total = 0;
+              bmat = 0, kd = 0, total = 0;
   std::int64_t slots = 0;
 };
 LinearBackwardLayout linear_backward_layout(std::int64_t tokens, std::int64_t num_sequences, std::int64_t seqlen,
                                             bool varlen, std::int64_t heads_qk, std::int64_t heads_v,
-                                            std::int64_t value_dim, bool per_key_gate);
+                                            std::int64_t value_dim, bool per_key_gate, bool chunked);
 
-// GDN (one gate per value head) takes the chunked backward, KDA the walk; see linear_backward_sm80.cu.
+// GDN takes the chunked backward, KDA its chunked backward or, with params.chunked false, the walk; see
+// linear_backward_sm80.cu.
 cudaError_t launch_linear_backward(const LinearBackwardParams& params, cudaStream_t stream);
 
 // The chunk-level kernels of the GDN backward (between the prep and finish kernels of the launcher above).
 cudaError_t launch_gdn_backward_chunked(const LinearBackwardParams& params, cudaStream_t stream);
+cudaError_t launch_kda_backward_chunked(const LinearBackwardParams& params, cudaStream_t stream);
 
 }  // namespace attnkit::sm80

@@ -277,9 +277,16 @@ Status linear_decode(const LinearProblem& problem, const LinearDecodeArgs& args)
 
 
 // The backward, K <= 128, any V, every fused option, varlen, grouped value heads, both state layouts:
-// GDN takes the chunked backward (linear_backward_chunked_sm80.cu: chunk-parallel kernels and two
-// sequential state passes over value slices of 32), KDA the exact token walk (linear_backward_sm80.cu,
-// value slices of 32), whose per-key decay the chunked kernels do not handle yet.
+// GDN and KDA take the chunked backward (linear_backward_chunked_sm80.cu, linear_backward_kda_chunked_sm80.cu:
+// chunk-parallel kernels and two sequential state passes over value slices of 32). KDA takes the exact
+// token walk (linear_backward_sm80.cu, value slices of 32, 38 KB of shared memory) on devices whose blocks
+// cannot hold its chunked kernels (chunk_grad 215,552 bytes: sm_80's 163 KB and sm_86 / sm_89's 99 KB).
+namespace {
+bool kda_backward_chunked(const LinearProblem& problem, const host::CudaDeviceLimits& limits) {
+  return problem.per_key_gate() && kda_backward_fits(limits.shared_memory_per_block_optin);
+}
+}  // namespace
+
 Status linear_supports_backward(const LinearProblem& problem, const LinearBackwardArgs&) {
   if (problem.dtype != DType::kFloat16 && problem.dtype != DType::kBFloat16) {
     return {StatusCode::kNotImplemented, std::string("the sm80 linear backward takes fp16 or bf16 q/k/v, not ") +
@@ -312,16 +319,37 @@ Status linear_supports_backward(const LinearProblem& problem, const LinearBackwa
                   std::to_string(limits.shared_memory_per_block_optin)};
     }
   }
-  // Which of the two backward algorithms runs (see the comment above): said by explain().
-  return {StatusCode::kOk, problem.per_key_gate()
-                               ? "KDA exact token walk (per-key decay; the chunked kernels take GDN only)"
-                               : "GDN chunked backward (chunk-parallel kernels, sequential state passes)"};
+  // Which of the backward algorithms runs (see the comment above): said by explain().
+  if (!problem.per_key_gate()) {
+    return {StatusCode::kOk, "GDN chunked backward (chunk-parallel kernels, sequential state passes)"};
+  }
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+    return {StatusCode::kCudaError, "linear backward (sm80): " + why};
+  }
+  if (kda_backward_chunked(problem, limits)) {
+    return {StatusCode::kOk, "KDA chunked backward (chunk-parallel kernels, sequential state passes)"};
+  }
+  return {StatusCode::kOk, "KDA exact token walk: the chunked kernels need " +
+                               std::to_string(kda_backward_grad_shared_bytes()) +
+                               " bytes of shared memory per block (chunk_grad); cuda:" +
+                               std::to_string(problem.device.index) + " allows " +
+                               std::to_string(limits.shared_memory_per_block_optin)};
 }
 
 namespace {
+// Whether the backward runs chunked: always for GDN, for KDA where the device takes its kernels (a device
+// whose limits cannot be read gets the chunked layout; its launch then reports the CUDA error).
+bool backward_chunked(const LinearProblem& problem) {
+  if (!problem.per_key_gate()) return true;
+  host::CudaDeviceLimits limits;
+  return !host::cuda_device_limits(problem.device.index, &limits) || kda_backward_chunked(problem, limits);
+}
+
 LinearBackwardLayout backward_layout(const LinearProblem& problem) {
   return linear_backward_layout(problem.total_tokens, problem.num_sequences, problem.seqlen, problem.varlen,
-                                problem.heads_qk, problem.heads_v, problem.value_dim, problem.per_key_gate());
+                                problem.heads_qk, problem.heads_v, problem.value_dim, problem.per_key_gate(),
+                                backward_chunked(problem));
 }
 
 LinearTokenOutput token_output(const TensorRef& ref, const host::TokenStrides& strides) {
@@ -381,7 +409,8 @@ Status linear_backward(const LinearProblem& problem, const LinearBackwardArgs& a
   params.tokens = problem.total_tokens;
   params.slices = static_cast<int>((problem.value_dim + kLinearBackwardColumns - 1) / kLinearBackwardColumns);
   params.gate_pad = problem.per_key_gate() ? kLinearBackwardMaxKeyDim : 1;
-  params.share_slices = problem.per_key_gate() ? params.slices : 1;
+  params.chunked = backward_chunked(problem);
+  params.share_slices = params.chunked ? 1 : params.slices;
   const LinearBackwardLayout layout = backward_layout(problem);
   unsigned char* base = static_cast<unsigned char*>(args.workspace);
   auto at = [&](std::size_t offset) { return reinterpret_cast<float*>(base + offset); };
@@ -407,6 +436,7 @@ Status linear_backward(const LinearProblem& problem, const LinearBackwardArgs& a
   params.ws.dh = at(layout.dh);
   params.ws.pmat = at(layout.pmat);
   params.ws.bmat = at(layout.bmat);
+  params.ws.kd = at(layout.kd);
   params.ws.slots = layout.slots;
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear backward (sm80): selecting the tensors' device"); !s) return s;
