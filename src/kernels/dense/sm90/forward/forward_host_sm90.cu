@@ -251,18 +251,22 @@ ForwardParams make_params(const host::DenseProblem& problem, const DenseForwardA
     // where the tail model promised +3-11%), while from 11 query tiles up (S >= 2048) they gained
     // 2.6-7.9% (NOTES.md, run 17). The cost falls with the tile's length, as a fixed cost per tile
     // would: likely its first K/V tiles missing in L2, which the other query tiles of its head, running
-    // beside it head by head, would have loaded. Only the last pairs, about two waves of tiles, form one
-    // section, so that the launch still ends on light tiles: the tail model gives 1.014 / 1.021 / 1.031
-    // of the ideal length at D = 64 / 128 / 256 against 1.034 / 1.061 / 1.125 head by head (run 18).
+    // beside it head by head, would have loaded. Only the last pairs, at most two waves of tiles and
+    // 16 MiB of K/V, form one section, so that the launch still ends on light tiles. Measured at causal
+    // S = 1024 over head by head with the same kernels (run 18, H100): D = 64 +2.6%, D = 128 +4.1%,
+    // D = 256 +8.1% (two waves without the 16 MiB bound: +2.7%, +3.9%, +5.9%; sections of 16 MiB
+    // throughout: 0.0%, +1.0%, +1.4%).
     constexpr int kHeadByHeadMaxQueryTiles = 8;
     constexpr int kTailWaves = 2;
+    constexpr std::int64_t kTailBytes = std::int64_t{16} << 20;
     constexpr std::int64_t kSectionBytes = std::int64_t{32} << 20;
     const std::int64_t kv_head_bytes = std::max<std::int64_t>(
         1, std::int64_t{p.seqlen_k} * (problem.head_dim + problem.head_dim_v) * std::int64_t(dtype_size(problem.dtype)));
     const std::int64_t pairs = std::int64_t{problem.batch} * problem.heads_q;
     if (p.num_m_blocks <= kHeadByHeadMaxQueryTiles) {
-      const std::int64_t tail =
-          std::min<std::int64_t>(pairs, (std::int64_t{kTailWaves} * sm_count + p.num_m_blocks - 1) / p.num_m_blocks);
+      const std::int64_t tail = std::min<std::int64_t>(
+          {pairs, (std::int64_t{kTailWaves} * sm_count + p.num_m_blocks - 1) / p.num_m_blocks,
+           std::max<std::int64_t>(1, kTailBytes / kv_head_bytes) * problem.group});
       p.head_by_head_pairs = static_cast<int>(pairs - tail);
       p.section_heads = static_cast<int>(std::max<std::int64_t>(1, tail));
     } else {

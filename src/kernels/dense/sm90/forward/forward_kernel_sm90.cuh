@@ -730,13 +730,19 @@ struct DenseForwardKernelSm90 {
         auto tile_state = cutlass::make_producer_start_state<PipelineTile>();
         int q_loads = 0;
         for (int linear = blockIdx.x;; linear = next_tile(p.tile_counter, tile_count)) {
-          const ForwardTilePlan t = plan(linear);
+          // The plan goes straight into the slot and what the loads need is read back from it: a plan
+          // held in registers across the slot's wait had this 24-register thread shuffle it through
+          // local memory on its way to the next tile's first K (b6b1fd6: 35 more spill stores, 42 more
+          // loads at D = 128; S = 1024 non-causal 1.6-3.3% slower, NOTES.md run 18).
           pipeline_tile.producer_acquire(tile_state);
-          shared.tile_slots[tile_state.index()] = t;
-          // The barrier's arrive is an asm statement without a memory clobber: keep the stores before it.
+          ForwardTilePlan& slot = shared.tile_slots[tile_state.index()];
+          slot = plan(linear);
+          // The barrier's arrive is an asm statement without a memory clobber: keep the stores before it
+          // (and the loads below after them).
           asm volatile("" ::: "memory");
           pipeline_tile.producer_commit(tile_state);
           ++tile_state;
+          const ForwardTilePlan t = slot;
           if (t.kind == ForwardTilePlan::kEnd) break;
           if (t.kind == ForwardTilePlan::kNoRows || t.tiles.empty()) continue;
           ForwardProducerSm90<Config>::run(params, t.work, t.seq, t.tiles, shared, pipeline_k, pipeline_v, state,
