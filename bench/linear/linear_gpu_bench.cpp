@@ -473,9 +473,9 @@ int run_check() {
       {"gdn varlen 131,0,64,1 HV=40 vk s64", GDN, 1, 0, 10, 40, 128, 128, 1.0f, true, LinearGateForm::kSoftplus,
        LinearBetaForm::kSigmoid, LinearStateLayout::kVK, {131, 0, 64, 1}},
       {"gdn B=2 HV=72 V=100 T=150 g*10", GDN, 2, 150, 24, 72, 128, 100, 10.0f},
-      // Slices of 32 (> 66 CTAs of 32 columns, < 132 of 64, or V not a multiple of 64), which the fused
-      // state / output kernel takes as it does 16 and 64: weak decay over 5 chunks; varlen with an empty
-      // sequence, [V, K] states, V = 96 (three slices) and the fused L2 norm / softplus gate.
+      // The state pass's slices of 32 (> 66 CTAs of 32 columns and < 132 of 64, or V not a multiple of
+      // 64), which no GDN case above reaches: weak decay over 5 chunks; varlen with an empty sequence, [V, K]
+      // states, V = 96 (three slices) and the fused L2 norm / softplus gate.
       {"gdn T=300 HV=40 g*0.01 s32", GDN, 1, 300, 8, 40, 128, 128, 0.01f},
       {"gdn varlen 70,0,129 HV=36 V=96 vk s32", GDN, 1, 0, 12, 36, 128, 96, 1.0f, true, LinearGateForm::kSoftplus,
        LinearBetaForm::kSigmoid, LinearStateLayout::kVK, {70, 0, 129}},

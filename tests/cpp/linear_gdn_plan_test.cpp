@@ -53,20 +53,6 @@ TEST(LinearGdnPlan, FitsSm80AndSm90) {
   EXPECT_EQ(gdn_forward_plan(1, 1, 64, 108, kSm80), 16);
 }
 
-TEST(LinearGdnPlan, FusedStateAndOutputWhereItFits) {
-  EXPECT_EQ(gdn_fused_shared_bytes(16), 174336u);
-  EXPECT_EQ(gdn_fused_shared_bytes(32), 154624u);
-  EXPECT_EQ(gdn_fused_shared_bytes(64), 195584u);
-  // sm_90: every slice of the issue shapes; sm_80 (163 KB): slices of 32 only, the three kernels elsewhere.
-  EXPECT_TRUE(gdn_forward_fused(4, 32, 128, 132, kSm90));
-  EXPECT_TRUE(gdn_forward_fused(1, 32, 128, 132, kSm90));
-  EXPECT_TRUE(gdn_forward_fused(8, 64, 128, 132, kSm90));
-  EXPECT_TRUE(gdn_forward_fused(1, 8, 128, 132, kSm90));
-  EXPECT_FALSE(gdn_forward_fused(4, 32, 128, 108, kSm80));
-  EXPECT_TRUE(gdn_forward_fused(1, 32, 128, 108, kSm80));
-  EXPECT_FALSE(gdn_forward_fused(1, 1, 64, 108, kSm80));
-}
-
 TEST(LinearGdnPlan, RefusesWhereABlockHas99KB) {
   // The state pass (any slice) and the output kernel exceed 99 KB: the host returns NotImplemented
   // before any launch (linear_sm80.cpp) instead of a launch error.

@@ -1,6 +1,5 @@
 // Picks the chunked-forward kernels for a call: element type and variant.
 #include "kernels/linear/sm80/linear_gdn_chunked_sm80_instances.h"
-#include "kernels/linear/sm80/linear_gdn_fused_sm80_instances.h"
 #include "kernels/linear/sm80/linear_gdn_plan.h"
 #include "kernels/linear/sm80/linear_kda_chunked_sm80_instances.h"
 #include "kernels/linear/sm80/linear_kda_plan.h"
@@ -18,15 +17,7 @@ cudaError_t launch_gdn(const LinearForwardParams& params, int sm_count, cudaStre
   const bool chunks = params.chunk.slots > 0;
   cudaError_t status = chunks ? launch_linear_gdn_prep<Element>(params, stream) : cudaSuccess;
   if (status != cudaSuccess) return status;
-  const int slice = sm80::gdn_forward_state_slice(params.num_sequences, params.common.heads_v, params.common.value_dim, sm_count);
-  if (params.gdn_fused) {  // the output beside the state pass: no output kernel
-    switch (slice) {
-      case 64: return launch_linear_gdn_fused<Element, 64>(params, stream);
-      case 32: return launch_linear_gdn_fused<Element, 32>(params, stream);
-      default: return launch_linear_gdn_fused<Element, 16>(params, stream);
-    }
-  }
-  switch (slice) {
+  switch (sm80::gdn_forward_state_slice(params.num_sequences, params.common.heads_v, params.common.value_dim, sm_count)) {
     case 64: status = launch_linear_gdn_state<Element, 64>(params, stream); break;
     case 32: status = launch_linear_gdn_state<Element, 32>(params, stream); break;
     default: status = launch_linear_gdn_state<Element, 16>(params, stream); break;

@@ -56,22 +56,6 @@ constexpr std::size_t gdn_state_shared_bytes(int slice) {
 // output: q, k, S [128][136], the v_new pair [64][136] x 2, G and the L2 factors: 102.75 KB.
 constexpr std::size_t gdn_output_shared_bytes() { return 2 * kGdnKeyTileBytes + 4 * kGdnKeyTileBytes + 3 * 64 * 4; }
 
-// The state pass with the output beside it (linear_gdn_fused_sm80_kernel.cuh): the state pass's shared
-// memory, the v_new pair not decayed [64][slice + 8] x 2, the output warps' q and k tiles, G and the q
-// factors: 170.25 / 151 / 191 KB at slices of 16 / 32 / 64, one CTA per SM (sm_90 allows 227 KB; sm_80's
-// 163 KB takes only slices of 32).
-constexpr std::size_t gdn_fused_shared_bytes(int slice) {
-  return gdn_state_shared_bytes(slice) + 2 * 64 * static_cast<std::size_t>(slice + 8) * 2 + 2 * kGdnKeyTileBytes + 2 * 64 * 4;
-}
-
-// Whether the forward runs prep and the fused state / output kernel (true) or prep, the state pass and the
-// output kernel: the fused kernel wherever its shared memory fits the block.
-constexpr bool gdn_forward_fused(std::int64_t num_sequences, std::int64_t heads_v, std::int64_t value_dim,
-                                 std::int64_t sm_count, std::int64_t shared_memory_per_block_optin) {
-  const int slice = gdn_forward_state_slice(num_sequences, heads_v, value_dim, sm_count);
-  return gdn_fused_shared_bytes(slice) <= static_cast<std::size_t>(shared_memory_per_block_optin);
-}
-
 // The state slice the launcher takes, or 0 where a kernel of the forward needs more shared memory than a
 // block may opt in to (the caller refuses the call with NotImplemented): the state and output kernels
 // need 103-139 KB, so sm_80 (163 KB) and sm_90 (227 KB) run them, sm_86 / sm_89 / sm_120 (99 KB) do not.

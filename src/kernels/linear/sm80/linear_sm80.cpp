@@ -180,19 +180,7 @@ Status linear_supports_forward(const LinearProblem& problem, const LinearForward
                                              ": the sm80 chunked forward pads K to 128 and supports K <= 128"};
   }
   if (Status fits = forward_shared_memory_fits(problem); !fits) return fits;
-  if (Status grid = grid_fits(problem, (problem.value_dim + 31) / 32); !grid) return grid;
-  if (problem.per_key_gate()) return Status::ok();
-  // Which GDN kernels run (linear_gdn_plan.h): said by explain().
-  host::CudaDeviceLimits limits;
-  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
-    return {StatusCode::kCudaError, "linear forward (sm80): " + why};
-  }
-  const std::string slices =
-      "value slices of " + std::to_string(gdn_forward_state_slice(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count));
-  return {StatusCode::kOk, gdn_forward_fused(problem.num_sequences, problem.heads_v, problem.value_dim, limits.sm_count,
-                                             limits.shared_memory_per_block_optin)
-                               ? "GDN chunked forward: prep, then the state pass with the output beside it (" + slices + ")"
-                               : "GDN chunked forward: prep, the state pass (" + slices + "), the output kernel"};
+  return grid_fits(problem, (problem.value_dim + 31) / 32);
 }
 
 std::size_t linear_forward_workspace_bytes(const LinearProblem& problem) { return chunk_workspace_layout(problem).total; }
@@ -242,8 +230,6 @@ Status linear_forward(const LinearProblem& problem, const LinearForwardArgs& arg
   if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
     return {StatusCode::kCudaError, "linear forward (sm80): " + why};
   }
-  params.gdn_fused = !problem.per_key_gate() && gdn_forward_fused(problem.num_sequences, problem.heads_v, problem.value_dim,
-                                                                  limits.sm_count, limits.shared_memory_per_block_optin);
   host::ScopedDevice device(problem.device.index);
   if (Status s = launch_status(device.status(), "linear forward (sm80): selecting the tensors' device"); !s) return s;
   return launch_status(launch_linear_forward(params, limits.sm_count, limits.shared_memory_per_block_optin, stream_of(args.options)),

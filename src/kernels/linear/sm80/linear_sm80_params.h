@@ -95,7 +95,6 @@ struct LinearForwardParams {
   int num_sequences = 0;            // N
   std::int64_t seqlen = 0;          // T of each sequence (fixed length) or of the packed batch (varlen)
   bool vectorized_io = false;       // q/k/v/out rows 16-byte aligned with K and V multiples of 8
-  bool gdn_fused = false;           // GDN: the state pass with the output beside it (linear_gdn_plan.h)
 };
 
 }  // namespace attnkit::sm80

@@ -57,13 +57,12 @@ __device__ __forceinline__ void split_element(float x, Element* hi, Element* lo)
 // copies, which the caller commits and waits for before its next barrier; all of a thread's copies are
 // in flight at once (plain 16-byte loads went one at a time: each waited for the shared-memory store
 // before it, which the compiler cannot move past a load through a generic pointer). Otherwise
-// element-wise plain loads. `thread` is the caller's index among the kThreads threads that share the load
-// (threadIdx.x where they are the whole CTA).
+// element-wise plain loads.
 template <typename Element, int kWidth, int kThreads>
 __device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* src, std::int64_t token_stride,
-                                          int rows, int col0, int cols, bool vectorized, int thread) {
+                                          int rows, int col0, int cols, bool vectorized) {
   constexpr int kVectors = kWidth / 8;
-  for (int e = thread; e < kChunk * kVectors; e += kThreads) {
+  for (int e = threadIdx.x; e < kChunk * kVectors; e += kThreads) {
     const int t = e / kVectors;
     const int cb = (e % kVectors) * 8;
     Element* d = dst + t * ld + cb;
@@ -82,18 +81,12 @@ __device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* s
   }
 }
 
-template <typename Element, int kWidth, int kThreads>
-__device__ __forceinline__ void load_rows(Element* dst, int ld, const Element* src, std::int64_t token_stride,
-                                          int rows, int col0, int cols, bool vectorized) {
-  load_rows<Element, kWidth, kThreads>(dst, ld, src, token_stride, rows, col0, cols, vectorized, static_cast<int>(threadIdx.x));
-}
-
 // The L2 factor of each of the 64 rows (128 columns) of a chunk (a warp per row, 4 columns per lane), or
-// 1 where `normalise` is false; the rows stay as they are. `thread` as in load_rows.
+// 1 where `normalise` is false; the rows stay as they are.
 template <typename Element, int kThreads>
-__device__ void l2_row_factors(const Element* rows, int ld, bool normalise, float* factors, int thread) {
-  const int lane = thread & 31;
-  for (int r = thread >> 5; r < kChunk; r += kThreads / 32) {
+__device__ void l2_row_factors(const Element* rows, int ld, bool normalise, float* factors) {
+  const int lane = threadIdx.x & 31;
+  for (int r = threadIdx.x >> 5; r < kChunk; r += kThreads / 32) {
     float sum = 0.0f;
     if (normalise) {
 #pragma unroll
@@ -105,11 +98,6 @@ __device__ void l2_row_factors(const Element* rows, int ld, bool normalise, floa
     const float factor = normalise ? l2norm_factor(warp_sum(sum)) : 1.0f;
     if (lane == 0) factors[r] = factor;
   }
-}
-
-template <typename Element, int kThreads>
-__device__ void l2_row_factors(const Element* rows, int ld, bool normalise, float* factors) {
-  l2_row_factors<Element, kThreads>(rows, ld, normalise, factors, static_cast<int>(threadIdx.x));
 }
 
 // Rescales each of the 64 rows (128 columns) of a chunk by its L2 factor (a warp per row, 4 columns per lane).
