@@ -191,6 +191,15 @@ std::vector<LinearCase> linear_adversarial_cases(LinearVariant variant, DType dt
     c.batch = 2, c.seqlen = 0, c.gate_form = LinearGateForm::kSoftplus, c.final_state = false;
     add(c);
   }
+  {
+    // Enough (sequence, value head) pairs for the sm80 forward's state pass to take slices of 64 value
+    // columns on an H100 (2 x 66 x 128 / 64 = 264 CTAs >= 132 SMs; linear_gdn_plan.h, linear_kda_plan.h):
+    // the only catalogue case that reaches them, so that they run in fp16 too. T = 70: a partial last chunk.
+    LinearCase c = base("wide_grid_B2_H33_HV66_T70_h0", variant, dtype);
+    c.batch = 2, c.seqlen = 70, c.heads_qk = 33, c.heads_v = 66, c.key_dim = 128, c.value_dim = 128;
+    c.initial_state = true;
+    add(c);
+  }
   return cases;
 }
 
