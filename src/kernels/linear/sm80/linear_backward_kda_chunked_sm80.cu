@@ -23,9 +23,11 @@
 //   dG_i = q_i .* dq_i + k_i .* (the first and third terms of dk_i - the second and fourth)
 //   dG_C += sum_j k_j .* d_j .* (U dh^T)_j + gam_C .* diag(dh S0^T);  dg_t = sum over i >= t of dG_i.
 // (Checked against float64 central differences of the token recurrence by a NumPy model of this algebra:
-// T = 11, chunks of 4, K = 5, V = 3, every gradient within 1.4e-9.) The decayed products with an exp per
-// (i, j, key) run on CUDA cores, the exp of G_i - G_j (<= 0, clamped so for masked pairs) taken at each
-// use; the plain products on gemm_tc as in GDN's kernels.
+// T = 11, chunks of 4, K = 5, V = 3, every gradient within 1.4e-9.) chunk_prep's decayed products (B, P:
+// fp32 for dbeta, as GDN's K K^T and Q K^T) run on CUDA cores with an exp per (i, j, key), the exp of
+// G_i - G_j (<= 0, clamped so for masked pairs) taken at each use; chunk_grad's closing takes the blocks
+// off the diagonal on tensor cores through a reference row per 16-row block (see there) and keeps the
+// diagonal blocks on CUDA cores; the plain products on gemm_tc as in GDN's kernels.
 //
 // Kernels, in launch order (between the prep and finish kernels of linear_backward_sm80.cu):
 //   chunk_prep  (grid: chunk slots x value heads)  G, B, Tinv, w, u, Kd, P^T dO, scale (Gamma .* Q)^T dO
@@ -48,6 +50,41 @@ constexpr float kLog2e = 1.4426950408889634f;  // G is kept in log2 units: exp(G
 // exp(G_i - G_j) for j <= i from log2 units; masked pairs (j > i) may give a positive difference, which
 // the clamp turns into a finite factor that the caller's zero weight removes.
 __device__ __forceinline__ float decay(float g2_i, float g2_j) { return exp2f(fminf(g2_i - g2_j, 0.0f)); }
+
+// One n-tile (8 columns from n) of two products over depth [m0, m1) (warp-uniform, a multiple of 16), the
+// warp's 16 rows from r0: c1 += a1 b1, c2 += a2 b2 with bp(m, n) = {b1, b2} (SharedB: b2 = b1, split
+// once), bf16 pairs and three MMAs a product and k-step as mma_tc; fragment layout as MmaTile's.
+template <bool SharedB, typename A1, typename A2, typename Bp>
+__device__ __forceinline__ void block_products(float (&c1)[4], float (&c2)[4], int r0, int n, int m0, int m1, A1 a1,
+                                               A2 a2, Bp bp) {
+  using linear_detail::mma_16x8x16;
+  using linear_detail::split_pair;
+  using E = __nv_bfloat16;
+  const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, t2 = 2 * (lane % 4);
+  for (int k0 = m0; k0 < m1; k0 += 16) {
+    unsigned hi1[4], lo1[4], hi2[4], lo2[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int i = r0 + g + 8 * (q % 2), m = k0 + t2 + 8 * (q / 2);
+      split_pair<E>(a1(i, m), a1(i, m + 1), &hi1[q], &lo1[q]);
+      split_pair<E>(a2(i, m), a2(i, m + 1), &hi2[q], &lo2[q]);
+    }
+    const float2 x0 = bp(k0 + t2, n), x1 = bp(k0 + t2 + 1, n), x2 = bp(k0 + t2 + 8, n), x3 = bp(k0 + t2 + 9, n);
+    unsigned bhi[2], blo[2];
+    split_pair<E>(x0.x, x1.x, &bhi[0], &blo[0]);
+    split_pair<E>(x2.x, x3.x, &bhi[1], &blo[1]);
+    mma_16x8x16<E>(c1, lo1, bhi[0], bhi[1]);
+    mma_16x8x16<E>(c1, hi1, blo[0], blo[1]);
+    mma_16x8x16<E>(c1, hi1, bhi[0], bhi[1]);
+    if constexpr (!SharedB) {
+      split_pair<E>(x0.y, x1.y, &bhi[0], &blo[0]);
+      split_pair<E>(x2.y, x3.y, &bhi[1], &blo[1]);
+    }
+    mma_16x8x16<E>(c2, lo2, bhi[0], bhi[1]);
+    mma_16x8x16<E>(c2, hi2, blo[0], blo[1]);
+    mma_16x8x16<E>(c2, hi2, bhi[0], bhi[1]);
+  }
+}
 
 // ---- chunk_prep ----------------------------------------------------------------------------------------
 
@@ -369,9 +406,60 @@ __global__ void __launch_bounds__(kThreadsChunk) kda_chunk_grad_kernel(const Lin
     }
   }
   __syncthreads();  // E is complete
-  // Row products, j <= i in the thread's row tile: accq += sum_j M_ij k_j .* exp(G_i - G_j),
-  // acc1 += sum_j E_ij k_j .* exp(G_i - G_j) (one exp for both).
-  const int last = 16 * row_tile + 15;
+  // The decayed products in 16-row blocks (the KDA forward prep's split): G falls along the chunk, so for
+  // i >= r > j, exp(G_i - G_j) = exp(G_i - G_r) exp(G_r - G_j) with both factors <= 1, and an off-diagonal
+  // block becomes a plain product of operands scaled by exp(G_r - G) on tensor cores (bf16 pairs, as
+  // mma_tc), its result scaled by the other factor per element; the diagonal 16 x 16 blocks stay exact on
+  // CUDA cores. Row products (warp's row block I, reference r = 16 I, columns j < r off the diagonal):
+  // accq += sum_j M_ij k_j .* exp(G_i - G_j), acc1 += sum_j E_ij k_j .* exp(G_i - G_j). Column products
+  // (rows j of block I, reference r = 16 (I + 1), rows i >= r off the diagonal):
+  // acc2 += sum_i (M_ij q_i + E_ij k_i) .* exp(G_i - G_j). Row block I takes I blocks of 16 in the first and
+  // 3 - I in the second, so every warp does three; per chunk and head ~49 K exp2 off the diagonal and
+  // ~262 K on it, where all ~655 K were on CUDA cores (7cbfd62).
+  const int lane_g = lane / 4, n_base = KeyTile::col(0, 0) - 2 * (lane % 4);
+  const int first_row = 16 * row_tile, last = first_row + 15;
+  if (row_tile > 0) {
+    const int ref = first_row;
+#pragma unroll
+    for (int t = 0; t < KeyTile::kTiles; ++t) {
+      float pq[4] = {0.0f, 0.0f, 0.0f, 0.0f}, p1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      block_products<true>(
+          pq, p1, first_row, n_base + 8 * t + lane_g, 0, ref, [&](int i, int m) { return s.dou[i][m]; },
+          [&](int i, int m) { return s.yu[i][m]; },
+          [&](int m, int n) {
+            const float x = s.k[m][n] * decay(s.g[ref][n], s.g[m][n]);
+            return make_float2(x, x);
+          });
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = KeyTile::col(t, e);
+        const float f = decay(s.g[KeyTile::row(e)][col], s.g[ref][col]);
+        accq.c[t][e] = fmaf(f, pq[e], accq.c[t][e]);
+        acc1.c[t][e] = fmaf(f, p1[e], acc1.c[t][e]);
+      }
+    }
+  }
+  if (row_tile < KeyTile::kRowTiles - 1) {
+    const int ref = first_row + 16;
+#pragma unroll
+    for (int t = 0; t < KeyTile::kTiles; ++t) {
+      float pm[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pe[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      block_products<false>(
+          pm, pe, first_row, n_base + 8 * t + lane_g, ref, kC, [&](int jj, int i) { return s.dou[i][jj]; },
+          [&](int jj, int i) { return s.yu[i][jj]; },
+          [&](int i, int n) {
+            const float f = decay(s.g[i][n], s.g[ref][n]);
+            return make_float2(cl.q[i][n] * f, s.k[i][n] * f);
+          });
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = KeyTile::col(t, e);
+        acc2.c[t][e] = fmaf(decay(s.g[ref][col], s.g[KeyTile::row(e)][col]), pm[e] + pe[e], acc2.c[t][e]);
+      }
+    }
+  }
+  // The diagonal blocks, j <= i in the warp's row block: accq, acc1 (rows) and acc2 (columns), an exp2 per
+  // (i, j, key) shared by the q and k sides; the pairs above the diagonal have zero weights.
 #pragma unroll
   for (int t = 0; t < KeyTile::kTiles; ++t) {
     const int col = KeyTile::col(t, 0);
@@ -381,7 +469,7 @@ __global__ void __launch_bounds__(kThreadsChunk) kda_chunk_grad_kernel(const Lin
       gi[rr][0] = s.g[r0 + 8 * rr][col];
       gi[rr][1] = s.g[r0 + 8 * rr][col + 1];
     }
-    for (int jj = 0; jj <= last; ++jj) {
+    for (int jj = first_row; jj <= last; ++jj) {
       const float2 kj = *reinterpret_cast<const float2*>(&s.k[jj][col]);
       const float2 gj = *reinterpret_cast<const float2*>(&s.g[jj][col]);
 #pragma unroll
@@ -394,27 +482,15 @@ __global__ void __launch_bounds__(kThreadsChunk) kda_chunk_grad_kernel(const Lin
         acc1.c[t][2 * rr + 1] = fmaf(ee, k1, acc1.c[t][2 * rr + 1]);
       }
     }
-  }
-  // Column products, i >= j with j the thread's rows: acc2 += sum_i (M_ij q_i + E_ij k_i) .* exp(G_i - G_j).
-  const int first_row = 16 * row_tile;
-#pragma unroll
-  for (int t = 0; t < KeyTile::kTiles; ++t) {
-    const int col = KeyTile::col(t, 0);
-    float gj[2][2];
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      gj[rr][0] = s.g[r0 + 8 * rr][col];
-      gj[rr][1] = s.g[r0 + 8 * rr][col + 1];
-    }
-    for (int i = first_row; i < kC; ++i) {
+    for (int i = first_row; i <= last; ++i) {
       const float2 qi = *reinterpret_cast<const float2*>(&cl.q[i][col]);
       const float2 ki = *reinterpret_cast<const float2*>(&s.k[i][col]);
-      const float2 gi = *reinterpret_cast<const float2*>(&s.g[i][col]);
+      const float2 g2 = *reinterpret_cast<const float2*>(&s.g[i][col]);
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         const float m = s.dou[i][r0 + 8 * rr], ee = s.yu[i][r0 + 8 * rr];
-        acc2.c[t][2 * rr] = fmaf(fmaf(m, qi.x, ee * ki.x), decay(gi.x, gj[rr][0]), acc2.c[t][2 * rr]);
-        acc2.c[t][2 * rr + 1] = fmaf(fmaf(m, qi.y, ee * ki.y), decay(gi.y, gj[rr][1]), acc2.c[t][2 * rr + 1]);
+        acc2.c[t][2 * rr] = fmaf(fmaf(m, qi.x, ee * ki.x), decay(g2.x, gi[rr][0]), acc2.c[t][2 * rr]);
+        acc2.c[t][2 * rr + 1] = fmaf(fmaf(m, qi.y, ee * ki.y), decay(g2.y, gi[rr][1]), acc2.c[t][2 * rr + 1]);
       }
     }
   }
