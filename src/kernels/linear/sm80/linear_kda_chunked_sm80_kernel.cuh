@@ -127,6 +127,37 @@ struct KdaPrepShared {
 };
 static_assert(sizeof(KdaPrepShared<__nv_bfloat16>) == kda_prep_shared_bytes(), "linear_kda_plan.h's size of prep");
 
+// One 16-channel step of a decayed product split at a reference token ref (t >= ref >= s, so every exp
+// factor is <= 1): rows g and g + 8 of the left operand are q_t exp(G_t - G_ref) and k_t exp(G_t - G_ref),
+// column g of the right operand k_s exp(G_ref - G_s), over channels col0, col0 + 1 (a0, a1, b0) and col0 + 8,
+// col0 + 9 (a2, a3, b1); bf16 / fp16 hi + lo pairs, three MMAs (hi hi, lo hi, hi lo) into acc. The
+// off-diagonal 16 x 16 blocks and the diagonal blocks' 4 x 4 quarters both take their products this way.
+template <typename Element>
+__device__ __forceinline__ void decayed_product_step(const KdaPrepShared<Element>& sm, int t, int ref, int s, int col0,
+                                                     float (&acc)[4]) {
+  constexpr int kLdKey = KdaPrepShared<Element>::kLdKey;
+  constexpr int kLdGate = KdaPrepShared<Element>::kLdGate;
+  unsigned a_hi[4], a_lo[4], b_hi[2], b_lo[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int col = col0 + half * 8;
+    const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kLdGate + col]);
+    const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kLdGate + col]);
+    const float2 gs = *reinterpret_cast<const float2*>(&sm.gate[s * kLdGate + col]);
+    const float e0 = exp_nonpositive(gt.x - gr.x);
+    const float e1 = exp_nonpositive(gt.y - gr.y);
+    const float2 qv = load_pair(sm.q + t * kLdKey + col);
+    const float2 kv = load_pair(sm.k + t * kLdKey + col);
+    const float2 ks = load_pair(sm.k + s * kLdKey + col);
+    split_pair<Element>(qv.x * e0, qv.y * e1, &a_hi[half * 2], &a_lo[half * 2]);
+    split_pair<Element>(kv.x * e0, kv.y * e1, &a_hi[half * 2 + 1], &a_lo[half * 2 + 1]);
+    split_pair<Element>(ks.x * exp_nonpositive(gr.x - gs.x), ks.y * exp_nonpositive(gr.y - gs.y), &b_hi[half], &b_lo[half]);
+  }
+  mma_16x8x16<Element>(acc, a_hi, b_hi[0], b_hi[1]);
+  mma_16x8x16<Element>(acc, a_lo, b_hi[0], b_hi[1]);
+  mma_16x8x16<Element>(acc, a_hi, b_lo[0], b_lo[1]);
+}
+
 template <typename Element>
 __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(LinearForwardParams params) {
   using Shared = KdaPrepShared<Element>;
@@ -311,27 +342,7 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
       const int s = b * kTile + g;    // the thread's column of the right operand
       float acc[4] = {};
 #pragma unroll 2
-      for (int kk = 0; kk < kKeyPad / kTile; ++kk) {
-        unsigned a_hi[4], a_lo[4], b_hi[2], b_lo[2];
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {  // channels 2t .. (a0, a1, b0) and 2t + 8 .. (a2, a3, b1)
-          const int col = kk * kTile + t2 + half * 8;
-          const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kLdGate + col]);
-          const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kLdGate + col]);
-          const float2 gs = *reinterpret_cast<const float2*>(&sm.gate[s * kLdGate + col]);
-          const float e0 = exp_nonpositive(gt.x - gr.x);
-          const float e1 = exp_nonpositive(gt.y - gr.y);
-          const float2 qv = load_pair(sm.q + t * kLdKey + col);
-          const float2 kv = load_pair(sm.k + t * kLdKey + col);
-          const float2 ks = load_pair(sm.k + s * kLdKey + col);
-          split_pair<Element>(qv.x * e0, qv.y * e1, &a_hi[half * 2], &a_lo[half * 2]);
-          split_pair<Element>(kv.x * e0, kv.y * e1, &a_hi[half * 2 + 1], &a_lo[half * 2 + 1]);
-          split_pair<Element>(ks.x * exp_nonpositive(gr.x - gs.x), ks.y * exp_nonpositive(gr.y - gs.y), &b_hi[half], &b_lo[half]);
-        }
-        mma_16x8x16<Element>(acc, a_hi, b_hi[0], b_hi[1]);
-        mma_16x8x16<Element>(acc, a_lo, b_hi[0], b_hi[1]);
-        mma_16x8x16<Element>(acc, a_hi, b_lo[0], b_lo[1]);
-      }
+      for (int kk = 0; kk < kKeyPad / kTile; ++kk) decayed_product_step(sm, t, ref, s, kk * kTile + t2, acc);
       const int col = b * kTile + t2;  // acc: P[t][col, col + 1], then A[t][col, col + 1]
       const float fp = scale * sm.q_factor[t];
       const float fa = sm.beta[t] * sm.k_factor[t];
@@ -368,25 +379,7 @@ __global__ void __launch_bounds__(kKdaPrepThreads, 2) linear_kda_prep_kernel(Lin
       // 112): the q / k pair loads of a warp's 4 rows (68 words apart) and two groups then fall in 32
       // distinct banks.
       const int c = (step & 1) * 16 + (step >> 1) * 64 + (g >> 2) * 32;
-      unsigned a_hi[4], a_lo[4], b_hi[2], b_lo[2];
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {  // channels c + t2 .. (a0, a1, b0) and c + t2 + 8 .. (a2, a3, b1)
-        const int col = c + t2 + half * 8;
-        const float2 gt = *reinterpret_cast<const float2*>(&sm.gate[t * kLdGate + col]);
-        const float2 gr = *reinterpret_cast<const float2*>(&sm.gate[ref * kLdGate + col]);
-        const float2 gs = *reinterpret_cast<const float2*>(&sm.gate[s * kLdGate + col]);
-        const float e0 = exp_nonpositive(gt.x - gr.x);
-        const float e1 = exp_nonpositive(gt.y - gr.y);
-        const float2 qv = load_pair(sm.q + t * kLdKey + col);
-        const float2 kv = load_pair(sm.k + t * kLdKey + col);
-        const float2 ks = load_pair(sm.k + s * kLdKey + col);
-        split_pair<Element>(qv.x * e0, qv.y * e1, &a_hi[half * 2], &a_lo[half * 2]);
-        split_pair<Element>(kv.x * e0, kv.y * e1, &a_hi[half * 2 + 1], &a_lo[half * 2 + 1]);
-        split_pair<Element>(ks.x * exp_nonpositive(gr.x - gs.x), ks.y * exp_nonpositive(gr.y - gs.y), &b_hi[half], &b_lo[half]);
-      }
-      mma_16x8x16<Element>(acc, a_hi, b_hi[0], b_hi[1]);
-      mma_16x8x16<Element>(acc, a_lo, b_hi[0], b_hi[1]);
-      mma_16x8x16<Element>(acc, a_hi, b_lo[0], b_lo[1]);
+      decayed_product_step(sm, t, ref, s, c + t2, acc);
     }
     // Lane (g, quad) with g < 4, quad < 2 holds the first channel group's P[t][s'], s' = base + t2, + 1
     // (rows g) and A (rows g + 8); lane (g + 4, quad + 2) = lane ^ 18 the second group's of the same entries.
