@@ -287,14 +287,15 @@ Status linear_supports_backward(const LinearProblem& problem, const LinearBackwa
       !fits) {
     return fits;
   }
-  // The chunked GDN backward's kernels against the block's opt-in shared memory (linear_backward_plan.h):
-  // chunk_grad needs 222 KB, which sm_90 gives and sm_80 (163 KB) and sm_86 / sm_89 (99 KB) do not;
-  // without this check they would fail at launch with a CUDA error.
+  host::CudaDeviceLimits limits;
+  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
+    return {StatusCode::kCudaError, "linear backward (sm80): " + why};
+  }
+  // Which of the backward algorithms runs (see the comment above): said by explain(). The chunked GDN
+  // backward's kernels against the block's opt-in shared memory (linear_backward_plan.h): chunk_grad needs
+  // 222 KB, which sm_90 gives and sm_80 (163 KB) and sm_86 / sm_89 (99 KB) do not; without this check they
+  // would fail at launch with a CUDA error.
   if (!problem.per_key_gate()) {
-    host::CudaDeviceLimits limits;
-    if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
-      return {StatusCode::kCudaError, "linear backward (sm80): " + why};
-    }
     if (!gdn_backward_fits(limits.shared_memory_per_block_optin)) {
       return {StatusCode::kNotImplemented,
               "linear backward (sm80): the GDN chunked backward's chunk_prep, state passes and chunk_grad need " +
@@ -304,14 +305,7 @@ Status linear_supports_backward(const LinearProblem& problem, const LinearBackwa
                   std::to_string(problem.device.index) + " allows " +
                   std::to_string(limits.shared_memory_per_block_optin)};
     }
-  }
-  // Which of the backward algorithms runs (see the comment above): said by explain().
-  if (!problem.per_key_gate()) {
     return {StatusCode::kOk, "GDN chunked backward (chunk-parallel kernels, sequential state passes)"};
-  }
-  host::CudaDeviceLimits limits;
-  if (std::string why; !host::cuda_device_limits(problem.device.index, &limits, &why)) {
-    return {StatusCode::kCudaError, "linear backward (sm80): " + why};
   }
   if (kda_backward_chunked(problem, limits)) {
     return {StatusCode::kOk, "KDA chunked backward (chunk-parallel kernels, sequential state passes)"};
