@@ -22,11 +22,12 @@ constexpr int gdn_state_slice(std::int64_t num_sequences, std::int64_t heads_v, 
   return 2 * ctas32 <= sm_count ? 16 : 32;
 }
 
-// The GDN forward's slice (KDA's state pass has no slice of 64): slices of 64 (16 warps, one CTA per SM
-// by registers) where that grid still gives every SM a CTA and adds no padding columns. Each chunk's
-// w_neg and k (32 KB) are read once per slice CTA, so at (4, 8192, 32, 32) slices of 32 read 128 KB of
-// them per chunk and value head, slices of 64 read 64 KB; the slice-32 pass moved 7.2 GB through L2 at
-// 84% of its rate there (H100, ncu, 2026-11-26 run 8), two CTAs of 8 warps per SM.
+// The GDN forward's slice (KDA's too where its 173 KB pass fits a block: kda_forward_state_slice): slices
+// of 64 (16 warps, one CTA per SM by registers) where that grid still gives every SM a CTA and adds no
+// padding columns. Each chunk's w_neg and k (32 KB) are read once per slice CTA, so at (4, 8192, 32, 32)
+// slices of 32 read 128 KB of them per chunk and value head, slices of 64 read 64 KB; the slice-32 pass
+// moved 7.2 GB through L2 at 84% of its rate there (H100, ncu, 2026-11-26 run 8), two CTAs of 8 warps per
+// SM.
 constexpr int gdn_forward_state_slice(std::int64_t num_sequences, std::int64_t heads_v, std::int64_t value_dim,
                                       std::int64_t sm_count) {
   const int slice = gdn_state_slice(num_sequences, heads_v, value_dim, sm_count);
