@@ -88,16 +88,23 @@ __device__ __forceinline__ void block_products(float (&c1)[4], float (&c2)[4], i
 
 // ---- chunk_prep ----------------------------------------------------------------------------------------
 
-// k (then beta Gamma .* k for w), q (then scale Gamma .* q, then Tinv), G (log2 units), A, P (then a
-// slice of beta v), a slice of dout, beta: 145,664 bytes, one CTA per SM.
+// k (then beta Gamma .* k for w), q (then scale Gamma .* q, then Tinv), G of one half of the keys (log2
+// units; A goes over it once both halves are done), P (then a slice of beta v), a slice of dout, beta:
+// 111,872 bytes, two CTAs per SM (2 x (111,872 + 1,024 reserved) <= 233,472 bytes of an H100 SM). With G
+// whole it took 145,664 bytes and one CTA per SM: chunk_prep 12.97 ms at (4, 8192, 32, 32) (ncu, H100)
+// for ~4.2 GB of stores, its phases (exp-bound products, the inversion's serial steps, GEMMs) not
+// overlapped by a second CTA.
+constexpr int kHalfKey = kKey / 2;  // keys per G tile
 struct alignas(16) KdaPrepShared {
   float k[kC][kLdKey];
   union {
     float q[kC][kLdKey];
     float t[kC][kLdC];
   };
-  float g[kC][kLdKey];
-  float a[kC][kLdC];
+  union {
+    float g[kC][kHalfKey + 4];
+    float a[kC][kLdC];
+  };
   union {
     float p[kC][kLdC];
     float x[kC][kLdSlice];
@@ -105,9 +112,10 @@ struct alignas(16) KdaPrepShared {
   float y[kC][kLdSlice];
   float beta[kC];
 };
+static_assert(kHalfKey + 4 == kLdC, "the G tile and A share a pitch");
 static_assert(sizeof(KdaPrepShared) == kda_backward_prep_shared_bytes(), "linear_backward_plan.h's size of chunk_prep");
 
-__global__ void __launch_bounds__(kThreadsChunk) kda_chunk_prep_kernel(const LinearBackwardParams p) {
+__global__ void __launch_bounds__(kThreadsChunk, 2) kda_chunk_prep_kernel(const LinearBackwardParams p) {
   const LinearCommonParams& c = p.common;
   extern __shared__ __align__(16) unsigned char smem[];
   KdaPrepShared& s = *reinterpret_cast<KdaPrepShared*>(smem);
@@ -120,47 +128,52 @@ __global__ void __launch_bounds__(kThreadsChunk) kda_chunk_prep_kernel(const Lin
   const int tid = threadIdx.x;
   load_key_rows<kThreadsChunk>(&s.k[0][0], p.ws.kn, p, place.token0, place.rows, h);
   load_key_rows<kThreadsChunk>(&s.q[0][0], p.ws.qn, p, place.token0, place.rows, h);
-  copy_rows_async<kC, kKey, kThreadsChunk>(&s.g[0][0], kLdKey, p.ws.gate + (place.token0 * c.heads_v + j) * kKey,
-                                           static_cast<std::int64_t>(c.heads_v) * kKey, place.rows);
   if (tid < kC) s.beta[tid] = tid < place.rows ? p.ws.beta[(place.token0 + tid) * c.heads_v + j] : 0.0f;
   cp_async_commit();
-  cp_async_wait_all();
-  __syncthreads();
+  const float* gate = p.ws.gate + (place.token0 * c.heads_v + j) * kKey;
   float* gc = p.ws.gc + ch * kC * kKey;
-  if (tid < kKey) {  // G per key in token order (fp32 sums, as the CPU backend), then to log2 units
-    float sum = 0.0f;
-    for (int i = 0; i < kC; ++i) {
-      sum += s.g[i][tid];
-      const float g2 = sum * kLog2e;
-      s.g[i][tid] = g2;
-      gc[i * kKey + tid] = g2;
-    }
-  }
-  __syncthreads();
+  float* kd = p.ws.kd + ch * kC * kKey;
   // B = k_i (.) k_j (i > j) and P = scale q_i (.) k_j (j <= i) over the keys, fp32 on CUDA cores (GDN's
   // K K^T and Q K^T stay fp32 for dbeta's sake; NOTES.md "GPU backward"), one exp per (i, j, key) shared
-  // by both. The thread's rows lie in row blocks 0-3 of 16 and its columns in column blocks 0-3, so the
-  // blocks above the diagonal are skipped at compile time.
-  {
-    using F = Fragment<kC, kC, kThreadsChunk>;
-    float fb[F::kTm][F::kTn], fp[F::kTm][F::kTn];
+  // by both, the keys in order through two halves of G. The thread's rows lie in row blocks 0-3 of 16 and
+  // its columns in column blocks 0-3, so the blocks above the diagonal are skipped at compile time.
+  using F = Fragment<kC, kC, kThreadsChunk>;
+  float fb[F::kTm][F::kTn], fp[F::kTm][F::kTn];
 #pragma unroll
-    for (int r = 0; r < F::kTm; ++r) {
+  for (int r = 0; r < F::kTm; ++r) {
 #pragma unroll
-      for (int cc = 0; cc < F::kTn; ++cc) fb[r][cc] = fp[r][cc] = 0.0f;
+    for (int cc = 0; cc < F::kTn; ++cc) fb[r][cc] = fp[r][cc] = 0.0f;
+  }
+  for (int half = 0; half < 2; ++half) {
+    const int e0 = half * kHalfKey;
+    if (half > 0) __syncthreads();  // the first half's scaling is done with its G
+    copy_rows_async<kC, kHalfKey, kThreadsChunk>(&s.g[0][0], kHalfKey + 4, gate + e0,
+                                                 static_cast<std::int64_t>(c.heads_v) * kKey, place.rows);
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+    if (tid < kHalfKey) {  // G per key in token order (fp32 sums, as the CPU backend), then to log2 units
+      float sum = 0.0f;
+      for (int i = 0; i < kC; ++i) {
+        sum += s.g[i][tid];
+        const float g2 = sum * kLog2e;
+        s.g[i][tid] = g2;
+        gc[i * kKey + e0 + tid] = g2;
+      }
     }
+    __syncthreads();
 #pragma unroll 2
-    for (int e = 0; e < kKey; ++e) {
+    for (int e = 0; e < kHalfKey; ++e) {
       float ki[F::kTm], qi[F::kTm], gi[F::kTm], kj[F::kTn], gj[F::kTn];
 #pragma unroll
       for (int r = 0; r < F::kTm; ++r) {
-        ki[r] = s.k[F::row(r)][e];
-        qi[r] = s.q[F::row(r)][e];
+        ki[r] = s.k[F::row(r)][e0 + e];
+        qi[r] = s.q[F::row(r)][e0 + e];
         gi[r] = s.g[F::row(r)][e];
       }
 #pragma unroll
       for (int cc = 0; cc < F::kTn; ++cc) {
-        kj[cc] = s.k[F::col(cc)][e];
+        kj[cc] = s.k[F::col(cc)][e0 + e];
         gj[cc] = s.g[F::col(cc)][e];
       }
 #pragma unroll
@@ -173,29 +186,29 @@ __global__ void __launch_bounds__(kThreadsChunk) kda_chunk_prep_kernel(const Lin
         }
       }
     }
-    float* bmat = p.ws.bmat + ch * kC * kC;
-#pragma unroll
-    for (int r = 0; r < F::kTm; ++r) {
-#pragma unroll
-      for (int cc = 0; cc < F::kTn; ++cc) {
-        const int i = F::row(r), jj = F::col(cc);
-        const float b = cc <= r && i > jj ? fb[r][cc] : 0.0f;
-        s.a[i][jj] = s.beta[i] * b;
-        bmat[i * kC + jj] = b;
-        s.p[i][jj] = cc <= r && jj <= i ? c.scale * fp[r][cc] : 0.0f;
-      }
+    __syncthreads();  // the half's k and q are read raw no more
+    // Kd = d .* k to the workspace (the state passes' k), then q -> scale Gamma .* q and k -> beta Gamma .* k
+    // in place (each element by one thread).
+    for (int e = tid; e < kC * kHalfKey; e += kThreadsChunk) {
+      const int i = e / kHalfKey, col = e % kHalfKey;
+      const float g2 = s.g[i][col], gam = exp2f(g2), k = s.k[i][e0 + col];
+      kd[i * kKey + e0 + col] = k * exp2f(s.g[kC - 1][col] - g2);
+      s.q[i][e0 + col] *= c.scale * gam;
+      s.k[i][e0 + col] = s.beta[i] * gam * k;
     }
   }
-  __syncthreads();  // A, P complete; k and q are read raw no more
-  // Kd = d .* k to the workspace (the state passes' k), then q -> scale Gamma .* q and k -> beta Gamma .* k
-  // in place (each element by one thread).
-  float* kd = p.ws.kd + ch * kC * kKey;
-  for (int e = tid; e < kC * kKey; e += kThreadsChunk) {
-    const int i = e / kKey, col = e % kKey;
-    const float g2 = s.g[i][col], gam = exp2f(g2), k = s.k[i][col];
-    kd[e] = k * exp2f(s.g[kC - 1][col] - g2);
-    s.q[i][col] *= c.scale * gam;
-    s.k[i][col] = s.beta[i] * gam * k;
+  __syncthreads();  // G is read no more: A goes over it
+  float* bmat = p.ws.bmat + ch * kC * kC;
+#pragma unroll
+  for (int r = 0; r < F::kTm; ++r) {
+#pragma unroll
+    for (int cc = 0; cc < F::kTn; ++cc) {
+      const int i = F::row(r), jj = F::col(cc);
+      const float b = cc <= r && i > jj ? fb[r][cc] : 0.0f;
+      s.a[i][jj] = s.beta[i] * b;
+      bmat[i * kC + jj] = b;
+      s.p[i][jj] = cc <= r && jj <= i ? c.scale * fp[r][cc] : 0.0f;
+    }
   }
   float* u = p.ws.vnew + ch * kC * value_pad;
   float* dvl = p.ws.pdo + ch * kC * value_pad;

@@ -55,10 +55,10 @@ constexpr bool gdn_backward_state_pipelined(std::int64_t state_ctas, std::int64_
   return backward_state_pipelined(false, state_ctas, sm_count, shared_memory_per_block_optin);
 }
 
-// The KDA chunked backward (linear_backward_kda_chunked_sm80.cu). chunk_prep: k, q (then Tinv), G per key,
-// A, P (then a slice of beta v), a slice of dout, beta: 145,664 bytes (one CTA per SM).
+// The KDA chunked backward (linear_backward_kda_chunked_sm80.cu). chunk_prep: k, q (then Tinv), G of half
+// the keys (then A), P (then a slice of beta v), a slice of dout, beta: 111,872 bytes (two CTAs per SM).
 constexpr std::size_t kda_backward_prep_shared_bytes() {
-  return 3 * kGdnBackwardRowBytes128 + 2 * kGdnBackwardRowBytes64 + kGdnBackwardRowBytes32 + 64 * 4;
+  return 2 * kGdnBackwardRowBytes128 + 2 * kGdnBackwardRowBytes64 + kGdnBackwardRowBytes32 + 64 * 4;
 }
 
 // KDA chunk_grad: k, G per key, Tinv, dO U^T, Y U^T; the value step's tiles (S0 and dh [128][36], u, dU,
